@@ -1,0 +1,212 @@
+//! `storebox serve`: assembles the appliance — database, broker, device ingest, presence, HTTP —
+//! runs it until the shutdown future resolves, then stops in order: no new connections, finish
+//! HTTP requests, commit every queued device message, checkpoint the database. Tests and `demo`
+//! call [`serve`] with port 0 and their own clock and shutdown future.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::broker::{self, guard::BrokerShared};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::devices::{self, ingest};
+use crate::ops::{metrics::Metrics, systemd};
+use crate::web::{self, AppState};
+
+/// Where a started box listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+}
+
+/// Raw telemetry rows kept at most, whatever the age (protects the disk from a flood).
+pub const TELEMETRY_MAX_ROWS: i64 = 5_000_000;
+
+pub async fn serve<S, R>(
+    config: Config,
+    clock: SharedClock,
+    shutdown: S,
+    on_ready: R,
+) -> anyhow::Result<()>
+where
+    S: Future<Output = ()>,
+    R: FnOnce(Running),
+{
+    let config = Arc::new(config);
+    let db_path = config.db_path();
+    let db = crate::db::run_blocking(move || Db::open(&db_path)).await?;
+    db.write(|c| devices::reset_presence(c)).await?;
+    let metrics = Arc::new(Metrics::new());
+
+    let (ingest_tx, ingest_rx) = flume::unbounded();
+    let shared = BrokerShared::new(
+        metrics.clone(),
+        clock.clone(),
+        config.mqtt.max_payload_bytes,
+        ingest_tx,
+        config.mqtt.ingest_queue,
+    );
+    let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone()).await?);
+    let publisher = mqtt.publisher.clone();
+
+    let ctx = Arc::new(ingest::IngestCtx {
+        metrics: metrics.clone(),
+        publisher: publisher.clone(),
+        dead_letter_keep: config.storage.dead_letter_keep as i64,
+        price: Arc::new(
+            |_conn, sku, _at| json!({"sku": sku, "error": {"code": "unknown_sku", "message": format!("no catalog item {sku:?}")}}),
+        ),
+    });
+    let ingest_task = tokio::spawn(ingest::run(ingest_rx, db.clone(), ctx));
+    let presence_task = devices::spawn_presence_monitor(shared.clone());
+    let maintenance_task = spawn_maintenance(
+        db.clone(),
+        clock.clone(),
+        config.storage.telemetry_keep_days,
+    );
+
+    let setup_code = Arc::new(Mutex::new(None));
+    if db.read(|c| crate::auth::user_count(c)).await? == 0 {
+        let code = crate::auth::generate_secret("")[..12].to_string();
+        tracing::warn!(
+            setup_code = %code,
+            "no staff user exists yet: open the web UI and enter this one-time setup code to create the first admin, or run `storebox user add NAME --role admin`"
+        );
+        *setup_code.lock() = Some(code);
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let state = AppState {
+        db: db.clone(),
+        clock: clock.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        broker: shared.clone(),
+        publisher,
+        mqtt: mqtt.clone(),
+        started: Instant::now(),
+        setup_code,
+        login_failures: Arc::default(),
+    };
+    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let running = Running {
+        http: http_addr,
+        mqtt: mqtt.addr,
+    };
+    tracing::info!(http = %running.http, mqtt = %running.mqtt, store = %config.store.id, "storebox ready");
+    systemd::notify_ready();
+    let watchdog_task =
+        systemd::watchdog_interval().map(|every| spawn_watchdog(every, db.clone(), mqtt.clone()));
+    on_ready(running);
+
+    shutdown.await;
+
+    // Orderly stop, bounded to well under systemd's 5 s budget.
+    tracing::info!("storebox stopping");
+    systemd::notify_stopping();
+    mqtt.stop_accepting();
+    let _ = stop_http.send(());
+    if tokio::time::timeout(Duration::from_secs(2), http_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("http: open requests did not finish within 2 s; closing them");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), shared.flush()).await {
+        Ok(_) => tracing::info!("device ingest flushed"),
+        Err(_) => tracing::warn!(
+            queued = shared.queue_depth(),
+            "device ingest not flushed within 2 s; unacked events will be resent by devices"
+        ),
+    }
+    presence_task.abort();
+    maintenance_task.abort();
+    ingest_task.abort();
+    if let Some(t) = watchdog_task {
+        t.abort();
+    }
+    let _ = db
+        .write(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?))
+        .await;
+    tracing::info!("storebox stopped");
+    Ok(())
+}
+
+/// Telemetry retention: raw rows and minute rollups older than `keep_days`, and raw rows beyond
+/// [`TELEMETRY_MAX_ROWS`], are deleted at start and every 10 minutes.
+fn spawn_maintenance(db: Db, clock: SharedClock, keep_days: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let cutoff = clock.now().as_millisecond() - keep_days as i64 * 86_400_000;
+            let r = db
+                .write(move |c| {
+                    let a = c.execute("DELETE FROM telemetry WHERE ts_ms < ?1", [cutoff])?;
+                    let b =
+                        c.execute("DELETE FROM telemetry_minute WHERE minute < ?1", [cutoff])?;
+                    let d = c.execute(
+                        "DELETE FROM telemetry WHERE id <= (SELECT max(id) FROM telemetry) - ?1",
+                        [TELEMETRY_MAX_ROWS],
+                    )?;
+                    Ok(a + b + d)
+                })
+                .await;
+            match r {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "telemetry retention: old rows removed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "telemetry retention failed"),
+            }
+        }
+    })
+}
+
+/// Pings the systemd watchdog while the database answers and the broker accepts; if either stops,
+/// the pings stop and systemd restarts the service.
+fn spawn_watchdog(
+    every: Duration,
+    db: Db,
+    mqtt: Arc<broker::Broker>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every / 2);
+        loop {
+            tick.tick().await;
+            let db_ok = tokio::time::timeout(
+                every / 4,
+                db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if db_ok && mqtt.is_accepting() {
+                systemd::notify_watchdog();
+            } else {
+                tracing::error!(
+                    db_ok,
+                    broker_ok = mqtt.is_accepting(),
+                    "health check failed; withholding watchdog ping"
+                );
+            }
+        }
+    })
+}

@@ -1,0 +1,293 @@
+//! Who may do what: staff users (argon2-hashed passwords, roles), browser sessions, bearer API
+//! tokens for lanes and scripts, and device credentials for the MQTT broker.
+//!
+//! Generated secrets (device passwords, API tokens, session ids) carry 192 bits of randomness, so
+//! a fast SHA-256 hash at rest is enough and keeps device reconnect storms cheap; human-chosen
+//! passwords get argon2.
+
+use std::fmt;
+use std::str::FromStr;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use base64::Engine;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::{DbError, DbResult};
+
+pub mod sessions;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Staff,
+    Manager,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Staff => "staff",
+            Role::Manager => "manager",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "staff" => Ok(Role::Staff),
+            "manager" => Ok(Role::Manager),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: expected staff, manager or admin"
+            )),
+        }
+    }
+}
+
+/// A random secret: 24 bytes, URL-safe base64 (32 characters), with a readable prefix.
+pub fn generate_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Hash for high-entropy generated secrets.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time comparison of two hex digests.
+pub fn digest_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing with default params cannot fail")
+        .to_string()
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for AuthError {
+    fn from(e: rusqlite::Error) -> Self {
+        AuthError::Db(e.into())
+    }
+}
+
+pub fn validate_username(name: &str) -> Result<(), AuthError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "user name {name:?} must be 1-64 characters of letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
+pub fn validate_password(password: &str) -> Result<(), AuthError> {
+    if password.chars().count() < 10 {
+        return Err(AuthError::Invalid(
+            "password must be at least 10 characters".into(),
+        ));
+    }
+    if password.len() > 1024 {
+        return Err(AuthError::Invalid("password is too long".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct User {
+    pub username: String,
+    pub role: Role,
+    pub created_at: String,
+    pub disabled: bool,
+}
+
+pub fn user_count(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+}
+
+pub fn add_user(
+    conn: &Connection,
+    username: &str,
+    password: &str,
+    role: Role,
+    now_ms: i64,
+) -> Result<(), AuthError> {
+    validate_username(username)?;
+    validate_password(password)?;
+    let hash = hash_password(password);
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![username, hash, role.as_str(), now_ms],
+    )?;
+    if n == 0 {
+        return Err(AuthError::Exists(format!("user {username:?}")));
+    }
+    Ok(())
+}
+
+pub fn set_password(conn: &Connection, username: &str, password: &str) -> Result<(), AuthError> {
+    validate_password(password)?;
+    let n = conn.execute(
+        "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+        params![username, hash_password(password)],
+    )?;
+    if n == 0 {
+        return Err(AuthError::NotFound(format!("user {username:?}")));
+    }
+    conn.execute("DELETE FROM sessions WHERE username = ?1", [username])?;
+    Ok(())
+}
+
+pub fn list_users(conn: &Connection) -> DbResult<Vec<User>> {
+    let mut stmt =
+        conn.prepare("SELECT username, role, created_ms, disabled FROM users ORDER BY username")?;
+    let rows = stmt.query_map([], |r| {
+        let role: String = r.get(1)?;
+        Ok(User {
+            username: r.get(0)?,
+            role: role.parse().unwrap_or(Role::Staff),
+            created_at: crate::db::ts_from_ms(r.get(2)?).to_string(),
+            disabled: r.get::<_, i64>(3)? != 0,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Checks a user's password; `None` when the user is unknown, disabled or the password is wrong.
+pub fn check_login(conn: &Connection, username: &str, password: &str) -> DbResult<Option<Role>> {
+    let row: Option<(String, String, i64)> = conn
+        .query_row(
+            "SELECT password_hash, role, disabled FROM users WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    match row {
+        Some((hash, role, 0)) if verify_password(password, &hash) => Ok(role.parse().ok()),
+        Some(_) => Ok(None),
+        None => {
+            // Same work as a real check, so timing does not reveal which user names exist.
+            let _ = verify_password(password, "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg");
+            Ok(None)
+        }
+    }
+}
+
+/// Creates a bearer API token; returns the token, which is shown once and stored only hashed.
+pub fn add_token(
+    conn: &Connection,
+    name: &str,
+    role: Role,
+    now_ms: i64,
+) -> Result<String, AuthError> {
+    validate_username(name).map_err(|_| {
+        AuthError::Invalid(format!(
+            "token name {name:?} must be 1-64 characters of letters, digits, '-', '_', '.' or '@'"
+        ))
+    })?;
+    let token = generate_secret("sbx_");
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO api_tokens (name, token_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![name, hash_secret(&token), role.as_str(), now_ms],
+    )?;
+    if n == 0 {
+        return Err(AuthError::Exists(format!("token {name:?}")));
+    }
+    Ok(token)
+}
+
+/// Resolves a bearer token to its name and role.
+pub fn check_token(conn: &Connection, token: &str) -> DbResult<Option<(String, Role)>> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT name, role FROM api_tokens WHERE token_hash = ?1",
+            [hash_secret(token)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(name, role)| role.parse().ok().map(|r| (name, r))))
+}
+
+pub fn remove_token(conn: &Connection, name: &str) -> Result<(), AuthError> {
+    if conn.execute("DELETE FROM api_tokens WHERE name = ?1", [name])? == 0 {
+        return Err(AuthError::NotFound(format!("token {name:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_roundtrip() {
+        let h = hash_password("correct horse battery");
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong horse battery", &h));
+    }
+
+    #[test]
+    fn secrets_are_unique_and_prefixed() {
+        let a = generate_secret("sbx_");
+        let b = generate_secret("sbx_");
+        assert_ne!(a, b);
+        assert!(a.starts_with("sbx_") && a.len() == 36);
+        assert!(digest_eq(&hash_secret(&a), &hash_secret(&a)));
+        assert!(!digest_eq(&hash_secret(&a), &hash_secret(&b)));
+    }
+}

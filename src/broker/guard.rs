@@ -1,0 +1,557 @@
+//! The connection guard: a `rumqttd::protocol::Protocol` that wraps the real MQTT 3.1.1 / 5 codecs
+//! and sees every decoded packet of one device connection before the router does.
+//!
+//! rumqttd clones the guard for every accepted connection, so each clone holds that connection's
+//! state. It exists because rumqttd has no per-topic authorization and no hook for received
+//! messages: here a PUBLISH, SUBSCRIBE or will outside the device's rights closes the connection
+//! before the router sees it, and every authorized device message is handed to the ingest queue at
+//! decode time — independent of the router's in-memory log, which may skip messages for a slow
+//! subscriber. When the connection ends the guard is dropped, which tells presence tracking.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use rumqttd::protocol::{v4::V4, v5::V5, Error, Packet, Protocol};
+
+use super::acl::{self, TopicKind};
+use crate::clock::SharedClock;
+use crate::ops::metrics::Metrics;
+
+/// Largest part of a rejected payload kept in the dead-letter table.
+pub const DEAD_LETTER_KEEP_BYTES: usize = 4096;
+
+/// A device message on its way to the ingest writer.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub device: Arc<str>,
+    pub kind: TopicKind,
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub received_ms: i64,
+}
+
+/// What the ingest queue carries.
+#[derive(Debug)]
+pub enum IngestItem {
+    Message(Inbound),
+    /// Connection lifecycle, in order with the messages around it; never dropped.
+    Signal(Signal),
+    /// Answered once everything queued before it is committed (used at shutdown and by tests).
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Refused before reaching the router's consumers; kept as a dead letter.
+    Rejected {
+        device: Arc<str>,
+        topic: String,
+        reason: String,
+        payload: Bytes,
+        size: usize,
+        received_ms: i64,
+    },
+}
+
+/// Connection lifecycle events.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Connected {
+        device: Arc<str>,
+        conn: u64,
+        keepalive_s: u16,
+        protocol: u8,
+        at_ms: i64,
+    },
+    Disconnected {
+        device: Arc<str>,
+        conn: u64,
+        /// The device sent DISCONNECT (no will).
+        clean: bool,
+        will: Option<Bytes>,
+        at_ms: i64,
+    },
+    Denied {
+        device: Arc<str>,
+        action: &'static str,
+        topic: String,
+        reason: String,
+        at_ms: i64,
+    },
+    /// No packet for more than twice the keepalive: the link is presumed dead.
+    Silent {
+        device: Arc<str>,
+        conn: u64,
+        after_s: u64,
+        at_ms: i64,
+    },
+    /// Packets flow again after `Silent`.
+    Resumed {
+        device: Arc<str>,
+        conn: u64,
+        at_ms: i64,
+    },
+}
+
+/// One authenticated (or authenticating) connection, shared between its guard, the auth callback
+/// and the presence monitor.
+#[derive(Debug)]
+pub struct ConnLive {
+    pub conn: u64,
+    pub device: Arc<str>,
+    pub keepalive_s: u16,
+    pub protocol: u8,
+    pub last_seen_ms: AtomicI64,
+    pub revoked: AtomicBool,
+    pub silent: AtomicBool,
+}
+
+/// Which connection currently speaks for each device.
+#[derive(Default)]
+pub struct Presence {
+    next: AtomicU64,
+    pending: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
+    live: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
+}
+
+impl Presence {
+    /// Connections currently authenticated.
+    pub fn live(&self) -> Vec<Arc<ConnLive>> {
+        self.live.lock().values().cloned().collect()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// Closes the device's connection at its next packet (used when a device is removed).
+    pub fn revoke(&self, device: &str) {
+        if let Some(c) = self.live.lock().get(device) {
+            c.revoked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// State shared by every guard of one broker.
+pub struct BrokerShared {
+    pub metrics: Arc<Metrics>,
+    pub presence: Presence,
+    pub max_payload: usize,
+    pub clock: SharedClock,
+    /// One ordered queue for messages and lifecycle signals. It is unbounded so that signals are
+    /// never lost; messages are refused once `ingest_cap` items wait.
+    ingest: flume::Sender<IngestItem>,
+    ingest_cap: usize,
+}
+
+impl BrokerShared {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+        max_payload: usize,
+        ingest: flume::Sender<IngestItem>,
+        ingest_cap: usize,
+    ) -> Arc<Self> {
+        Arc::new(BrokerShared {
+            metrics,
+            presence: Presence::default(),
+            max_payload,
+            clock,
+            ingest,
+            ingest_cap,
+        })
+    }
+
+    /// Queues a lifecycle signal (never refused).
+    pub fn signal(&self, signal: Signal) {
+        let _ = self.ingest.send(IngestItem::Signal(signal));
+    }
+
+    /// Queues a flush marker; the receiver fires once everything before it is committed.
+    pub fn flush(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.ingest.send(IngestItem::Flush(tx));
+        rx
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.ingest.len()
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().as_millisecond()
+    }
+
+    /// Called by the broker's auth callback once the password was checked.
+    pub fn authenticated(&self, client_id: &str, ok: bool) {
+        let pending = self.presence.pending.lock().remove(client_id);
+        if !ok {
+            self.metrics.mqtt_auth_failures.inc();
+            return;
+        }
+        let Some(live) = pending else { return };
+        live.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.presence
+            .live
+            .lock()
+            .insert(live.device.clone(), live.clone());
+        self.metrics.mqtt_connections_total.inc();
+        self.metrics
+            .mqtt_connected
+            .set(self.presence.live_count() as i64);
+        self.signal(Signal::Connected {
+            device: live.device.clone(),
+            conn: live.conn,
+            keepalive_s: live.keepalive_s,
+            protocol: live.protocol,
+            at_ms: self.now_ms(),
+        });
+    }
+
+    fn closed(&self, live: &Arc<ConnLive>, clean: bool, will: Option<Bytes>) {
+        {
+            let mut pending = self.presence.pending.lock();
+            if pending
+                .get(&live.device)
+                .is_some_and(|p| p.conn == live.conn)
+            {
+                pending.remove(&live.device);
+                return;
+            }
+        }
+        let was_current = {
+            let mut map = self.presence.live.lock();
+            if map.get(&live.device).is_some_and(|c| c.conn == live.conn) {
+                map.remove(&live.device);
+                true
+            } else {
+                false
+            }
+        };
+        if was_current {
+            self.metrics
+                .mqtt_connected
+                .set(self.presence.live_count() as i64);
+            self.signal(Signal::Disconnected {
+                device: live.device.clone(),
+                conn: live.conn,
+                clean,
+                will: if clean { None } else { will },
+                at_ms: self.now_ms(),
+            });
+        }
+    }
+
+    fn deny(&self, device: &Arc<str>, action: &'static str, topic: &str, reason: String) -> Error {
+        Metrics::inc_kind(&self.metrics.mqtt_acl_denied, action);
+        tracing::warn!(device = %device, action, topic, %reason, "mqtt: refused, closing connection");
+        let now = self.now_ms();
+        self.signal(Signal::Denied {
+            device: device.clone(),
+            action,
+            topic: topic.to_string(),
+            reason,
+            at_ms: now,
+        });
+        Error::InvalidProtocol
+    }
+
+    fn queue(&self, item: IngestItem, kind: &'static str) {
+        if self.ingest.len() >= self.ingest_cap {
+            // Events are resent by the device until acked; telemetry is counted as dropped.
+            Metrics::inc_kind(&self.metrics.ingest_dropped, kind);
+            return;
+        }
+        let _ = self.ingest.send(item);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Codec {
+    Unknown,
+    V4,
+    V5,
+}
+
+struct ConnState {
+    live: Arc<ConnLive>,
+    aliases: HashMap<u16, Bytes>,
+    will: Option<Bytes>,
+    clean: bool,
+}
+
+pub struct Guard {
+    shared: Arc<BrokerShared>,
+    codec: Codec,
+    state: Option<ConnState>,
+}
+
+impl Guard {
+    pub fn new(shared: Arc<BrokerShared>) -> Self {
+        Guard {
+            shared,
+            codec: Codec::Unknown,
+            state: None,
+        }
+    }
+}
+
+/// rumqttd clones the prototype guard for each new connection: the clone starts fresh.
+impl Clone for Guard {
+    fn clone(&self) -> Self {
+        Guard::new(self.shared.clone())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            self.shared.closed(&state.live, state.clean, state.will);
+        }
+    }
+}
+
+/// Reads the protocol level of a CONNECT packet at the start of `stream`:
+/// `Ok(None)` = need more bytes.
+fn connect_level(stream: &[u8]) -> Result<Option<u8>, Error> {
+    if stream.is_empty() {
+        return Ok(None);
+    }
+    if stream[0] >> 4 != 1 {
+        return Err(Error::InvalidProtocol); // first packet must be CONNECT
+    }
+    // skip the remaining-length varint
+    let mut i = 1;
+    loop {
+        let Some(b) = stream.get(i) else {
+            return Ok(None);
+        };
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Err(Error::MalformedRemainingLength);
+        }
+    }
+    let Some(name_len) = stream.get(i..i + 2) else {
+        return Ok(None);
+    };
+    let name_len = u16::from_be_bytes([name_len[0], name_len[1]]) as usize;
+    Ok(stream.get(i + 2 + name_len).copied())
+}
+
+impl Protocol for Guard {
+    fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
+        if let Codec::Unknown = self.codec {
+            match connect_level(stream)? {
+                None => return Err(Error::InsufficientBytes(1)),
+                Some(5) => self.codec = Codec::V5,
+                Some(_) => self.codec = Codec::V4,
+            }
+        }
+        let packet = match self.codec {
+            Codec::V5 => V5.read_mut(stream, max_size)?,
+            _ => V4.read_mut(stream, max_size)?,
+        };
+        self.inspect(packet)
+    }
+
+    fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error> {
+        match self.codec {
+            Codec::V5 => V5.write(packet, write),
+            _ => V4.write(packet, write),
+        }
+    }
+}
+
+impl Guard {
+    fn inspect(&mut self, packet: Packet) -> Result<Packet, Error> {
+        let shared = self.shared.clone();
+        match packet {
+            Packet::Connect(connect, props, will, will_props, login) => {
+                if self.state.is_some() {
+                    return Err(Error::InvalidProtocol); // a second CONNECT is a protocol error
+                }
+                let device: Arc<str> = Arc::from(connect.client_id.as_str());
+                if !acl::valid_device_id(&device) {
+                    shared.metrics.mqtt_auth_failures.inc();
+                    tracing::warn!(client_id = %device, "mqtt: refused client id that is not a device id");
+                    return Err(Error::InvalidProtocol);
+                }
+                if let Some(w) = &will {
+                    let topic = String::from_utf8_lossy(&w.topic).into_owned();
+                    if let Err(acl::Denied(reason)) = acl::authorize_will(&device, &topic) {
+                        return Err(shared.deny(&device, "will", &topic, reason));
+                    }
+                }
+                let live = Arc::new(ConnLive {
+                    conn: shared.presence.next.fetch_add(1, Ordering::Relaxed) + 1,
+                    device: device.clone(),
+                    keepalive_s: connect.keep_alive,
+                    protocol: if matches!(self.codec, Codec::V5) {
+                        5
+                    } else {
+                        4
+                    },
+                    last_seen_ms: AtomicI64::new(shared.now_ms()),
+                    revoked: AtomicBool::new(false),
+                    silent: AtomicBool::new(false),
+                });
+                shared
+                    .presence
+                    .pending
+                    .lock()
+                    .insert(device.clone(), live.clone());
+                self.state = Some(ConnState {
+                    live,
+                    aliases: HashMap::new(),
+                    will: will.as_ref().map(|w| w.message.clone()),
+                    clean: false,
+                });
+                Ok(Packet::Connect(connect, props, will, will_props, login))
+            }
+            other => {
+                let Some(state) = self.state.as_mut() else {
+                    return Err(Error::InvalidProtocol);
+                };
+                let now = shared.now_ms();
+                state.live.last_seen_ms.store(now, Ordering::Relaxed);
+                if state.live.revoked.load(Ordering::Relaxed) {
+                    tracing::info!(device = %state.live.device, "mqtt: closing connection of a removed device");
+                    return Err(Error::InvalidProtocol);
+                }
+                match other {
+                    Packet::Publish(mut publish, mut props) => {
+                        let device = state.live.device.clone();
+                        // MQTT 5 topic aliases: an aliased PUBLISH may carry an empty topic.
+                        if let Some(alias) = props.as_ref().and_then(|p| p.topic_alias) {
+                            if publish.topic.is_empty() {
+                                match state.aliases.get(&alias) {
+                                    Some(t) => publish.topic = t.clone(),
+                                    None => {
+                                        return Err(shared.deny(
+                                            &device,
+                                            "publish",
+                                            "",
+                                            format!("unknown topic alias {alias}"),
+                                        ))
+                                    }
+                                }
+                            } else {
+                                if state.aliases.len() >= 1024
+                                    && !state.aliases.contains_key(&alias)
+                                {
+                                    return Err(shared.deny(
+                                        &device,
+                                        "publish",
+                                        "",
+                                        "too many topic aliases".into(),
+                                    ));
+                                }
+                                state.aliases.insert(alias, publish.topic.clone());
+                            }
+                            // The router gets the full topic; the alias is resolved here.
+                            if let Some(p) = props.as_mut() {
+                                p.topic_alias = None;
+                            }
+                        }
+                        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                            return Err(shared.deny(
+                                &device,
+                                "publish",
+                                "",
+                                "topic is not UTF-8".into(),
+                            ));
+                        };
+                        let kind = match acl::authorize_publish(&device, topic) {
+                            Ok(k) => k,
+                            Err(acl::Denied(reason)) => {
+                                return Err(shared.deny(&device, "publish", topic, reason))
+                            }
+                        };
+                        Metrics::inc_kind(&shared.metrics.mqtt_messages_in, kind.as_str());
+                        let size = publish.payload.len();
+                        if size > shared.max_payload {
+                            let reason = format!(
+                                "payload of {size} bytes exceeds mqtt.max_payload_bytes ({})",
+                                shared.max_payload
+                            );
+                            shared.queue(
+                                IngestItem::Rejected {
+                                    device,
+                                    topic: topic.to_string(),
+                                    reason,
+                                    payload: publish
+                                        .payload
+                                        .slice(..DEAD_LETTER_KEEP_BYTES.min(size)),
+                                    size,
+                                    received_ms: now,
+                                },
+                                "rejected",
+                            );
+                            // Keep the connection and the QoS flow; route nothing large.
+                            publish.payload = Bytes::new();
+                            publish.retain = false;
+                        } else if kind == TopicKind::Unknown {
+                            shared.queue(
+                                IngestItem::Rejected {
+                                    device,
+                                    topic: topic.to_string(),
+                                    reason: "unknown topic: not part of the device contract (docs/mqtt.md)".into(),
+                                    payload: publish.payload.slice(..DEAD_LETTER_KEEP_BYTES.min(size)),
+                                    size,
+                                    received_ms: now,
+                                },
+                                "rejected",
+                            );
+                        } else {
+                            shared.queue(
+                                IngestItem::Message(Inbound {
+                                    device,
+                                    kind,
+                                    topic: publish.topic.clone(),
+                                    payload: publish.payload.clone(),
+                                    received_ms: now,
+                                }),
+                                kind.as_str(),
+                            );
+                        }
+                        Ok(Packet::Publish(publish, props))
+                    }
+                    Packet::Subscribe(subscribe, props) => {
+                        let device = state.live.device.clone();
+                        for f in &subscribe.filters {
+                            if let Err(acl::Denied(reason)) =
+                                acl::authorize_subscribe(&device, &f.path)
+                            {
+                                return Err(shared.deny(&device, "subscribe", &f.path, reason));
+                            }
+                        }
+                        Ok(Packet::Subscribe(subscribe, props))
+                    }
+                    Packet::Disconnect(d, p) => {
+                        state.clean = true;
+                        Ok(Packet::Disconnect(d, p))
+                    }
+                    other => Ok(other),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_level_is_sniffed() {
+        // CONNECT, remaining length 16, "MQTT", level 4
+        let v4 = [0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60];
+        assert_eq!(connect_level(&v4).unwrap(), Some(4));
+        let v5 = [0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60];
+        assert_eq!(connect_level(&v5).unwrap(), Some(5));
+        assert_eq!(connect_level(&v5[..5]).unwrap(), None);
+        assert!(connect_level(&[0x30, 1, 0]).is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! The embedded MQTT broker (rumqttd 0.20) that the store's devices connect to, configured so that
+//! its known weaknesses cannot hurt the store:
+//!
+//! - **Authentication and topic authorization** live in [`guard::Guard`], a protocol wrapper that
+//!   sees every packet (rumqttd itself only has a connect-time callback and no per-topic ACL).
+//! - **Bounded memory**: every device publication matches one of the pre-created filters
+//!   `devices/#` / `store/#` (so no per-topic logs are created), and every filter's in-memory log is
+//!   capped; see [`router_config`] and docs/operations.md for the arithmetic.
+//! - **No lost events**: device messages are captured by the guard at decode time, not through a
+//!   router subscription that can silently skip; business events are acknowledged only after the
+//!   SQLite commit (docs/mqtt.md).
+//! - **Port 0, readiness and shutdown**: rumqttd binds its own listener and has no ready signal or
+//!   stop API. We reserve the address with a bound, non-listening `SO_REUSEADDR` socket (the
+//!   kernel then hands that port to nobody else), let rumqttd bind it, and detect readiness when
+//!   the port enters LISTEN (a second non-listening bind then fails). Stopping aborts the accept
+//!   task, which closes the listener.
+
+pub mod acl;
+pub mod guard;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttd::{ConnectionSettings, Router, RouterConfig, SegmentConfig, Server, ServerSettings};
+
+use crate::config::MqttConfig;
+use crate::db::Db;
+use guard::{BrokerShared, Guard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("mqtt.listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("mqtt broker did not start listening on {0} within 5 s")]
+    NotReady(SocketAddr),
+    #[error("mqtt broker stopped while starting: {0}")]
+    Failed(String),
+    #[error("mqtt broker local link: {0}")]
+    Link(String),
+}
+
+/// Filters created at start so that every allowed publication lands in one of a few capped logs.
+pub const INITIAL_FILTERS: [&str; 2] = ["devices/#", "store/#"];
+
+/// Router settings derived from `[mqtt]`: the in-memory logs are the broker's only unbounded-looking
+/// memory, so each is capped. `devices/#` (all device traffic) gets half of `buffer_mb`, `store/#`
+/// an eighth; each per-device subscription filter gets 2 × 8 KiB.
+pub fn router_config(cfg: &MqttConfig) -> RouterConfig {
+    let mb = 1024 * 1024;
+    let mut custom = HashMap::new();
+    custom.insert(
+        "devices/#".to_string(),
+        SegmentConfig {
+            max_segment_size: (cfg.buffer_mb * mb / 4).max(64 * 1024),
+            max_segment_count: 2,
+        },
+    );
+    custom.insert(
+        "store/#".to_string(),
+        SegmentConfig {
+            max_segment_size: (cfg.buffer_mb * mb / 16).max(16 * 1024),
+            max_segment_count: 2,
+        },
+    );
+    RouterConfig {
+        max_connections: cfg.max_connections + 8,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 8 * 1024,
+        max_segment_count: 2,
+        custom_segment: Some(custom),
+        initialized_filters: Some(INITIAL_FILTERS.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+/// Publishes from the box itself (acks, commands, price changes) through a local router link.
+/// rumqttd's link send blocks on a bounded channel, so publishes go through a dedicated thread.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: flume::Sender<(String, bytes::Bytes)>,
+}
+
+impl Publisher {
+    pub fn publish(&self, topic: impl Into<String>, payload: impl Into<bytes::Bytes>) {
+        let _ = self.tx.send((topic.into(), payload.into()));
+    }
+
+    /// A publisher whose messages go nowhere but a channel, for unit tests of publishing code.
+    pub fn channel() -> (Publisher, flume::Receiver<(String, bytes::Bytes)>) {
+        let (tx, rx) = flume::unbounded();
+        (Publisher { tx }, rx)
+    }
+}
+
+pub struct Broker {
+    pub addr: SocketAddr,
+    pub publisher: Publisher,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Stops accepting new device connections.
+    pub fn stop_accepting(&self) {
+        self.accept.abort();
+    }
+
+    /// True while the listener task runs.
+    pub fn is_accepting(&self) -> bool {
+        !self.accept.is_finished()
+    }
+}
+
+fn bind_probe(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    Ok(sock)
+}
+
+/// Starts the router, the device listener and the box's own link.
+pub async fn start(
+    cfg: &MqttConfig,
+    shared: Arc<BrokerShared>,
+    db: Db,
+) -> Result<Broker, BrokerError> {
+    let reservation = bind_probe(cfg.listen).map_err(|source| BrokerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = reservation
+        .local_addr()
+        .map_err(|source| BrokerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+
+    let router_tx = Router::new(0, router_config(cfg)).spawn();
+
+    let auth_shared = shared.clone();
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 5000,
+        // Hard protocol cap: payloads above max_payload_bytes but below this are dead-lettered and
+        // the connection kept; above it the connection is closed to protect memory.
+        max_payload_size: cfg.max_payload_bytes.saturating_mul(4).max(64 * 1024),
+        max_inflight_count: cfg.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(move |client_id: String, username: String, password: String| {
+        let shared = auth_shared.clone();
+        let db = db.clone();
+        async move {
+            let ok = client_id == username
+                && acl::valid_device_id(&username)
+                && crate::devices::registry::check_secret(&db, &username, &password).await;
+            if !ok {
+                tracing::warn!(client_id = %client_id, username = %username, "mqtt: login refused");
+            }
+            shared.authenticated(&client_id, ok);
+            ok
+        }
+    });
+    let settings = ServerSettings {
+        name: "devices".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    let mut server = Server::new(settings, router_tx.clone(), Guard::new(shared));
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let accept = tokio::spawn(async move {
+        let result = server.start(rumqttd::LinkType::Remote).await;
+        let _ = failed_tx.send(format!("{result:?}"));
+    });
+
+    // Ready once the port is in LISTEN: a second non-listening bind then fails.
+    let mut failed_rx = failed_rx;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(msg) = failed_rx.try_recv() {
+            return Err(BrokerError::Failed(msg));
+        }
+        match bind_probe(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => break,
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            accept.abort();
+            return Err(BrokerError::NotReady(addr));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(reservation);
+
+    let (mut link_tx, mut link_rx, _ack) =
+        rumqttd::local::LinkBuilder::new("storebox-box", router_tx)
+            .dynamic_filters(true)
+            .build()
+            .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let (tx, rx) = flume::unbounded::<(String, bytes::Bytes)>();
+    std::thread::Builder::new()
+        .name("mqtt-publisher".into())
+        .spawn(move || {
+            while let Ok((topic, payload)) = rx.recv() {
+                if let Err(e) = link_tx.publish(topic, payload) {
+                    tracing::error!(error = %e, "mqtt: router link closed; box publishes stopped");
+                    break;
+                }
+            }
+        })
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    // The link subscribes to nothing, but the router may still notify it; drain and answer.
+    tokio::spawn(async move {
+        loop {
+            match link_rx.next().await {
+                Ok(Some(rumqttd::Notification::Unschedule)) => {
+                    if link_rx.wake().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+
+    tracing::info!(%addr, "mqtt broker listening (MQTT 3.1.1 and 5)");
+    Ok(Broker {
+        addr,
+        publisher: Publisher { tx },
+        accept,
+    })
+}

@@ -1,0 +1,616 @@
+//! Configuration: one typed struct built from layers (embedded defaults, then the TOML file, then
+//! `STOREBOX_SECTION__KEY` environment variables, env winning), so that every command — `serve`,
+//! `check-config`, the offline admin commands — sees the same settings and every mistake is reported
+//! with the key, the value and what is allowed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The newest config file format this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Environment variable prefix; `STOREBOX_MQTT__LISTEN=0.0.0.0:1883` sets `[mqtt] listen`.
+pub const ENV_PREFIX: &str = "STOREBOX_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Key {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+fn key_error(origin: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        origin: origin.to_string(),
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"<redacted>\"")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Config format version; files without it are read as version 1.
+    pub version: u32,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub hq: HqConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    pub updates: UpdatesConfig,
+    pub hq_server: HqServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CONFIG_VERSION,
+            store: StoreConfig::default(),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            hq: HqConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+            updates: UpdatesConfig::default(),
+            hq_server: HqServerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub id: String,
+    pub name: String,
+    /// IANA time zone; store-local prices switch at this zone's wall-clock times.
+    pub timezone: String,
+    /// ISO 4217 code; money is integer minor units of it.
+    pub currency: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            id: "store-local".into(),
+            name: "Local store".into(),
+            timezone: "UTC".into(),
+            currency: "EUR".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Minutes a staff session stays valid without activity.
+    pub session_minutes: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            session_minutes: 480,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub listen: SocketAddr,
+    pub max_payload_bytes: usize,
+    pub max_connections: usize,
+    /// Memory the broker may hold for in-flight device traffic, in MiB (see docs/operations.md).
+    pub buffer_mb: usize,
+    /// Messages a device may have unacknowledged in flight (QoS 1).
+    pub max_inflight: usize,
+    /// Device messages waiting to be written to SQLite before new ones are refused (events are
+    /// then resent by the device, telemetry counted as dropped).
+    pub ingest_queue: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "127.0.0.1:1883".parse().unwrap(),
+            max_payload_bytes: 65536,
+            max_connections: 1000,
+            buffer_mb: 32,
+            max_inflight: 100,
+            ingest_queue: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HqConfig {
+    /// Base URL of HQ; empty means standalone (no sync).
+    pub url: String,
+    pub token: Secret,
+    pub token_file: Option<PathBuf>,
+    /// Extra hosts the store may open connections to (the HQ host is always allowed).
+    pub allow_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub outbox_max_mb: u64,
+    pub telemetry_keep_days: u32,
+    /// Rejected device/HQ messages kept for staff and support (oldest removed first).
+    pub dead_letter_keep: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./storebox-data"),
+            outbox_max_mb: 512,
+            telemetry_keep_days: 7,
+            dead_letter_keep: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Directory for daily-rotated log files; empty means `<data_dir>/logs`.
+    pub dir: Option<PathBuf>,
+    pub level: String,
+    pub keep_days: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: None,
+            level: "info".into(),
+            keep_days: 14,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdatesConfig {
+    /// Base64 ed25519 public key release artifacts must be signed with.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HqServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Secret,
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for HqServerConfig {
+    fn default() -> Self {
+        HqServerConfig {
+            listen: "127.0.0.1:8090".parse().unwrap(),
+            data_dir: PathBuf::from("./storebox-hq-data"),
+            admin_token: Secret::default(),
+            admin_token_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config: defaults, then `file` (if given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Same as [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: e.message().to_string(),
+                    })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "built-in defaults".to_string()),
+        };
+        let mut from_env = Vec::new();
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            if section.is_empty() || key.is_empty() {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "expected STOREBOX_SECTION__KEY".into(),
+                });
+            }
+            let section = section.to_ascii_lowercase();
+            let key = key.to_ascii_lowercase();
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: format!("[{section}] is not a section"),
+                });
+            };
+            section_table.insert(key.clone(), env_value(&value));
+            from_env.push(format!("{section}.{key}"));
+        }
+        let origin_for = |key: &str| {
+            if from_env.iter().any(|k| key.starts_with(k.as_str())) {
+                "environment".to_string()
+            } else {
+                origin.clone()
+            }
+        };
+        let value = toml::Value::Table(table);
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string();
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            key_error(&origin_for(&key), &key, message)
+        })?;
+        config.resolve_secrets()?;
+        config.validate().map_err(|(key, msg)| {
+            let origin = origin_for(&key);
+            key_error(&origin, &key, msg)
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                key_error(
+                    "config",
+                    key,
+                    format!("cannot read secret file {}: {e}", path.display()),
+                )
+            })?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(key_error(
+                    "config",
+                    key,
+                    format!("secret file {} is empty", path.display()),
+                ));
+            }
+            Ok(Secret::new(text))
+        }
+        if let Some(path) = &self.hq.token_file {
+            self.hq.token = read_secret("hq.token_file", path)?;
+        }
+        if let Some(path) = &self.hq_server.admin_token_file {
+            self.hq_server.admin_token = read_secret("hq_server.admin_token_file", path)?;
+        }
+        Ok(())
+    }
+
+    /// Checks values serde cannot: returns the key and what is allowed.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, msg: String| Err((key.to_string(), msg));
+        if self.version == 0 || self.version > CONFIG_VERSION {
+            return bad(
+                "version",
+                format!(
+                    "{} is not supported; this storebox reads config versions 1 to {CONFIG_VERSION}",
+                    self.version
+                ),
+            );
+        }
+        let id = &self.store.id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(
+                "store.id",
+                format!("{id:?} must be 1-64 characters of letters, digits, '-' or '_'"),
+            );
+        }
+        if jiff::tz::TimeZone::get(&self.store.timezone).is_err() {
+            return bad(
+                "store.timezone",
+                format!(
+                    "{:?} is not a known IANA time zone (for example \"Europe/Rome\")",
+                    self.store.timezone
+                ),
+            );
+        }
+        let cur = &self.store.currency;
+        if cur.len() != 3 || !cur.chars().all(|c| c.is_ascii_uppercase()) {
+            return bad(
+                "store.currency",
+                format!("{cur:?} must be a three-letter ISO 4217 code such as \"EUR\""),
+            );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.mqtt.max_payload_bytes) {
+            return bad(
+                "mqtt.max_payload_bytes",
+                format!(
+                    "{} must be between 1024 and 16777216",
+                    self.mqtt.max_payload_bytes
+                ),
+            );
+        }
+        if !(1..=100_000).contains(&self.mqtt.max_connections) {
+            return bad(
+                "mqtt.max_connections",
+                format!("{} must be between 1 and 100000", self.mqtt.max_connections),
+            );
+        }
+        if !(4..=4096).contains(&self.mqtt.buffer_mb) {
+            return bad(
+                "mqtt.buffer_mb",
+                format!("{} must be between 4 and 4096", self.mqtt.buffer_mb),
+            );
+        }
+        if !(1..=65535).contains(&self.mqtt.max_inflight) {
+            return bad(
+                "mqtt.max_inflight",
+                format!("{} must be between 1 and 65535", self.mqtt.max_inflight),
+            );
+        }
+        if !(100..=10_000_000).contains(&self.mqtt.ingest_queue) {
+            return bad(
+                "mqtt.ingest_queue",
+                format!(
+                    "{} must be between 100 and 10000000",
+                    self.mqtt.ingest_queue
+                ),
+            );
+        }
+        if !(5..=7 * 24 * 60).contains(&self.http.session_minutes) {
+            return bad(
+                "http.session_minutes",
+                format!("{} must be between 5 and 10080", self.http.session_minutes),
+            );
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return bad("storage.data_dir", "must not be empty".into());
+        }
+        if !(1..=3650).contains(&self.storage.telemetry_keep_days) {
+            return bad(
+                "storage.telemetry_keep_days",
+                format!(
+                    "{} must be between 1 and 3650",
+                    self.storage.telemetry_keep_days
+                ),
+            );
+        }
+        if !(100..=10_000_000).contains(&self.storage.dead_letter_keep) {
+            return bad(
+                "storage.dead_letter_keep",
+                format!(
+                    "{} must be between 100 and 10000000",
+                    self.storage.dead_letter_keep
+                ),
+            );
+        }
+        if self.storage.outbox_max_mb == 0 {
+            return bad("storage.outbox_max_mb", "must be at least 1".into());
+        }
+        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+        if !LEVELS.contains(&self.log.level.as_str()) {
+            return bad(
+                "log.level",
+                format!("{:?} must be one of {}", self.log.level, LEVELS.join(", ")),
+            );
+        }
+        if !(1..=3650).contains(&self.log.keep_days) {
+            return bad(
+                "log.keep_days",
+                format!("{} must be between 1 and 3650", self.log.keep_days),
+            );
+        }
+        if !self.hq.url.is_empty() {
+            let ok = (self.hq.url.starts_with("https://") || self.hq.url.starts_with("http://"))
+                && self.hq.url.len() > "https://".len();
+            if !ok {
+                return bad(
+                    "hq.url",
+                    format!(
+                        "{:?} must be an http:// or https:// URL, or empty for a standalone store",
+                        self.hq.url
+                    ),
+                );
+            }
+            if self.hq.token.is_empty() {
+                return bad(
+                    "hq.token",
+                    "hq.url is set, so a store token is required (hq.token or hq.token_file)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's time zone (validated at load).
+    pub fn timezone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.store.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.storage.data_dir.join("storebox.db")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("logs"))
+    }
+}
+
+/// Environment values are read as TOML values when they parse as one (numbers, booleans, arrays),
+/// otherwise as plain strings, so `STOREBOX_MQTT__LISTEN=0.0.0.0:1883` needs no quoting.
+fn env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storebox.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.mqtt.listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./storebox-data"));
+        assert!(c.hq.url.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load_str(
+            "[mqtt]\nlisten = \"0.0.0.0:1883\"\n",
+            &[("STOREBOX_MQTT__LISTEN", "127.0.0.1:2883")],
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.listen.to_string(), "127.0.0.1:2883");
+        let c = load_str("", &[("STOREBOX_MQTT__MAX_PAYLOAD_BYTES", "2048")]).unwrap();
+        assert_eq!(c.mqtt.max_payload_bytes, 2048);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_str("[mqtt]\nlisen = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_value() {
+        let e = load_str("[mqtt]\nlisten = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt.listen"), "{e}");
+        let e = load_str("[store]\ntimezone = \"Mars/Olympus\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("store.timezone") && e.contains("Mars/Olympus"),
+            "{e}"
+        );
+        let e = load_str("", &[("STOREBOX_LOG__LEVEL", "loud")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment: log.level") && e.contains("loud"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("hq.token");
+        std::fs::write(&token, "s3cret-token\n").unwrap();
+        let c = load_str(
+            &format!(
+                "[hq]\nurl = \"http://127.0.0.1:1\"\ntoken_file = \"{}\"\n",
+                token.display()
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.hq.token.expose(), "s3cret-token");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = load_str("[hq]\ntoken_file = \"/nonexistent/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hq.token_file") && e.contains("/nonexistent/x"),
+            "{e}"
+        );
+    }
+}

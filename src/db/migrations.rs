@@ -1,0 +1,40 @@
+//! Versioned schema migrations, embedded in the binary and applied in order, one transaction
+//! each. `PRAGMA user_version` records how many have run. Never edit a released migration: add one.
+
+use rusqlite::Connection;
+
+use super::{DbError, DbResult};
+
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_core", include_str!("migrations/0001_core.sql")),
+    (
+        "0002_devices_ops",
+        include_str!("migrations/0002_devices_ops.sql"),
+    ),
+];
+
+pub fn current_version(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Applies migrations until `target` of them have run.
+pub fn migrate(conn: &mut Connection, target: usize) -> DbResult<()> {
+    let found = current_version(conn)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(DbError::TooNew { found, known });
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().take(target) {
+        let version = i as i64 + 1;
+        if version <= found {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|source| DbError::Migration { name, source })?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(migration = name, version, "database migrated");
+    }
+    Ok(())
+}

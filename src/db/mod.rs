@@ -1,0 +1,219 @@
+//! The store's single SQLite database: opening it with the right pragmas, migrating it forward with
+//! the migrations embedded in the binary, and running blocking queries off the async executor.
+//!
+//! Concurrency model (chosen deliberately): one writer connection behind a mutex — SQLite allows
+//! one writer at a time anyway, and a single writer lets the device ingest batch many messages into
+//! one transaction (group commit) — plus a small pool of reader connections, which WAL lets run
+//! alongside the writer. Every call goes through `spawn_blocking`; a panic inside a query is
+//! re-raised in the caller instead of being swallowed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags};
+
+pub mod migrations;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database migration {name} failed: {source}")]
+    Migration {
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database was written by a newer storebox (schema {found}, this build knows up to {known})"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+const READERS: usize = 4;
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Cheap to clone handle to the database.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if writer {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed outbox entry, feed cursor or acked device event survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 2000)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file and migrates it to the newest schema.
+    pub fn open(path: &Path) -> DbResult<Db> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let open_err = |source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer, true).map_err(open_err)?;
+        migrations::migrate(&mut writer, migrations::MIGRATIONS.len())?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn reader(&self) -> DbResult<Connection> {
+        if let Some(c) = self.inner.readers.lock().pop() {
+            return Ok(c);
+        }
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| DbError::Open {
+            path: self.inner.path.clone(),
+            source,
+        })?;
+        configure(&conn, false)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut readers = self.inner.readers.lock();
+        if readers.len() < READERS {
+            readers.push(conn);
+        }
+    }
+
+    /// Runs `f` with the writer connection on the calling thread (for CLI commands and for code
+    /// already on a blocking thread).
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> DbResult<T>) -> DbResult<T> {
+        let mut conn = self.inner.writer.lock();
+        f(&mut conn)
+    }
+
+    /// Runs `f` with a reader connection on the calling thread.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
+        let conn = self.reader()?;
+        let out = f(&conn);
+        self.give_back(conn);
+        out
+    }
+
+    /// Runs `f` with the writer connection on a blocking thread.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        run_blocking(move || db.write_blocking(f)).await
+    }
+
+    /// Runs `f` with a reader connection on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let db = self.clone();
+        run_blocking(move || db.read_blocking(f)).await
+    }
+
+    /// Consistent online copy of the whole database (`VACUUM INTO`), safe while the server runs.
+    pub fn backup_to(&self, dest: &Path) -> DbResult<()> {
+        if dest.exists() {
+            return Err(DbError::Open {
+                path: dest.to_path_buf(),
+                source: rusqlite::Error::InvalidPath(dest.to_path_buf()),
+            });
+        }
+        let conn = self.reader()?;
+        conn.execute("VACUUM INTO ?1", [dest.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// Size of the database file plus its WAL, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut p = self.inner.path.clone().into_os_string();
+            p.push(suffix);
+            if let Ok(m) = std::fs::metadata(&p) {
+                total += m.len();
+            }
+        }
+        total
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool; a panic in `f` is re-raised here.
+pub async fn run_blocking<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}
+
+/// Milliseconds since the Unix epoch, the storage format for instants.
+pub fn ms(ts: jiff::Timestamp) -> i64 {
+    ts.as_millisecond()
+}
+
+/// The instant stored as milliseconds, formatted RFC 3339 for APIs.
+pub fn ts_from_ms(ms: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+pub fn optional<T>(r: rusqlite::Result<T>) -> DbResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,528 @@
+//! The device ingest writer: one task that takes device messages and connection signals off the
+//! broker guard's queue, in order, and commits them to SQLite in batches (group commit: while one
+//! batch commits, the next accumulates). Business events are acknowledged to the device on
+//! `devices/{id}/events/ack` only after their batch committed; a resent event id is stored once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use super::payloads::{self, Parsed};
+use crate::broker::guard::{Inbound, IngestItem, Signal};
+use crate::broker::Publisher;
+use crate::db::{Db, DbResult};
+use crate::ops::{audit, metrics::Metrics};
+use crate::sync::outbox::{self, Class};
+
+/// Most items written in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Answers a device's price request (`devices/{id}/price/request`) from the local catalog.
+pub type PriceResponder = Arc<dyn Fn(&Connection, &str, i64) -> serde_json::Value + Send + Sync>;
+
+pub struct IngestCtx {
+    pub metrics: Arc<Metrics>,
+    pub publisher: Publisher,
+    pub dead_letter_keep: i64,
+    pub price: PriceResponder,
+}
+
+#[derive(Default)]
+struct Outcome {
+    publishes: Vec<(String, String)>,
+    acked: u64,
+    duplicates: u64,
+    telemetry: u64,
+    invalid: Vec<&'static str>,
+}
+
+#[derive(Default)]
+struct Agg {
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Runs until every sender of `rx` is gone.
+pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
+    while let Ok(first) = rx.recv_async().await {
+        let mut batch = Vec::with_capacity(64);
+        // Flush markers are answered after the batch, even if writing it fails.
+        let mut flushes = Vec::new();
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                IngestItem::Flush(tx) => flushes.push(tx),
+                other => batch.push(other),
+            }
+            if batch.len() < MAX_BATCH {
+                item = rx.try_recv().ok();
+            }
+        }
+        ctx.metrics.ingest_queue_depth.set(rx.len() as i64);
+        let c = ctx.clone();
+        match db.write(move |conn| write_batch(conn, batch, &c)).await {
+            Ok(out) => {
+                for (topic, payload) in out.publishes {
+                    ctx.publisher.publish(topic, payload);
+                }
+                ctx.metrics.events_acked.inc_by(out.acked);
+                ctx.metrics.events_duplicate.inc_by(out.duplicates);
+                ctx.metrics.telemetry_stored.inc_by(out.telemetry);
+                for code in out.invalid {
+                    ctx.metrics.invalid(code);
+                }
+            }
+            Err(e) => {
+                // Nothing was acknowledged, so devices resend their events.
+                tracing::error!(error = %e, "device ingest: batch not written");
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+fn dead_letter(
+    tx: &Connection,
+    at_ms: i64,
+    device: &str,
+    topic: &str,
+    reason: &str,
+    payload: &[u8],
+    size: usize,
+) -> DbResult<()> {
+    let keep = &payload[..payload
+        .len()
+        .min(crate::broker::guard::DEAD_LETTER_KEEP_BYTES)];
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (received_ms, source, device_id, topic, reason, payload, payload_size)
+         VALUES (?1, 'mqtt', ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![at_ms, device, topic, reason, keep, size as i64])?;
+    Ok(())
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    batch: Vec<IngestItem>,
+    ctx: &IngestCtx,
+) -> DbResult<Outcome> {
+    let tx = conn.transaction()?;
+    let mut out = Outcome::default();
+    let mut minutes: HashMap<(Arc<str>, String, i64), Agg> = HashMap::new();
+    let mut last_seen: HashMap<Arc<str>, i64> = HashMap::new();
+    let mut dead = 0usize;
+    for item in batch {
+        match item {
+            IngestItem::Message(m) => {
+                let seen = last_seen.entry(m.device.clone()).or_insert(m.received_ms);
+                *seen = (*seen).max(m.received_ms);
+                match payloads::parse(m.kind, &m.payload, m.received_ms) {
+                    Ok(parsed) => apply(&tx, &m, parsed, ctx, &mut out, &mut minutes)?,
+                    Err(invalid) => {
+                        let topic = String::from_utf8_lossy(&m.topic);
+                        dead_letter(
+                            &tx,
+                            m.received_ms,
+                            &m.device,
+                            &topic,
+                            &invalid.reason,
+                            &m.payload,
+                            m.payload.len(),
+                        )?;
+                        dead += 1;
+                        out.invalid.push(invalid.code);
+                        if let Some(id) = invalid.event_id {
+                            out.publishes.push((
+                                format!("devices/{}/events/ack", m.device),
+                                json!({"id": id, "status": "rejected", "reason": invalid.reason})
+                                    .to_string(),
+                            ));
+                        }
+                    }
+                }
+            }
+            IngestItem::Rejected {
+                device,
+                topic,
+                reason,
+                payload,
+                size,
+                received_ms,
+            } => {
+                dead_letter(&tx, received_ms, &device, &topic, &reason, &payload, size)?;
+                dead += 1;
+                out.invalid.push(if reason.starts_with("payload of") {
+                    "oversize"
+                } else {
+                    "unknown_topic"
+                });
+            }
+            IngestItem::Signal(signal) => apply_signal(&tx, signal, &mut out, &mut dead)?,
+            IngestItem::Flush(_) => {} // answered by `run`
+        }
+    }
+    {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO telemetry_minute (device_id, metric, minute, count, sum, min, max)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (device_id, metric, minute) DO UPDATE SET
+               count = count + excluded.count, sum = sum + excluded.sum,
+               min = min(min, excluded.min), max = max(max, excluded.max)",
+        )?;
+        for ((device, metric, minute), a) in minutes {
+            up.execute(params![
+                &*device, metric, minute, a.count, a.sum, a.min, a.max
+            ])?;
+        }
+        let mut seen = tx.prepare_cached(
+            "UPDATE devices SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?2) WHERE id = ?1",
+        )?;
+        for (device, at) in last_seen {
+            seen.execute(params![&*device, at])?;
+        }
+    }
+    if dead > 0 {
+        tx.execute(
+            "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1",
+            [ctx.dead_letter_keep],
+        )?;
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn apply(
+    tx: &Connection,
+    m: &Inbound,
+    parsed: Parsed,
+    ctx: &IngestCtx,
+    out: &mut Outcome,
+    minutes: &mut HashMap<(Arc<str>, String, i64), Agg>,
+) -> DbResult<()> {
+    let device = &*m.device;
+    match parsed {
+        Parsed::Telemetry {
+            ts_ms,
+            metrics,
+            raw,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO telemetry (device_id, ts_ms, metrics) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![device, ts_ms, raw])?;
+            let minute = ts_ms.div_euclid(60_000) * 60_000;
+            for (name, v) in metrics {
+                let a = minutes
+                    .entry((m.device.clone(), name, minute))
+                    .or_insert(Agg {
+                        count: 0,
+                        sum: 0.0,
+                        min: f64::INFINITY,
+                        max: f64::NEG_INFINITY,
+                    });
+                a.count += 1;
+                a.sum += v;
+                a.min = a.min.min(v);
+                a.max = a.max.max(v);
+            }
+            out.telemetry += 1;
+        }
+        Parsed::Event {
+            id,
+            event_type,
+            raw,
+        } => {
+            let stored = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO device_events (device_id, event_id, type, payload, received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![device, id, event_type, raw, m.received_ms])?
+                == 1;
+            if stored {
+                if event_type == "checkout.completed" {
+                    let payload = format!(r#"{{"device":{},"event":{raw}}}"#, json!(device));
+                    outbox::enqueue(
+                        tx,
+                        &format!("evt:{device}:{id}"),
+                        "checkout.completed",
+                        Class::Business,
+                        &payload,
+                        m.received_ms,
+                    )?;
+                }
+                out.acked += 1;
+            } else {
+                out.duplicates += 1;
+            }
+            out.publishes.push((
+                format!("devices/{device}/events/ack"),
+                json!({"id": id, "status": if stored { "stored" } else { "duplicate" }})
+                    .to_string(),
+            ));
+        }
+        Parsed::Status {
+            online,
+            firmware,
+            raw,
+        } => {
+            let was: Option<i64> = tx
+                .query_row("SELECT online FROM devices WHERE id = ?1", [device], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            tx.prepare_cached(
+                "UPDATE devices SET online = ?2, firmware = coalesce(?3, firmware), status_json = ?4,
+                   offline_reason = CASE WHEN ?2 THEN NULL ELSE 'device reported offline' END
+                 WHERE id = ?1",
+            )?
+            .execute(params![device, online, firmware, raw])?;
+            if was.is_some_and(|w| (w != 0) != online) {
+                status_event(
+                    tx,
+                    device,
+                    online,
+                    if online {
+                        None
+                    } else {
+                        Some("device reported offline")
+                    },
+                    m.received_ms,
+                )?;
+            }
+        }
+        Parsed::Alert {
+            code,
+            severity,
+            message,
+            cleared,
+        } => {
+            let open: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM alerts WHERE device_id = ?1 AND code = ?2 AND cleared_ms IS NULL",
+                    params![device, code],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let changed = match (cleared, open) {
+                (true, Some(id)) => {
+                    tx.execute(
+                        "UPDATE alerts SET cleared_ms = ?2 WHERE id = ?1",
+                        params![id, m.received_ms],
+                    )?;
+                    true
+                }
+                (true, None) => false,
+                (false, Some(id)) => {
+                    tx.execute(
+                        "UPDATE alerts SET severity = ?2, message = ?3 WHERE id = ?1",
+                        params![id, severity, message],
+                    )?;
+                    false
+                }
+                (false, None) => {
+                    tx.execute(
+                        "INSERT INTO alerts (device_id, code, severity, message, raised_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![device, code, severity, message, m.received_ms],
+                    )?;
+                    true
+                }
+            };
+            if changed {
+                let payload = json!({
+                    "device": device, "code": code, "severity": severity, "message": message,
+                    "state": if cleared { "cleared" } else { "raised" },
+                    "at": crate::db::ts_from_ms(m.received_ms).to_string(),
+                });
+                outbox::enqueue(
+                    tx,
+                    &outbox::new_id("alert"),
+                    "device.alert",
+                    Class::Business,
+                    &payload.to_string(),
+                    m.received_ms,
+                )?;
+            }
+        }
+        Parsed::CommandAck { id, ok, message } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE commands SET acked_ms = ?3, ok = ?4, result = ?5
+                     WHERE id = ?1 AND device_id = ?2 AND acked_ms IS NULL",
+                )?
+                .execute(params![id, device, m.received_ms, ok, message])?;
+            if n == 0 {
+                let topic = String::from_utf8_lossy(&m.topic);
+                dead_letter(
+                    tx,
+                    m.received_ms,
+                    device,
+                    &topic,
+                    &format!("ack for unknown or already acknowledged command {id:?}"),
+                    &m.payload,
+                    m.payload.len(),
+                )?;
+                out.invalid.push("unknown_command");
+            }
+        }
+        Parsed::PriceRequest { req, sku } => {
+            let mut reply = (ctx.price)(tx, &sku, m.received_ms);
+            if let Some(obj) = reply.as_object_mut() {
+                obj.insert("req".into(), json!(req));
+            }
+            out.publishes
+                .push((format!("devices/{device}/price/reply"), reply.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn status_event(
+    tx: &Connection,
+    device: &str,
+    online: bool,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> DbResult<()> {
+    let payload = json!({
+        "device": device, "online": online, "reason": reason,
+        "at": crate::db::ts_from_ms(at_ms).to_string(),
+    });
+    outbox::enqueue(
+        tx,
+        &outbox::new_id("status"),
+        "device.status",
+        Class::Business,
+        &payload.to_string(),
+        at_ms,
+    )?;
+    Ok(())
+}
+
+fn set_online(
+    tx: &Connection,
+    device: &str,
+    online: bool,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> DbResult<()> {
+    let was: Option<i64> = tx
+        .query_row("SELECT online FROM devices WHERE id = ?1", [device], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(was) = was else { return Ok(()) };
+    tx.execute(
+        "UPDATE devices SET online = ?2, offline_reason = ?3, last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
+        params![device, online, reason, at_ms],
+    )?;
+    if (was != 0) != online {
+        status_event(tx, device, online, reason, at_ms)?;
+    }
+    Ok(())
+}
+
+fn apply_signal(
+    tx: &Connection,
+    signal: Signal,
+    out: &mut Outcome,
+    dead: &mut usize,
+) -> DbResult<()> {
+    match signal {
+        Signal::Connected { device, at_ms, .. } => {
+            set_online(tx, &device, true, None, at_ms)?;
+            // Commands sent while the device was away (last hour) are sent again.
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, name, args FROM commands
+                 WHERE device_id = ?1 AND acked_ms IS NULL AND sent_ms > ?2 ORDER BY sent_ms",
+            )?;
+            let rows = stmt.query_map(params![&*device, at_ms - 3_600_000], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, name, args) = row?;
+                let args: serde_json::Value = serde_json::from_str(&args).unwrap_or(json!({}));
+                out.publishes.push((
+                    format!("devices/{device}/commands"),
+                    json!({"id": id, "name": name, "args": args}).to_string(),
+                ));
+            }
+        }
+        Signal::Disconnected {
+            device,
+            clean,
+            will,
+            at_ms,
+            ..
+        } => {
+            let reason = if clean {
+                "disconnected"
+            } else {
+                "connection lost"
+            };
+            set_online(tx, &device, false, Some(reason), at_ms)?;
+            if let Some(will) = will {
+                if let Ok(Parsed::Status { raw, .. }) =
+                    payloads::parse(crate::broker::acl::TopicKind::Status, &will, at_ms)
+                {
+                    tx.execute(
+                        "UPDATE devices SET status_json = ?2 WHERE id = ?1",
+                        params![&*device, raw],
+                    )?;
+                }
+            }
+        }
+        Signal::Silent {
+            device,
+            after_s,
+            at_ms,
+            ..
+        } => {
+            let reason = format!("no message for {after_s} s (twice the keepalive)");
+            set_online(tx, &device, false, Some(&reason), at_ms)?;
+        }
+        Signal::Resumed { device, at_ms, .. } => {
+            if !device.is_empty() {
+                set_online(tx, &device, true, None, at_ms)?;
+            }
+        }
+        Signal::Denied {
+            device,
+            action,
+            topic,
+            reason,
+            at_ms,
+        } => {
+            dead_letter(
+                tx,
+                at_ms,
+                &device,
+                &topic,
+                &format!("not authorized ({action}): {reason}"),
+                b"",
+                0,
+            )?;
+            *dead += 1;
+            out.invalid.push("not_authorized");
+            audit::record(
+                tx,
+                at_ms,
+                &format!("device:{device}"),
+                "mqtt.denied",
+                &topic,
+                &reason,
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! storebox: the store-in-a-box appliance. One binary that is the store's local server — an MQTT
+//! broker for the store's devices, a SQLite cache of catalog and prices, the HQ sync client, the
+//! staff web UI — so the store keeps selling when the link to headquarters is down.
+//!
+//! Module map (each module's doc says why it exists):
+//! - [`app`]: `storebox serve`, wiring everything together with an orderly shutdown
+//! - [`config`]: layered configuration with errors that name the key
+//! - [`db`]: the SQLite file, migrations, blocking-call discipline
+//! - [`broker`]: embedded rumqttd with authentication, topic authorization, bounded memory
+//! - [`devices`]: registry, ingest of device messages, presence, commands
+//! - [`pricing`]: pure pricing rules (effective prices, promotions, baskets, store time)
+//! - [`auth`]: staff users, sessions, API tokens, device credentials
+//! - [`web`]: HTTP API, staff UI, health and metrics endpoints
+//! - [`ops`]: metrics, logging, audit log, systemd handshake
+//! - [`sync`]: store → HQ outbox (and the HQ client)
+//! - [`clock`]: time as a parameter
+
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod devices;
+pub mod ops;
+pub mod pricing;
+pub mod sync;
+pub mod web;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

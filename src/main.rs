@@ -1,0 +1,341 @@
+//! The `storebox` command: parses the command line and calls into the library.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use storebox::auth::{self, Role};
+use storebox::config::Config;
+use storebox::db::Db;
+use storebox::devices::registry;
+use storebox::ops::{audit, logging};
+
+#[derive(Parser)]
+#[command(
+    name = "storebox",
+    version,
+    about = "Store-in-a-box appliance: device broker, local catalog and pricing, HQ sync, staff web UI"
+)]
+struct Cli {
+    /// Config file (TOML). Without it, embedded defaults are used; STOREBOX_SECTION__KEY
+    /// environment variables override either.
+    #[arg(long, short, global = true, env = "STOREBOX_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the store appliance: MQTT broker, HTTP (UI, API, metrics), SQLite, sync.
+    Serve,
+    /// Validate the configuration; exits non-zero naming the key and the problem.
+    CheckConfig,
+    /// Manage device credentials (offline; safe while the server runs).
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Manage staff users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage bearer API tokens for lanes and scripts.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Write a consistent copy of the database to FILE (safe while the server runs).
+    Backup { file: PathBuf },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Provision a device; prints its MQTT credentials once.
+    Add {
+        id: String,
+        /// lane, scale, label, fridge, printer, kiosk or generic
+        #[arg(long, default_value = "generic")]
+        kind: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List provisioned devices.
+    List,
+    /// Remove a device; its credentials stop working.
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a staff user. Reads the password from standard input with --password-stdin,
+    /// otherwise generates one and prints it.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password (from standard input with --password-stdin, else generated) and end
+    /// their sessions.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Delete a token.
+    Remove { name: String },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storebox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn read_or_generate_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok((line.trim_end_matches(['\r', '\n']).to_string(), false))
+    } else {
+        Ok((auth::generate_secret(""), true))
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Version = cli.command {
+        println!("storebox {}", storebox::VERSION);
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    let open_db = || Db::open(&config.db_path()).with_context(|| "opening the store database");
+    match cli.command {
+        Command::Version => unreachable!(),
+        Command::CheckConfig => {
+            println!(
+                "config ok: store {} ({}), http {}, mqtt {}, data {}",
+                config.store.id,
+                config.store.timezone,
+                config.http.listen,
+                config.mqtt.listen,
+                config.storage.data_dir.display()
+            );
+            Ok(())
+        }
+        Command::Serve => serve(config),
+        Command::Device(cmd) => {
+            logging::init_stderr("warn");
+            let db = open_db()?;
+            match cmd {
+                DeviceCmd::Add { id, kind, name } => {
+                    let p = db.write_blocking(|c| {
+                        let tx = c.transaction()?;
+                        let p = registry::add(&tx, &id, &kind, &name, now_ms());
+                        if let Ok(p) = &p {
+                            audit::record(
+                                &tx,
+                                now_ms(),
+                                "cli",
+                                "device.provision",
+                                &p.id,
+                                &format!("kind={}", p.kind),
+                            )?;
+                        }
+                        tx.commit()?;
+                        Ok(p)
+                    })??;
+                    println!(
+                        "device {} ({}) provisioned. MQTT credentials, shown only now:",
+                        p.id, p.kind
+                    );
+                    println!(
+                        "  client id: {}\n  username:  {}\n  password:  {}",
+                        p.id, p.username, p.password
+                    );
+                    println!("  broker:    {}", config.mqtt.listen);
+                }
+                DeviceCmd::List => {
+                    let list = db.read_blocking(|c| registry::list(c))?;
+                    println!(
+                        "{:<24} {:<8} {:<7} {:<10} last seen",
+                        "id", "kind", "online", "firmware"
+                    );
+                    for d in list {
+                        println!(
+                            "{:<24} {:<8} {:<7} {:<10} {}",
+                            d.id,
+                            d.kind,
+                            if d.online { "yes" } else { "no" },
+                            d.firmware.unwrap_or_default(),
+                            d.last_seen.unwrap_or_else(|| "never".into())
+                        );
+                    }
+                }
+                DeviceCmd::Remove { id } => {
+                    db.write_blocking(|c| {
+                        let tx = c.transaction()?;
+                        let r = registry::remove(&tx, &id);
+                        if r.is_ok() {
+                            audit::record(&tx, now_ms(), "cli", "device.remove", &id, "")?;
+                        }
+                        tx.commit()?;
+                        Ok(r)
+                    })??;
+                    println!("device {id} removed");
+                }
+            }
+            Ok(())
+        }
+        Command::User(cmd) => {
+            logging::init_stderr("warn");
+            let db = open_db()?;
+            match cmd {
+                UserCmd::Add {
+                    name,
+                    role,
+                    password_stdin,
+                } => {
+                    let (password, generated) = read_or_generate_password(password_stdin)?;
+                    db.write_blocking(|c| {
+                        let r = auth::add_user(c, &name, &password, role, now_ms());
+                        if r.is_ok() {
+                            audit::record(c, now_ms(), "cli", "user.add", &name, role.as_str())?;
+                        }
+                        Ok(r)
+                    })??;
+                    println!("user {name} added with role {role}");
+                    if generated {
+                        println!("password (shown only now): {password}");
+                    }
+                }
+                UserCmd::List => {
+                    for u in db.read_blocking(|c| auth::list_users(c))? {
+                        println!(
+                            "{:<24} {:<8} {}",
+                            u.username,
+                            u.role,
+                            if u.disabled { "disabled" } else { "" }
+                        );
+                    }
+                }
+                UserCmd::Passwd {
+                    name,
+                    password_stdin,
+                } => {
+                    let (password, generated) = read_or_generate_password(password_stdin)?;
+                    db.write_blocking(|c| {
+                        let r = auth::set_password(c, &name, &password);
+                        if r.is_ok() {
+                            audit::record(c, now_ms(), "cli", "user.passwd", &name, "")?;
+                        }
+                        Ok(r)
+                    })??;
+                    println!("password of {name} changed; their sessions were ended");
+                    if generated {
+                        println!("new password (shown only now): {password}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            logging::init_stderr("warn");
+            let db = open_db()?;
+            match cmd {
+                TokenCmd::Add { name, role } => {
+                    let token = db.write_blocking(|c| {
+                        let r = auth::add_token(c, &name, role, now_ms());
+                        if r.is_ok() {
+                            audit::record(c, now_ms(), "cli", "token.add", &name, role.as_str())?;
+                        }
+                        Ok(r)
+                    })??;
+                    println!("token {name} ({role}) created; it is shown only now:\n{token}");
+                }
+                TokenCmd::Remove { name } => {
+                    db.write_blocking(|c| {
+                        let r = auth::remove_token(c, &name);
+                        if r.is_ok() {
+                            audit::record(c, now_ms(), "cli", "token.remove", &name, "")?;
+                        }
+                        Ok(r)
+                    })??;
+                    println!("token {name} removed");
+                }
+            }
+            Ok(())
+        }
+        Command::Backup { file } => {
+            logging::init_stderr("warn");
+            let db = open_db()?;
+            db.backup_to(&file)
+                .with_context(|| format!("backup to {}", file.display()))?;
+            println!("backup written to {}", file.display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let _log = logging::init_service(
+        &config.log.level,
+        &config.log_dir(),
+        "storebox",
+        config.log.keep_days,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("storebox")
+        .build()?;
+    rt.block_on(async {
+        storebox::app::serve(config, storebox::clock::system(), shutdown_signal(), |r| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "storebox ready http=http://{} mqtt=mqtt://{}",
+                r.http, r.mqtt
+            );
+            let _ = out.flush();
+        })
+        .await
+    })?;
+    // Router and connection threads of the broker have no stop API; leave without waiting on them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

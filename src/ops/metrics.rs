@@ -1,0 +1,186 @@
+//! Prometheus metrics for the whole box, in one registry served at `/metrics`. Counters are updated
+//! where things happen (broker guard, ingest, HTTP layer); gauges that mirror state (DB size,
+//! connected devices) are refreshed when scraped.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub mqtt_connected: Gauge,
+    pub mqtt_connections_total: Counter,
+    pub mqtt_auth_failures: Counter,
+    pub mqtt_messages_in: Family<KindLabel, Counter>,
+    pub mqtt_acl_denied: Family<KindLabel, Counter>,
+    pub invalid_messages: Family<ReasonLabel, Counter>,
+    pub ingest_dropped: Family<KindLabel, Counter>,
+    pub ingest_queue_depth: Gauge,
+    pub events_acked: Counter,
+    pub events_duplicate: Counter,
+    pub telemetry_stored: Counter,
+    pub devices_online: Gauge,
+    pub devices_total: Gauge,
+    pub alerts_open: Gauge,
+    pub db_size_bytes: Gauge<u64, AtomicU64>,
+    pub http_requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("storebox");
+        let m = Metrics {
+            mqtt_connected: Gauge::default(),
+            mqtt_connections_total: Counter::default(),
+            mqtt_auth_failures: Counter::default(),
+            mqtt_messages_in: Family::default(),
+            mqtt_acl_denied: Family::default(),
+            invalid_messages: Family::default(),
+            ingest_dropped: Family::default(),
+            ingest_queue_depth: Gauge::default(),
+            events_acked: Counter::default(),
+            events_duplicate: Counter::default(),
+            telemetry_stored: Counter::default(),
+            devices_online: Gauge::default(),
+            devices_total: Gauge::default(),
+            alerts_open: Gauge::default(),
+            db_size_bytes: Gauge::default(),
+            http_requests: Family::new_with_constructor(http_histogram as fn() -> Histogram),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "mqtt_connected_devices",
+            "Device connections currently open",
+            m.mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_connections",
+            "Device connections accepted",
+            m.mqtt_connections_total.clone(),
+        );
+        registry.register(
+            "mqtt_auth_failures",
+            "MQTT logins refused (unknown device, wrong password, anonymous)",
+            m.mqtt_auth_failures.clone(),
+        );
+        registry.register(
+            "mqtt_messages_in",
+            "Device messages received, by kind",
+            m.mqtt_messages_in.clone(),
+        );
+        registry.register(
+            "mqtt_acl_denied",
+            "Publishes/subscriptions refused by topic authorization, by kind",
+            m.mqtt_acl_denied.clone(),
+        );
+        registry.register(
+            "invalid_messages",
+            "Messages dead-lettered, by reason",
+            m.invalid_messages.clone(),
+        );
+        registry.register(
+            "ingest_dropped",
+            "Device messages not queued because the ingest queue was full, by kind",
+            m.ingest_dropped.clone(),
+        );
+        registry.register(
+            "ingest_queue_depth",
+            "Device messages waiting to be written",
+            m.ingest_queue_depth.clone(),
+        );
+        registry.register(
+            "events_acked",
+            "Business events committed and acknowledged to the device",
+            m.events_acked.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Business events received again after being stored (acked, not stored twice)",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "telemetry_stored",
+            "Telemetry messages stored",
+            m.telemetry_stored.clone(),
+        );
+        registry.register(
+            "devices_online",
+            "Provisioned devices currently online",
+            m.devices_online.clone(),
+        );
+        registry.register("devices", "Provisioned devices", m.devices_total.clone());
+        registry.register(
+            "alerts_open",
+            "Device alerts raised and not cleared",
+            m.alerts_open.clone(),
+        );
+        registry.register(
+            "db_size_bytes",
+            "SQLite database size including WAL",
+            m.db_size_bytes.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            m.http_requests.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn inc_kind(family: &Family<KindLabel, Counter>, kind: &str) {
+        family
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn invalid(&self, reason: &str) {
+        self.invalid_messages
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

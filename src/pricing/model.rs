@@ -1,0 +1,712 @@
+//! Pricing data: items, price records, promotions, priced lines, errors and the §4 wire payloads.
+//!
+//! Types that travel on the wire (API answers, sync payloads, stored JSON) derive serde with the field
+//! names of DESIGN §4/§5. Promotions serialize in the §4 shape, `"kind":"percent_off",
+//! "params":{"percent":20}`, and are validated when deserialized.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::time::{parse_store_time, TimeError};
+
+/// How an item is sold: by the piece, or by weight (quantities in grams, prices per kg).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Sold by the piece; quantities are units, prices per unit.
+    Each,
+    /// Sold by weight; quantities are grams, prices per kilogram.
+    Kg,
+}
+
+impl Unit {
+    /// The wire name: `"each"` or `"kg"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Each => "each",
+            Unit::Kg => "kg",
+        }
+    }
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A unit name other than `each` or `kg`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown unit {0:?} (expected \"each\" or \"kg\")")]
+pub struct ParseUnitError(pub String);
+
+impl FromStr for Unit {
+    type Err = ParseUnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "each" => Ok(Unit::Each),
+            "kg" => Ok(Unit::Kg),
+            other => Err(ParseUnitError(other.to_owned())),
+        }
+    }
+}
+
+/// What pricing needs to know about a catalog item. Deserializes from a `catalog.upsert` payload
+/// (other fields are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub sku: String,
+    #[serde(default)]
+    pub department: Option<String>,
+    pub unit: Unit,
+}
+
+/// One `price.set` record, with its times resolved to instants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceRecord {
+    pub id: String,
+    pub sku: String,
+    /// Minor units per unit (`each`) or per kilogram (`kg`).
+    pub price: i64,
+    pub starts_at: Timestamp,
+    /// Exclusive end; `None` = open-ended.
+    #[serde(default)]
+    pub ends_at: Option<Timestamp>,
+    /// Arrival order (monotonically increasing, unique per store); breaks `starts_at` ties: the record
+    /// received last wins.
+    #[serde(default)]
+    pub received: i64,
+}
+
+/// The kind of a promotion and its parameters. Serializes as `{"kind":"…","params":{…}}` (flattened
+/// into [`Promotion`]); deserializing validates like [`PromoKind::from_wire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", try_from = "PromoKindWire")]
+pub enum PromoKind {
+    /// `percent_off {percent}`: discount = round_half_up(line_regular × percent / 100). Both units.
+    #[serde(rename = "percent_off")]
+    PercentOff { percent: u32 },
+    /// `amount_off {amount}`: discount = min(amount, unit_price) × quantity. `each` only.
+    #[serde(rename = "amount_off")]
+    AmountOff { amount: i64 },
+    /// `multi_buy {quantity: N, price: P}`: each full group of N units costs P, if P is below the
+    /// group's regular price. `each` only.
+    #[serde(rename = "multi_buy")]
+    MultiBuy { quantity: u32, price: i64 },
+    /// `buy_x_get_y {buy: X, get: Y}`: for every full X+Y units, Y are free. `each` only.
+    #[serde(rename = "buy_x_get_y")]
+    BuyXGetY { buy: u32, get: u32 },
+}
+
+/// The unvalidated §4 form of a promotion kind: `"kind"` and `"params"`.
+#[derive(Debug, Clone, Deserialize)]
+struct PromoKindWire {
+    kind: String,
+    #[serde(default)]
+    params: Value,
+}
+
+impl TryFrom<PromoKindWire> for PromoKind {
+    type Error = PromotionError;
+    fn try_from(w: PromoKindWire) -> Result<Self, Self::Error> {
+        PromoKind::from_wire(&w.kind, &w.params)
+    }
+}
+
+/// A promotion kind or its params that do not satisfy §4/§5; names the kind and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromotionError {
+    #[error(
+        "unknown promotion kind {kind:?} (expected percent_off, amount_off, multi_buy or buy_x_get_y)"
+    )]
+    UnknownKind { kind: String },
+    #[error("{kind} params must be a JSON object, got {got}")]
+    ParamsNotObject { kind: &'static str, got: String },
+    #[error("{kind} params: missing field \"{field}\"")]
+    MissingField {
+        kind: &'static str,
+        field: &'static str,
+    },
+    #[error("{kind} params: field \"{field}\" {reason}")]
+    BadField {
+        kind: &'static str,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl PromoKind {
+    /// The §4 kind name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PromoKind::PercentOff { .. } => "percent_off",
+            PromoKind::AmountOff { .. } => "amount_off",
+            PromoKind::MultiBuy { .. } => "multi_buy",
+            PromoKind::BuyXGetY { .. } => "buy_x_get_y",
+        }
+    }
+
+    /// Whether this kind can discount an item sold in `unit`: `percent_off` applies to both units,
+    /// the others to `each` items only.
+    pub fn applies_to_unit(&self, unit: Unit) -> bool {
+        matches!(self, PromoKind::PercentOff { .. }) || unit == Unit::Each
+    }
+
+    /// Builds a kind from the §4 wire form, e.g. `("percent_off", {"percent":20})`, validating the
+    /// params: percent 1..=100, amount > 0, multi_buy quantity >= 2 and price >= 0, buy >= 1, get >= 1.
+    /// Extra fields in `params` are ignored.
+    pub fn from_wire(kind: &str, params: &Value) -> Result<PromoKind, PromotionError> {
+        let k = match kind {
+            "percent_off" => PromoKind::PercentOff {
+                percent: u32_field("percent_off", params, "percent")?,
+            },
+            "amount_off" => PromoKind::AmountOff {
+                amount: int_field("amount_off", params, "amount")?,
+            },
+            "multi_buy" => PromoKind::MultiBuy {
+                quantity: u32_field("multi_buy", params, "quantity")?,
+                price: int_field("multi_buy", params, "price")?,
+            },
+            "buy_x_get_y" => PromoKind::BuyXGetY {
+                buy: u32_field("buy_x_get_y", params, "buy")?,
+                get: u32_field("buy_x_get_y", params, "get")?,
+            },
+            other => {
+                return Err(PromotionError::UnknownKind {
+                    kind: other.to_owned(),
+                })
+            }
+        };
+        k.validate()?;
+        Ok(k)
+    }
+
+    /// The §4 wire form: kind name and params object.
+    pub fn to_wire(&self) -> (&'static str, Value) {
+        let params = match *self {
+            PromoKind::PercentOff { percent } => serde_json::json!({ "percent": percent }),
+            PromoKind::AmountOff { amount } => serde_json::json!({ "amount": amount }),
+            PromoKind::MultiBuy { quantity, price } => {
+                serde_json::json!({ "quantity": quantity, "price": price })
+            }
+            PromoKind::BuyXGetY { buy, get } => serde_json::json!({ "buy": buy, "get": get }),
+        };
+        (self.name(), params)
+    }
+
+    /// Checks the parameter ranges (the fields are public, so a value built in code may be invalid;
+    /// the engine never applies an invalid promotion).
+    pub fn validate(&self) -> Result<(), PromotionError> {
+        let bad = |field: &'static str, reason: String| PromotionError::BadField {
+            kind: self.name(),
+            field,
+            reason,
+        };
+        match *self {
+            PromoKind::PercentOff { percent } if !(1..=100).contains(&percent) => Err(bad(
+                "percent",
+                format!("must be an integer from 1 to 100, got {percent}"),
+            )),
+            PromoKind::AmountOff { amount } if amount <= 0 => Err(bad(
+                "amount",
+                format!("must be greater than 0, got {amount}"),
+            )),
+            PromoKind::MultiBuy { quantity, .. } if quantity < 2 => Err(bad(
+                "quantity",
+                format!("must be at least 2, got {quantity}"),
+            )),
+            PromoKind::MultiBuy { price, .. } if price < 0 => {
+                Err(bad("price", format!("must be 0 or more, got {price}")))
+            }
+            PromoKind::BuyXGetY { buy, .. } if buy < 1 => {
+                Err(bad("buy", format!("must be at least 1, got {buy}")))
+            }
+            PromoKind::BuyXGetY { get, .. } if get < 1 => {
+                Err(bad("get", format!("must be at least 1, got {get}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn int_field(
+    kind: &'static str,
+    params: &Value,
+    field: &'static str,
+) -> Result<i64, PromotionError> {
+    let Value::Object(map) = params else {
+        return Err(PromotionError::ParamsNotObject {
+            kind,
+            got: params.to_string(),
+        });
+    };
+    match map.get(field) {
+        None | Some(Value::Null) => Err(PromotionError::MissingField { kind, field }),
+        Some(v) => v.as_i64().ok_or_else(|| PromotionError::BadField {
+            kind,
+            field,
+            reason: format!("must be an integer, got {v}"),
+        }),
+    }
+}
+
+fn u32_field(
+    kind: &'static str,
+    params: &Value,
+    field: &'static str,
+) -> Result<u32, PromotionError> {
+    let n = int_field(kind, params, field)?;
+    u32::try_from(n).map_err(|_| PromotionError::BadField {
+        kind,
+        field,
+        reason: format!("must be a non-negative integer below 2^32, got {n}"),
+    })
+}
+
+/// A promotion with its times resolved to instants. Serializes in the §4 shape (`kind` and `params`
+/// at the top level) with RFC 3339 instants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: PromoKind,
+    /// Targeted skus; the promotion applies to these and to every item of `department` (union).
+    #[serde(default)]
+    pub skus: Vec<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    pub starts_at: Timestamp,
+    /// Exclusive end; `None` = open-ended.
+    #[serde(default)]
+    pub ends_at: Option<Timestamp>,
+}
+
+/// One requested basket line: units, or grams for `kg` items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasketLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// One priced line, as answered by `POST /api/v1/baskets/price`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: String,
+    /// Units, or grams for `kg` items.
+    pub quantity: i64,
+    /// The effective price: per unit, or per kilogram for `kg` items.
+    pub unit_price: i64,
+    /// The line before discount.
+    pub regular: i64,
+    /// 0 ≤ discount ≤ regular.
+    pub discount: i64,
+    /// The promotion that gave the discount; `None` when no promotion discounts this line.
+    pub promotion_id: Option<String>,
+    /// regular − discount.
+    pub total: i64,
+}
+
+/// A priced basket: lines in request order and their sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedBasket {
+    pub lines: Vec<PricedLine>,
+    pub regular: i64,
+    pub discount: i64,
+    pub total: i64,
+}
+
+/// `next_change` of `GET /api/v1/prices/{sku}`: when the effective price next changes and to what
+/// (`None` = the sku becomes unpriced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextChange {
+    pub at: Timestamp,
+    pub price: Option<i64>,
+}
+
+/// The pricing part of `GET /api/v1/prices/{sku}?at=T` (the caller adds `currency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceQuote {
+    pub sku: String,
+    pub price: i64,
+    pub unit: Unit,
+    pub price_id: String,
+    /// Ids of the promotions active for this item at T, sorted.
+    pub promotions: Vec<String>,
+    pub next_change: Option<NextChange>,
+}
+
+/// Why something could not be priced or a payload could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PricingError {
+    #[error("unknown sku {sku:?}")]
+    UnknownSku { sku: String },
+    #[error("sku {sku:?} has no price at this time and cannot be sold")]
+    NoPrice { sku: String },
+    #[error("bad quantity {quantity} for sku {sku:?}: {reason}")]
+    BadQuantity {
+        sku: String,
+        quantity: i64,
+        reason: String,
+    },
+    #[error("bad price {price} for sku {sku:?}: prices must be 0 or more minor units")]
+    BadPrice { sku: String, price: i64 },
+    #[error("amount for sku {sku:?} does not fit in 64-bit minor units")]
+    Overflow { sku: String },
+    #[error("promotion {id:?}: {source}")]
+    BadPromotion {
+        id: String,
+        #[source]
+        source: PromotionError,
+    },
+    #[error("{field}: {source}")]
+    BadTime {
+        field: &'static str,
+        #[source]
+        source: TimeError,
+    },
+}
+
+impl PricingError {
+    /// A stable snake_case code for API errors (`{"error":{"code":…}}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PricingError::UnknownSku { .. } => "unknown_sku",
+            PricingError::NoPrice { .. } => "no_price",
+            PricingError::BadQuantity { .. } => "bad_quantity",
+            PricingError::BadPrice { .. } => "bad_price",
+            PricingError::Overflow { .. } => "amount_overflow",
+            PricingError::BadPromotion { .. } => "bad_promotion",
+            PricingError::BadTime { .. } => "bad_time",
+        }
+    }
+}
+
+fn store_time(field: &'static str, s: &str, tz: &TimeZone) -> Result<Timestamp, PricingError> {
+    parse_store_time(s, tz).map_err(|source| PricingError::BadTime { field, source })
+}
+
+/// The §4 `price.set` payload as it arrives (times not yet resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceSetPayload {
+    pub id: String,
+    pub sku: String,
+    pub price: i64,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+}
+
+impl PriceSetPayload {
+    /// Resolves the times in the store's zone and checks the price (>= 0). `received` is the arrival
+    /// order the caller assigns. An `ends_at` at or before `starts_at` is accepted: the record is never
+    /// effective.
+    pub fn to_record(&self, tz: &TimeZone, received: i64) -> Result<PriceRecord, PricingError> {
+        if self.price < 0 {
+            return Err(PricingError::BadPrice {
+                sku: self.sku.clone(),
+                price: self.price,
+            });
+        }
+        Ok(PriceRecord {
+            id: self.id.clone(),
+            sku: self.sku.clone(),
+            price: self.price,
+            starts_at: store_time("starts_at", &self.starts_at, tz)?,
+            ends_at: match &self.ends_at {
+                Some(s) => Some(store_time("ends_at", s, tz)?),
+                None => None,
+            },
+            received,
+        })
+    }
+}
+
+/// The §4 `promotion.upsert` payload as it arrives (kind unvalidated, times not yet resolved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionPayload {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub params: Value,
+    #[serde(default)]
+    pub skus: Vec<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+}
+
+impl PromotionPayload {
+    /// Validates the kind and params and resolves the times in the store's zone. A promotion with no
+    /// skus and no department, or with `ends_at` at or before `starts_at`, is accepted and never
+    /// applies.
+    pub fn to_promotion(&self, tz: &TimeZone) -> Result<Promotion, PricingError> {
+        let kind = PromoKind::from_wire(&self.kind, &self.params).map_err(|source| {
+            PricingError::BadPromotion {
+                id: self.id.clone(),
+                source,
+            }
+        })?;
+        Ok(Promotion {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind,
+            skus: self.skus.clone(),
+            department: self.department.clone(),
+            starts_at: store_time("starts_at", &self.starts_at, tz)?,
+            ends_at: match &self.ends_at {
+                Some(s) => Some(store_time("ends_at", s, tz)?),
+                None => None,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rome() -> TimeZone {
+        TimeZone::get("Europe/Rome").expect("system tzdb")
+    }
+
+    #[test]
+    fn unit_wire_names() {
+        assert_eq!(serde_json::to_value(Unit::Each).unwrap(), json!("each"));
+        assert_eq!(serde_json::to_value(Unit::Kg).unwrap(), json!("kg"));
+        assert_eq!(
+            serde_json::from_value::<Unit>(json!("kg")).unwrap(),
+            Unit::Kg
+        );
+        assert!(serde_json::from_value::<Unit>(json!("KG")).is_err());
+        assert_eq!("each".parse::<Unit>().unwrap(), Unit::Each);
+        assert_eq!(
+            "lb".parse::<Unit>().unwrap_err().to_string(),
+            "unknown unit \"lb\" (expected \"each\" or \"kg\")"
+        );
+    }
+
+    #[test]
+    fn item_from_catalog_upsert_payload() {
+        let item: Item = serde_json::from_value(json!({"sku":"1001","name":"Whole milk 1 L",
+            "barcodes":["8001234567890"],"department":"dairy","unit":"each"}))
+        .unwrap();
+        assert_eq!(
+            item,
+            Item {
+                sku: "1001".into(),
+                department: Some("dairy".into()),
+                unit: Unit::Each
+            }
+        );
+    }
+
+    #[test]
+    fn promo_kind_from_wire_all_kinds() {
+        assert_eq!(
+            PromoKind::from_wire("percent_off", &json!({"percent":20})).unwrap(),
+            PromoKind::PercentOff { percent: 20 }
+        );
+        assert_eq!(
+            PromoKind::from_wire("amount_off", &json!({"amount":50})).unwrap(),
+            PromoKind::AmountOff { amount: 50 }
+        );
+        assert_eq!(
+            PromoKind::from_wire("multi_buy", &json!({"quantity":3,"price":200})).unwrap(),
+            PromoKind::MultiBuy {
+                quantity: 3,
+                price: 200
+            }
+        );
+        assert_eq!(
+            PromoKind::from_wire("buy_x_get_y", &json!({"buy":2,"get":1,"note":"extra ok"}))
+                .unwrap(),
+            PromoKind::BuyXGetY { buy: 2, get: 1 }
+        );
+        for k in [
+            PromoKind::PercentOff { percent: 100 },
+            PromoKind::AmountOff { amount: 1 },
+            PromoKind::MultiBuy {
+                quantity: 2,
+                price: 0,
+            },
+            PromoKind::BuyXGetY { buy: 1, get: 1 },
+        ] {
+            let (name, params) = k.to_wire();
+            assert_eq!(PromoKind::from_wire(name, &params).unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn promo_kind_validation_names_the_field() {
+        let err = |kind: &str, params: Value| {
+            PromoKind::from_wire(kind, &params).unwrap_err().to_string()
+        };
+        assert_eq!(
+            err("percent_off", json!({"percent":0})),
+            "percent_off params: field \"percent\" must be an integer from 1 to 100, got 0"
+        );
+        assert!(err("percent_off", json!({"percent":101})).contains("\"percent\""));
+        assert!(err("percent_off", json!({"percent":-5})).contains("\"percent\""));
+        assert!(err("percent_off", json!({"percent":20.5})).contains("must be an integer"));
+        assert!(err("percent_off", json!({"percent":"20"})).contains("must be an integer"));
+        assert_eq!(
+            err("percent_off", json!({})),
+            "percent_off params: missing field \"percent\""
+        );
+        assert_eq!(
+            err("percent_off", json!(20)),
+            "percent_off params must be a JSON object, got 20"
+        );
+        assert!(
+            err("amount_off", json!({"amount":0})).contains("\"amount\" must be greater than 0")
+        );
+        assert!(err("multi_buy", json!({"quantity":1,"price":100})).contains("\"quantity\""));
+        assert!(err("multi_buy", json!({"quantity":2,"price":-1})).contains("\"price\""));
+        assert!(err("multi_buy", json!({"quantity":2})).contains("missing field \"price\""));
+        assert!(err("buy_x_get_y", json!({"buy":0,"get":1})).contains("\"buy\""));
+        assert!(err("buy_x_get_y", json!({"buy":2,"get":0})).contains("\"get\""));
+        assert!(err("buy_x_get_y", json!({"buy":2,"get":null})).contains("missing field \"get\""));
+        assert_eq!(
+            err("bogo", json!({})),
+            "unknown promotion kind \"bogo\" (expected percent_off, amount_off, multi_buy or buy_x_get_y)"
+        );
+    }
+
+    #[test]
+    fn promotion_payload_from_design_example() {
+        // DESIGN §4 e-3: civil times in the store's zone.
+        let payload: PromotionPayload = serde_json::from_value(json!({"id":"promo-bf",
+            "name":"Black Friday dairy","kind":"percent_off","params":{"percent":20},"skus":["1001"],
+            "department":null,"starts_at":"2026-11-27T00:00:00","ends_at":"2026-11-30T00:00:00"}))
+        .unwrap();
+        let promo = payload.to_promotion(&rome()).unwrap();
+        assert_eq!(promo.kind, PromoKind::PercentOff { percent: 20 });
+        assert_eq!(promo.starts_at, "2026-11-26T23:00:00Z".parse().unwrap());
+        assert_eq!(promo.ends_at, Some("2026-11-29T23:00:00Z".parse().unwrap()));
+        assert_eq!(promo.skus, vec!["1001".to_string()]);
+        assert_eq!(promo.department, None);
+
+        // Stored form: §4 shape with instants, and it round-trips.
+        let v = serde_json::to_value(&promo).unwrap();
+        assert_eq!(v["kind"], json!("percent_off"));
+        assert_eq!(v["params"], json!({"percent":20}));
+        assert_eq!(v["starts_at"], json!("2026-11-26T23:00:00Z"));
+        let back: Promotion = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, promo);
+
+        // Deserializing a Promotion validates the params.
+        let mut bad = v;
+        bad["params"] = json!({"percent":0});
+        let e = serde_json::from_value::<Promotion>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"percent\""), "{e}");
+    }
+
+    #[test]
+    fn promotion_payload_errors_name_id_and_field() {
+        let mut p = PromotionPayload {
+            id: "p1".into(),
+            name: "x".into(),
+            kind: "multi_buy".into(),
+            params: json!({"quantity":1,"price":100}),
+            skus: vec![],
+            department: Some("dairy".into()),
+            starts_at: "2026-11-27T00:00:00".into(),
+            ends_at: None,
+        };
+        let e = p.to_promotion(&rome()).unwrap_err();
+        assert_eq!(e.code(), "bad_promotion");
+        assert_eq!(
+            e.to_string(),
+            "promotion \"p1\": multi_buy params: field \"quantity\" must be at least 2, got 1"
+        );
+        p.params = json!({"quantity":2,"price":100});
+        p.ends_at = Some("soon".into());
+        let e = p.to_promotion(&rome()).unwrap_err();
+        assert_eq!(e.code(), "bad_time");
+        assert!(
+            e.to_string()
+                .starts_with("ends_at: invalid store time \"soon\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn price_set_payload_from_design_example() {
+        // DESIGN §4 e-2.
+        let payload: PriceSetPayload = serde_json::from_value(json!({"id":"pr-1001-base",
+            "sku":"1001","price":129,"starts_at":"2026-11-01T00:00:00Z","ends_at":null}))
+        .unwrap();
+        let rec = payload.to_record(&rome(), 7).unwrap();
+        assert_eq!(
+            rec,
+            PriceRecord {
+                id: "pr-1001-base".into(),
+                sku: "1001".into(),
+                price: 129,
+                starts_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+                ends_at: None,
+                received: 7,
+            }
+        );
+        let neg = PriceSetPayload {
+            price: -1,
+            ..payload
+        };
+        assert_eq!(
+            neg.to_record(&rome(), 8).unwrap_err(),
+            PricingError::BadPrice {
+                sku: "1001".into(),
+                price: -1
+            }
+        );
+    }
+
+    #[test]
+    fn priced_line_wire_shape() {
+        let line = PricedLine {
+            sku: "1001".into(),
+            quantity: 3,
+            unit_price: 129,
+            regular: 387,
+            discount: 77,
+            promotion_id: Some("promo-bf".into()),
+            total: 310,
+        };
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            json!({"sku":"1001","quantity":3,"unit_price":129,"regular":387,"discount":77,
+                "promotion_id":"promo-bf","total":310})
+        );
+    }
+
+    #[test]
+    fn error_messages_and_codes() {
+        let e = PricingError::BadQuantity {
+            sku: "1001".into(),
+            quantity: 0,
+            reason: "must be greater than 0".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "bad quantity 0 for sku \"1001\": must be greater than 0"
+        );
+        assert_eq!(e.code(), "bad_quantity");
+        assert_eq!(PricingError::NoPrice { sku: "9".into() }.code(), "no_price");
+        assert_eq!(
+            PricingError::UnknownSku { sku: "9".into() }.code(),
+            "unknown_sku"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The HTTP face of the box (axum): the staff UI, the JSON API under `/api/v1`, and the operations
+//! endpoints (`/healthz`, `/readyz`, `/metrics`). Handlers are thin: they check who is calling,
+//! then call into the domain modules through the database handle.
+
+pub mod api;
+pub mod caller;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod session;
+pub mod ui;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use parking_lot::Mutex;
+
+use crate::broker::guard::BrokerShared;
+use crate::broker::Publisher;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::ops::metrics::{HttpLabels, Metrics};
+
+pub use error::ApiError;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub broker: Arc<BrokerShared>,
+    pub publisher: Publisher,
+    pub mqtt: Arc<crate::broker::Broker>,
+    pub started: Instant,
+    /// One-time code that lets the first admin be created from the browser.
+    pub setup_code: Arc<Mutex<Option<String>>>,
+    /// Failed sign-ins per (user name, client address): (count, window start ms).
+    pub login_failures: Arc<Mutex<HashMap<String, (u32, i64)>>>,
+}
+
+impl AppState {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().as_millisecond()
+    }
+
+    pub fn session_ttl_ms(&self) -> i64 {
+        self.config.http.session_minutes as i64 * 60_000
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/setup", get(session::setup_status).post(session::setup))
+        .route(
+            "/session",
+            get(session::current)
+                .post(session::login)
+                .delete(session::logout),
+        )
+        .route("/status", get(api::status))
+        .route(
+            "/devices",
+            get(api::list_devices).post(api::provision_device),
+        )
+        .route(
+            "/devices/{id}",
+            get(api::device_detail).delete(api::remove_device),
+        )
+        .route("/devices/{id}/commands", post(api::send_command))
+        .route("/alerts", get(api::list_alerts))
+        .route("/dead-letters", get(api::list_dead_letters))
+        .route("/audit", get(api::list_audit))
+        .route("/users", get(api::list_users).post(api::add_user))
+        .fallback(api::not_found);
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .nest("/api/v1", api)
+        .fallback(ui::static_handler)
+        .layer(middleware::from_fn_with_state(state.clone(), track_latency))
+        .with_state(state)
+}
+
+/// Records every request in the latency histogram, labelled by route template (not raw path,
+/// so ids do not explode the label set).
+async fn track_latency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| {
+            if req.uri().path().starts_with("/api/") {
+                "/api/unknown".into()
+            } else {
+                "/ui".into()
+            }
+        });
+    let res = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: res.status().as_u16().to_string(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    res
+}
