@@ -74,7 +74,7 @@ where
     );
 
     let setup_code = Arc::new(Mutex::new(None));
-    if db.read(|c| crate::auth::user_count(c)).await? == 0 {
+    if db.read(crate::auth::user_count).await? == 0 {
         let code = crate::auth::generate_secret("")[..12].to_string();
         tracing::warn!(
             setup_code = %code,

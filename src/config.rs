@@ -307,9 +307,23 @@ impl Config {
             }
         };
         let value = toml::Value::Table(table);
-        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let key = e.path().to_string();
-            let message = e.inner().to_string();
+            let inner = e.inner().to_string();
+            // toml appends "in `key`"; we name the key ourselves, and the value given.
+            let mut message = inner
+                .split("\nin `")
+                .next()
+                .unwrap_or(&inner)
+                .trim()
+                .to_string();
+            let given = key
+                .split('.')
+                .try_fold(&value, |v, k| v.get(k))
+                .filter(|v| !v.is_table());
+            if let Some(given) = given {
+                message = format!("{message} (value: {given})");
+            }
             let key = if key == "." {
                 "(top level)".into()
             } else {
@@ -573,7 +587,11 @@ mod tests {
         let e = load_str("[mqtt]\nlisten = \"nowhere\"\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("mqtt.listen"), "{e}");
+        assert!(
+            e.contains("mqtt.listen") && e.contains("\"nowhere\""),
+            "{e}"
+        );
+        assert!(!e.contains("in `"), "{e}");
         let e = load_str("[store]\ntimezone = \"Mars/Olympus\"\n", &[])
             .unwrap_err()
             .to_string();

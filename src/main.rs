@@ -181,7 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("  broker:    {}", config.mqtt.listen);
                 }
                 DeviceCmd::List => {
-                    let list = db.read_blocking(|c| registry::list(c))?;
+                    let list = db.read_blocking(registry::list)?;
                     println!(
                         "{:<24} {:<8} {:<7} {:<10} last seen",
                         "id", "kind", "online", "firmware"
@@ -235,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 UserCmd::List => {
-                    for u in db.read_blocking(|c| auth::list_users(c))? {
+                    for u in db.read_blocking(auth::list_users)? {
                         println!(
                             "{:<24} {:<8} {}",
                             u.username,

@@ -103,6 +103,8 @@ pub struct ConnLive {
     pub last_seen_ms: AtomicI64,
     pub revoked: AtomicBool,
     pub silent: AtomicBool,
+    /// The auth callback ran for this connection (whatever its verdict).
+    checked: AtomicBool,
 }
 
 /// Which connection currently speaks for each device.
@@ -184,6 +186,9 @@ impl BrokerShared {
     /// Called by the broker's auth callback once the password was checked.
     pub fn authenticated(&self, client_id: &str, ok: bool) {
         let pending = self.presence.pending.lock().remove(client_id);
+        if let Some(p) = &pending {
+            p.checked.store(true, Ordering::Relaxed);
+        }
         if !ok {
             self.metrics.mqtt_auth_failures.inc();
             return;
@@ -215,8 +220,13 @@ impl BrokerShared {
                 .is_some_and(|p| p.conn == live.conn)
             {
                 pending.remove(&live.device);
-                return;
             }
+        }
+        if !live.checked.load(Ordering::Relaxed) {
+            // Closed before the auth callback ran: no login (anonymous) or a broken CONNECT.
+            self.metrics.mqtt_auth_failures.inc();
+            tracing::warn!(client_id = %live.device, "mqtt: connection closed before login completed (anonymous or no credentials)");
+            return;
         }
         let was_current = {
             let mut map = self.presence.live.lock();
@@ -396,6 +406,7 @@ impl Guard {
                     last_seen_ms: AtomicI64::new(shared.now_ms()),
                     revoked: AtomicBool::new(false),
                     silent: AtomicBool::new(false),
+                    checked: AtomicBool::new(false),
                 });
                 shared
                     .presence

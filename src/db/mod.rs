@@ -217,3 +217,59 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> DbResult<Option<T>> {
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by schema 1 (an earlier release) opens with this build, is migrated
+    /// forward in place, and keeps its data.
+    #[test]
+    fn opens_a_database_from_an_earlier_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::migrate(&mut conn, 1).unwrap();
+            assert_eq!(migrations::current_version(&conn).unwrap(), 1);
+            conn.execute(
+                "INSERT INTO devices (id, kind, name, secret_hash, created_ms) VALUES ('lane-1', 'lane', 'Lane 1', 'abc', 1)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outbox (id, type, class, payload, created_ms) VALUES ('o1', 'checkout.completed', 'business', '{}', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let (version, online, name, outbox): (i64, i64, String, i64) = db
+            .read_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT user_version FROM pragma_user_version), online, name, (SELECT count(*) FROM outbox)
+                     FROM devices WHERE id = 'lane-1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(version, migrations::MIGRATIONS.len() as i64);
+        assert_eq!((online, name.as_str(), outbox), (0, "Lane 1", 1));
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Db::open(&path).err().expect("must refuse").to_string();
+        assert!(
+            err.contains("newer storebox") && err.contains("99"),
+            "{err}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Logging: `tracing` events to stderr (journald picks them up under systemd) and to daily-rotated
 //! files in the log directory, of which `keep_days` are kept.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -24,7 +25,11 @@ fn filter(level: &str) -> EnvFilter {
 pub fn init_stderr(level: &str) {
     let _ = tracing_subscriber::registry()
         .with(filter(level))
-        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .try_init();
 }
 
@@ -47,7 +52,11 @@ pub fn init_service(
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let _ = tracing_subscriber::registry()
         .with(filter(level))
-        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .with(fmt::layer().with_ansi(false).with_writer(writer))
         .try_init();
     Ok(LogGuard { _file: guard })

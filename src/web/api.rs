@@ -87,7 +87,7 @@ pub async fn list_devices(
     caller: Caller,
 ) -> Result<Json<Vec<registry::DeviceSummary>>, ApiError> {
     caller.require(Role::Staff)?;
-    Ok(Json(state.db.read(|c| registry::list(c)).await?))
+    Ok(Json(state.db.read(registry::list).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -307,7 +307,7 @@ pub async fn list_users(
     caller: Caller,
 ) -> Result<Json<Vec<auth::User>>, ApiError> {
     caller.require(Role::Admin)?;
-    Ok(Json(state.db.read(|c| auth::list_users(c)).await?))
+    Ok(Json(state.db.read(auth::list_users).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -145,7 +145,7 @@ pub struct SetupStatus {
 
 #[utoipa::path(get, path = "/api/v1/setup", responses((status = 200, body = SetupStatus)))]
 pub async fn setup_status(State(state): State<AppState>) -> Result<Json<SetupStatus>, ApiError> {
-    let n = state.db.read(|c| auth::user_count(c)).await?;
+    let n = state.db.read(auth::user_count).await?;
     Ok(Json(SetupStatus { needed: n == 0 }))
 }
 

@@ -1,0 +1,8 @@
+//! Integration tests against the real `storebox` binary: real TCP sockets, real MQTT clients
+//! (rumqttc), real HTTP (reqwest), a real SQLite file in a temporary data dir.
+
+mod cli;
+mod devices;
+mod http;
+mod mqtt_auth;
+mod support;

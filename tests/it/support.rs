@@ -1,0 +1,363 @@
+//! Test fixtures: a running `storebox serve` process on port 0 with its own data dir, plus MQTT
+//! device clients that forward what they receive into a channel.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_storebox");
+
+/// A `storebox serve` process. Killed on drop.
+pub struct StoreBox {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    pub http: String,
+    pub mqtt_port: u16,
+    pub token: String,
+    pub stderr_path: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+pub fn base_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "STOREBOX_STORAGE__DATA_DIR".into(),
+            dir.display().to_string(),
+        ),
+        ("STOREBOX_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("STOREBOX_MQTT__LISTEN".into(), "127.0.0.1:0".into()),
+        ("STOREBOX_LOG__LEVEL".into(), "info".into()),
+    ]
+}
+
+/// Runs a one-shot storebox command against `dir`; returns (status, stdout, stderr).
+pub fn cli(dir: &Path, args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .envs(base_env(dir))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn storebox");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl StoreBox {
+    pub fn start() -> StoreBox {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> StoreBox {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (ok, out, err) = {
+            let (s, o, e) = cli(&dir, &["token", "add", "tests", "--role", "admin"], None);
+            (s.success(), o, e)
+        };
+        assert!(ok, "token add failed: {out} {err}");
+        let token = out.lines().last().unwrap().trim().to_string();
+        let mut sb = StoreBox {
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            http: String::new(),
+            mqtt_port: 0,
+            token,
+            stderr_path: PathBuf::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        sb.launch();
+        sb
+    }
+
+    /// (Re)starts the server process on the same data dir and waits for its ready line.
+    pub fn launch(&mut self) {
+        self.stderr_path = self.dir.join(format!(
+            "stderr-{}.log",
+            Instant::now().elapsed().as_nanos() ^ rand_u64()
+        ));
+        let stderr = std::fs::File::create(&self.stderr_path).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .envs(base_env(&self.dir))
+            .envs(self.extra_env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn storebox serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "storebox did not become ready; stderr:\n{}",
+                    std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+                )
+            });
+        assert!(
+            line.starts_with("storebox ready "),
+            "unexpected first line {line:?}"
+        );
+        let http = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap()
+            .to_string();
+        let mqtt = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("mqtt=mqtt://"))
+            .unwrap();
+        self.http = http;
+        self.mqtt_port = mqtt.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let start = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("storebox did not exit within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn add_device(&self, id: &str, kind: &str) -> String {
+        let (s, out, err) = cli(&self.dir, &["device", "add", id, "--kind", kind], None);
+        assert!(s.success(), "device add: {out} {err}");
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("password:"))
+            .expect("password line")
+            .trim()
+            .to_string()
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client()
+            .get(format!("{}{path}", self.http))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client()
+            .post(format!("{}{path}", self.http))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.join("storebox.db")).unwrap()
+    }
+}
+
+impl Drop for StoreBox {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn rand_u64() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) as u128
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a device connection reports.
+#[derive(Debug)]
+pub enum Got {
+    Connected,
+    Message(String, Vec<u8>),
+    Closed(String),
+}
+
+/// A device connection driven in the background.
+pub struct Device {
+    pub client: AsyncClient,
+    pub rx: mpsc::UnboundedReceiver<Got>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Device {
+    /// Connects and waits for the CONNACK (or the connection closing, returned as Err).
+    pub async fn connect(port: u16, id: &str, password: Option<&str>) -> Result<Device, String> {
+        Self::connect_opts(port, id, password, 30, None).await
+    }
+
+    pub async fn connect_opts(
+        port: u16,
+        id: &str,
+        password: Option<&str>,
+        keepalive_s: u64,
+        will: Option<rumqttc::LastWill>,
+    ) -> Result<Device, String> {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(keepalive_s));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(p) = password {
+            opts.set_credentials(id, p);
+        }
+        if let Some(w) = will {
+            opts.set_last_will(w);
+        }
+        let (client, eventloop) = AsyncClient::new(opts, 1000);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(eventloop, tx));
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Got::Connected)) => Ok(Device { client, rx, task }),
+            Ok(Some(Got::Closed(e))) => Err(e),
+            other => Err(format!("unexpected: {other:?}")),
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    pub async fn subscribe(&self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+
+    /// Next message on `topic` within `secs`.
+    pub async fn next_on(&mut self, topic: &str, secs: u64) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Got::Message(t, p))) if t == topic => {
+                    return serde_json::from_slice(&p).ok()
+                }
+                Ok(Some(Got::Closed(_))) | Ok(None) | Err(_) => return None,
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Waits until the broker closes this connection; returns the error text.
+    pub async fn closed_within(&mut self, secs: u64) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Got::Closed(e))) => return Some(e),
+                Ok(None) => return Some("eventloop ended".into()),
+                Err(_) => return None,
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Drops the TCP connection without DISCONNECT (like a device losing power).
+    pub fn vanish(self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Got>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let _ = tx.send(Got::Connected);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let _ = tx.send(Got::Message(p.topic.clone(), p.payload.to_vec()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Got::Closed(e.to_string()));
+                return;
+            }
+        }
+    }
+}
