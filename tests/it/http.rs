@@ -117,11 +117,7 @@ async fn sessions_csrf_and_roles() {
     // Staff may look but not provision or read the audit log or users.
     let (sam, sam_csrf) = login(&sb, "sam", "staff-pass-1234").await;
     assert_eq!(
-        sam.get(format!("{}/api/v1/devices", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(sam.get(format!("{}/api/v1/devices", sb.http))).await,
         200
     );
     let r = sam
@@ -133,28 +129,15 @@ async fn sessions_csrf_and_roles() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(
-        sam.get(format!("{}/api/v1/users", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(sam.get(format!("{}/api/v1/users", sb.http))).await,
         403
     );
     assert_eq!(
-        sam.get(format!("{}/api/v1/audit", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(sam.get(format!("{}/api/v1/audit", sb.http))).await,
         403
     );
     assert_eq!(
-        maria
-            .get(format!("{}/api/v1/users", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(maria.get(format!("{}/api/v1/users", sb.http))).await,
         403
     );
 
@@ -196,12 +179,7 @@ async fn sessions_csrf_and_roles() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
-        maria
-            .get(format!("{}/api/v1/devices", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(maria.get(format!("{}/api/v1/devices", sb.http))).await,
         401
     );
 }
@@ -309,22 +287,8 @@ async fn ui_openapi_health_and_metrics() {
         .unwrap()
         .contains("javascript"));
     // Client-side route falls back to the app shell; a missing asset is 404.
-    assert_eq!(
-        c.get(format!("{}/devices", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(format!("{}/missing.js", sb.http))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status(c.get(format!("{}/devices", sb.http))).await, 200);
+    assert_eq!(status(c.get(format!("{}/missing.js", sb.http))).await, 404);
 
     let doc: Value = c
         .get(format!("{}/api/v1/openapi.json", sb.http))

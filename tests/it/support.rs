@@ -361,3 +361,26 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Got>) {
         }
     }
 }
+
+/// Asserts that one of `items` contains `needle`.
+pub fn assert_any(items: &[String], needle: &str) {
+    assert!(
+        items.iter().any(|r| r.contains(needle)),
+        "{needle:?} not in {items:?}"
+    );
+}
+
+/// Sends a request and returns its status code.
+pub async fn status(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// The box's /metrics text.
+pub async fn metrics(sb: &StoreBox) -> String {
+    reqwest::get(format!("{}/metrics", sb.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
