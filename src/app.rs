@@ -61,9 +61,18 @@ where
         metrics: metrics.clone(),
         publisher: publisher.clone(),
         dead_letter_keep: config.storage.dead_letter_keep as i64,
-        price: Arc::new(
-            |_conn, sku, _at| json!({"sku": sku, "error": {"code": "unknown_sku", "message": format!("no catalog item {sku:?}")}}),
-        ),
+        price: {
+            let currency = config.store.currency.clone();
+            Arc::new(move |conn, sku, at_ms| {
+                match web::catalog::price_answer(conn, sku, crate::db::ts_from_ms(at_ms), &currency)
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        json!({"sku": sku, "error": {"code": e.code(), "message": e.to_string()}})
+                    }
+                }
+            })
+        },
     });
     let ingest_task = tokio::spawn(ingest::run(ingest_rx, db.clone(), ctx));
     let presence_task = devices::spawn_presence_monitor(shared.clone());

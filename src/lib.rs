@@ -8,6 +8,7 @@
 //! - [`db`]: the SQLite file, migrations, blocking-call discipline
 //! - [`broker`]: embedded rumqttd with authentication, topic authorization, bounded memory
 //! - [`devices`]: registry, ingest of device messages, presence, commands
+//! - [`catalog`]: the local catalog, prices and promotions; import
 //! - [`pricing`]: pure pricing rules (effective prices, promotions, baskets, store time)
 //! - [`auth`]: staff users, sessions, API tokens, device credentials
 //! - [`web`]: HTTP API, staff UI, health and metrics endpoints
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod db;

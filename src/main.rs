@@ -42,6 +42,9 @@ enum Command {
     /// Manage bearer API tokens for lanes and scripts.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Apply catalog, price and promotion events from FILE (JSON lines of HQ events, or CSV of
+    /// items or prices) in one transaction: all or nothing.
+    Import { file: PathBuf },
     /// Write a consistent copy of the database to FILE (safe while the server runs).
     Backup { file: PathBuf },
     /// Print the version.
@@ -289,6 +292,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("token {name} removed");
                 }
             }
+            Ok(())
+        }
+        Command::Import { file } => {
+            logging::init_stderr("warn");
+            let db = open_db()?;
+            let tz = config.timezone();
+            let report = db.write_blocking(|c| {
+                Ok(storebox::catalog::import::import_file(
+                    c,
+                    &file,
+                    tz,
+                    now_ms(),
+                ))
+            })??;
+            db.write_blocking(|c| {
+                audit::record(
+                    c,
+                    now_ms(),
+                    "cli",
+                    "catalog.import",
+                    &file.display().to_string(),
+                    &format!("{} events", report.events),
+                )
+            })?;
+            println!("imported {} events from {}", report.events, file.display());
             Ok(())
         }
         Command::Backup { file } => {

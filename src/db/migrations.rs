@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_devices_ops",
         include_str!("migrations/0002_devices_ops.sql"),
     ),
+    ("0003_catalog", include_str!("migrations/0003_catalog.sql")),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod caller;
+pub mod catalog;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -77,6 +78,12 @@ pub fn router(state: AppState) -> Router {
             get(api::device_detail).delete(api::remove_device),
         )
         .route("/devices/{id}/commands", post(api::send_command))
+        .route("/catalog", get(catalog::search))
+        .route("/catalog/barcode/{code}", get(catalog::by_barcode))
+        .route("/catalog/{sku}", get(catalog::item))
+        .route("/prices/{sku}", get(catalog::price))
+        .route("/baskets/price", post(catalog::price_basket))
+        .route("/checkouts", post(catalog::checkout))
         .route("/alerts", get(api::list_alerts))
         .route("/dead-letters", get(api::list_dead_letters))
         .route("/audit", get(api::list_audit))

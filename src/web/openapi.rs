@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{api, session};
+use super::{api, catalog, session};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,12 @@ use super::{api, session};
         api::list_audit,
         api::list_users,
         api::add_user,
+        catalog::search,
+        catalog::item,
+        catalog::by_barcode,
+        catalog::price,
+        catalog::price_basket,
+        catalog::checkout,
     ),
     components(schemas(crate::auth::Role))
 )]

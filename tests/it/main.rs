@@ -1,6 +1,7 @@
 //! Integration tests against the real `storebox` binary: real TCP sockets, real MQTT clients
 //! (rumqttc), real HTTP (reqwest), a real SQLite file in a temporary data dir.
 
+mod catalog;
 mod cli;
 mod devices;
 mod http;

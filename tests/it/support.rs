@@ -172,6 +172,21 @@ impl StoreBox {
         }
     }
 
+    /// Runs a one-shot command with this box's data dir and extra environment.
+    pub fn cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(base_env(&self.dir))
+            .envs(self.extra_env.iter().cloned())
+            .output()
+            .expect("run storebox");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }

@@ -1,0 +1,486 @@
+//! The store's local copy of the catalog, effective-dated prices and promotions, in SQLite. It is
+//! written only through [`Applier::apply`], which takes the HQ event types of the sync protocol
+//! (`catalog.upsert`, `catalog.delete`, `price.set`, `price.cancel`, `promotion.upsert`,
+//! `promotion.cancel`) — the same path for the HQ feed and for `storebox import` — and read with
+//! [`load`] into the plain data the pricing engine works on.
+
+pub mod import;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::{DbError, DbResult};
+use crate::pricing::{
+    Item, PriceRecord, PriceSetPayload, PromoKind, Promotion, PromotionPayload, Unit,
+};
+
+/// An HQ event as it travels (sync feed, import files): DESIGN §4 wire shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HqEvent {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// Event types this module applies.
+pub const CATALOG_EVENT_TYPES: [&str; 6] = [
+    "catalog.upsert",
+    "catalog.delete",
+    "price.set",
+    "price.cancel",
+    "promotion.upsert",
+    "promotion.cancel",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event is malformed; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for ApplyError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApplyError::Db(e.into())
+    }
+}
+
+/// `catalog.upsert` payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogItem {
+    pub sku: String,
+    pub name: String,
+    #[serde(default)]
+    pub barcodes: Vec<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    pub unit: Unit,
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, Value>,
+}
+
+fn invalid(msg: impl Into<String>) -> ApplyError {
+    ApplyError::Invalid(msg.into())
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), ApplyError> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(invalid(format!(
+            "{what} {id:?} must be 1-128 characters without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_payload<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    payload: &Value,
+) -> Result<T, ApplyError> {
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        invalid(format!("{event_type} payload{at}: {}", e.inner()))
+    })
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct SkuOnly {
+    sku: String,
+}
+
+/// Applies HQ events inside one transaction; the caller commits (together with its cursor or the
+/// rest of an import file) so that a batch is applied exactly once or not at all.
+pub struct Applier<'t> {
+    tx: &'t Transaction<'t>,
+    tz: jiff::tz::TimeZone,
+    now_ms: i64,
+    /// Arrival counter for price ties, persisted in `meta` at [`Applier::finish`].
+    received: i64,
+}
+
+impl<'t> Applier<'t> {
+    pub fn begin(tx: &'t Transaction<'t>, tz: jiff::tz::TimeZone, now_ms: i64) -> DbResult<Self> {
+        let received: Option<String> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'catalog_received'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(Applier {
+            tx,
+            tz,
+            now_ms,
+            received: received.and_then(|v| v.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    /// Applies one event; returns the skus whose price or promotions it may have changed.
+    pub fn apply(&mut self, ev: &HqEvent) -> Result<Vec<String>, ApplyError> {
+        let tx = self.tx;
+        match ev.event_type.as_str() {
+            "catalog.upsert" => {
+                let item: CatalogItem = parse_payload(&ev.event_type, &ev.payload)?;
+                check_id("sku", &item.sku)?;
+                if item.name.trim().is_empty() || item.name.chars().count() > 256 {
+                    return Err(invalid(format!(
+                        "catalog.upsert {}: name must be 1-256 characters",
+                        item.sku
+                    )));
+                }
+                for b in &item.barcodes {
+                    check_id("barcode", b)?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO items (sku, name, department, unit, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (sku) DO UPDATE SET name = excluded.name, department = excluded.department,
+                       unit = excluded.unit, attributes = excluded.attributes, updated_ms = excluded.updated_ms",
+                )?
+                .execute(params![
+                    item.sku,
+                    item.name,
+                    item.department,
+                    item.unit.as_str(),
+                    Value::Object(item.attributes.clone()).to_string(),
+                    self.now_ms
+                ])?;
+                tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
+                    .execute([&item.sku])?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO barcodes (barcode, sku) VALUES (?1, ?2)",
+                )?;
+                for b in &item.barcodes {
+                    ins.execute(params![b, item.sku])?;
+                }
+                Ok(vec![item.sku])
+            }
+            "catalog.delete" => {
+                let SkuOnly { sku } = parse_payload(&ev.event_type, &ev.payload)?;
+                tx.prepare_cached("DELETE FROM items WHERE sku = ?1")?
+                    .execute([&sku])?;
+                tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
+                    .execute([&sku])?;
+                Ok(vec![sku])
+            }
+            "price.set" => {
+                let p: PriceSetPayload = parse_payload(&ev.event_type, &ev.payload)?;
+                check_id("price id", &p.id)?;
+                check_id("sku", &p.sku)?;
+                self.received += 1;
+                let r = p
+                    .to_record(&self.tz, self.received)
+                    .map_err(|e| invalid(format!("price.set {}: {e}", p.id)))?;
+                // A replaced record may have belonged to another sku: both change.
+                let old_sku: Option<String> = tx
+                    .prepare_cached("SELECT sku FROM prices WHERE id = ?1")?
+                    .query_row([&r.id], |row| row.get(0))
+                    .optional()?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    r.id,
+                    r.sku,
+                    r.price,
+                    r.starts_at.as_millisecond(),
+                    r.ends_at.map(|t| t.as_millisecond()),
+                    r.received
+                ])?;
+                let mut skus = vec![r.sku];
+                skus.extend(old_sku.filter(|s| s != &skus[0]));
+                Ok(skus)
+            }
+            "price.cancel" => {
+                let IdOnly { id } = parse_payload(&ev.event_type, &ev.payload)?;
+                let sku: Option<String> = tx
+                    .prepare_cached("DELETE FROM prices WHERE id = ?1 RETURNING sku")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?;
+                Ok(sku.into_iter().collect())
+            }
+            "promotion.upsert" => {
+                let p: PromotionPayload = parse_payload(&ev.event_type, &ev.payload)?;
+                check_id("promotion id", &p.id)?;
+                for s in &p.skus {
+                    check_id("sku", s)?;
+                }
+                let promo = p
+                    .to_promotion(&self.tz)
+                    .map_err(|e| invalid(format!("promotion.upsert {}: {e}", p.id)))?;
+                let mut skus = self.promotion_skus(&promo.id)?;
+                self.delete_promotion(&promo.id)?;
+                self.received += 1;
+                let (kind, params_json) = promo.kind.to_wire();
+                tx.prepare_cached(
+                    "INSERT INTO promotions (id, name, kind, params, skus, department, starts_ms, ends_ms, received)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    promo.id,
+                    promo.name,
+                    kind,
+                    params_json.to_string(),
+                    serde_json::to_string(&promo.skus).unwrap_or_default(),
+                    promo.department,
+                    promo.starts_at.as_millisecond(),
+                    promo.ends_at.map(|t| t.as_millisecond()),
+                    self.received
+                ])?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO promotion_skus (sku, promotion_id) VALUES (?1, ?2)",
+                )?;
+                for s in &promo.skus {
+                    ins.execute(params![s, promo.id])?;
+                }
+                skus.extend(self.promotion_skus(&promo.id)?);
+                skus.sort();
+                skus.dedup();
+                Ok(skus)
+            }
+            "promotion.cancel" => {
+                let IdOnly { id } = parse_payload(&ev.event_type, &ev.payload)?;
+                let skus = self.promotion_skus(&id)?;
+                self.delete_promotion(&id)?;
+                Ok(skus)
+            }
+            other => Err(invalid(format!(
+                "unknown event type {other:?}; expected one of {}",
+                CATALOG_EVENT_TYPES.join(", ")
+            ))),
+        }
+    }
+
+    /// Skus a promotion reaches: its listed skus and every item of its department.
+    fn promotion_skus(&self, id: &str) -> DbResult<Vec<String>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT sku FROM promotion_skus WHERE promotion_id = ?1
+             UNION SELECT i.sku FROM items i JOIN promotions p ON p.department = i.department WHERE p.id = ?1",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_promotion(&self, id: &str) -> DbResult<()> {
+        self.tx
+            .prepare_cached("DELETE FROM promotions WHERE id = ?1")?
+            .execute([id])?;
+        self.tx
+            .prepare_cached("DELETE FROM promotion_skus WHERE promotion_id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    pub fn finish(self) -> DbResult<()> {
+        self.tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('catalog_received', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [self.received.to_string()],
+        )?;
+        Ok(())
+    }
+}
+
+/// A catalog item as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ItemView {
+    pub sku: String,
+    pub name: String,
+    pub department: Option<String>,
+    #[schema(value_type = String)]
+    pub unit: Unit,
+    pub barcodes: Vec<String>,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+}
+
+fn unit_of(s: &str) -> Unit {
+    s.parse().unwrap_or(Unit::Each)
+}
+
+pub fn item_view(conn: &Connection, sku: &str) -> DbResult<Option<ItemView>> {
+    let row = conn
+        .prepare_cached("SELECT sku, name, department, unit, attributes FROM items WHERE sku = ?1")?
+        .query_row([sku], |r| {
+            let unit: String = r.get(3)?;
+            let attrs: String = r.get(4)?;
+            Ok(ItemView {
+                sku: r.get(0)?,
+                name: r.get(1)?,
+                department: r.get(2)?,
+                unit: unit_of(&unit),
+                barcodes: Vec::new(),
+                attributes: serde_json::from_str(&attrs)
+                    .unwrap_or(Value::Object(Default::default())),
+            })
+        })
+        .optional()?;
+    let Some(mut item) = row else { return Ok(None) };
+    let mut stmt =
+        conn.prepare_cached("SELECT barcode FROM barcodes WHERE sku = ?1 ORDER BY barcode")?;
+    item.barcodes = stmt
+        .query_map([sku], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(item))
+}
+
+pub fn sku_for_barcode(conn: &Connection, barcode: &str) -> DbResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT sku FROM barcodes WHERE barcode = ?1")?
+        .query_row([barcode], |r| r.get(0))
+        .optional()?)
+}
+
+/// Search by exact sku or barcode first, then by name (case-insensitive substring), paged.
+pub fn search(
+    conn: &Connection,
+    q: &str,
+    limit: i64,
+    offset: i64,
+) -> DbResult<(Vec<ItemView>, i64)> {
+    let q = q.trim();
+    let mut skus: Vec<String> = Vec::new();
+    if !q.is_empty() && offset == 0 {
+        if let Some(v) = item_view(conn, q)? {
+            skus.push(v.sku);
+        }
+        if let Some(s) = sku_for_barcode(conn, q)? {
+            if !skus.contains(&s) {
+                skus.push(s);
+            }
+        }
+    }
+    let pattern = format!(
+        "%{}%",
+        q.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM items WHERE name LIKE ?1 ESCAPE '\\'",
+        [&pattern],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT sku FROM items WHERE name LIKE ?1 ESCAPE '\\' ORDER BY name COLLATE NOCASE, sku LIMIT ?2 OFFSET ?3",
+    )?;
+    for s in stmt.query_map(params![pattern, limit, offset], |r| r.get::<_, String>(0))? {
+        let s = s?;
+        if !skus.contains(&s) {
+            skus.push(s);
+        }
+    }
+    let mut items = Vec::with_capacity(skus.len());
+    for s in skus.iter().take(limit as usize) {
+        if let Some(v) = item_view(conn, s)? {
+            items.push(v);
+        }
+    }
+    Ok((items, total))
+}
+
+fn ts(ms: i64) -> jiff::Timestamp {
+    crate::db::ts_from_ms(ms)
+}
+
+/// Everything the pricing engine needs about one sku: the item, its price records and the
+/// promotions that target it by sku or department.
+pub type PricingData = (Item, Vec<PriceRecord>, Vec<Promotion>);
+
+/// A stored promotion; `None` if its kind or params no longer parse (skipped, never applied).
+fn promotion_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Promotion>> {
+    let kind: String = r.get(2)?;
+    let params_json: String = r.get(3)?;
+    let skus: String = r.get(4)?;
+    let Ok(params_v) = serde_json::from_str::<Value>(&params_json) else {
+        return Ok(None);
+    };
+    let Ok(kind) = PromoKind::from_wire(&kind, &params_v) else {
+        return Ok(None);
+    };
+    Ok(Some(Promotion {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind,
+        skus: serde_json::from_str(&skus).unwrap_or_default(),
+        department: r.get(5)?,
+        starts_at: ts(r.get(6)?),
+        ends_at: r.get::<_, Option<i64>>(7)?.map(ts),
+    }))
+}
+
+pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
+    let item = conn
+        .prepare_cached("SELECT sku, department, unit FROM items WHERE sku = ?1")?
+        .query_row([sku], |r| {
+            let unit: String = r.get(2)?;
+            Ok(Item {
+                sku: r.get(0)?,
+                department: r.get(1)?,
+                unit: unit_of(&unit),
+            })
+        })
+        .optional()?;
+    let Some(item) = item else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, sku, price, starts_ms, ends_ms, received FROM prices WHERE sku = ?1",
+    )?;
+    let records = stmt
+        .query_map([sku], |r| {
+            Ok(PriceRecord {
+                id: r.get(0)?,
+                sku: r.get(1)?,
+                price: r.get(2)?,
+                starts_at: ts(r.get(3)?),
+                ends_at: r.get::<_, Option<i64>>(4)?.map(ts),
+                received: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, kind, params, skus, department, starts_ms, ends_ms FROM promotions
+         WHERE id IN (SELECT promotion_id FROM promotion_skus WHERE sku = ?1)
+            OR (department IS NOT NULL AND department = ?2)",
+    )?;
+    let promos = stmt
+        .query_map(params![sku, item.department], promotion_row)?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Some((item, records, promos)))
+}
+
+/// Applies a list of events in one transaction: all or nothing. The error names the 1-based index.
+pub fn apply_all(
+    conn: &mut Connection,
+    events: &[HqEvent],
+    tz: jiff::tz::TimeZone,
+    now_ms: i64,
+) -> Result<usize, (usize, ApplyError)> {
+    let tx = conn.transaction().map_err(|e| (0, e.into()))?;
+    {
+        let mut applier = Applier::begin(&tx, tz, now_ms).map_err(|e| (0, e.into()))?;
+        for (i, ev) in events.iter().enumerate() {
+            applier.apply(ev).map_err(|e| (i + 1, e))?;
+        }
+        applier.finish().map_err(|e| (0, e.into()))?;
+    }
+    tx.commit().map_err(|e| (0, e.into()))?;
+    Ok(events.len())
+}

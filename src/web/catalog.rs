@@ -1,0 +1,299 @@
+//! Catalog and pricing API: product lookup, the effective price at an instant, basket pricing and
+//! idempotent checkouts. Pricing itself is `crate::pricing`; this file loads the data and shapes
+//! the answers of DESIGN §5.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::caller::Caller;
+use super::error::JsonBody;
+use super::{ApiError, AppState};
+use crate::auth::Role;
+use crate::catalog::{self, ItemView};
+use crate::pricing::{self, BasketLine, PricedBasket, PricingError};
+use crate::sync::outbox::{self, Class};
+
+fn pricing_error(e: PricingError, status: StatusCode) -> ApiError {
+    let code = e.code();
+    let status = match e {
+        PricingError::BadQuantity { .. } | PricingError::BadTime { .. } => StatusCode::BAD_REQUEST,
+        _ => status,
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+fn parse_at(state: &AppState, at: Option<&str>) -> Result<jiff::Timestamp, ApiError> {
+    match at {
+        None => Ok(state.clock.now()),
+        Some(s) => pricing::parse_store_time(s, &state.config.timezone())
+            .map_err(|e| ApiError::bad_request("bad_time", format!("at: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    pub q: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResult {
+    pub items: Vec<ItemView>,
+    /// Items whose name matches (exact sku/barcode hits come first and are not counted).
+    pub total: i64,
+}
+
+/// Find products by name, sku or barcode.
+#[utoipa::path(get, path = "/api/v1/catalog", params(("q" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = SearchResult)))]
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<SearchResult>, ApiError> {
+    caller.require(Role::Staff)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let text = q.q.unwrap_or_default();
+    let (items, total) = state
+        .db
+        .read(move |c| catalog::search(c, &text, limit, offset))
+        .await?;
+    Ok(Json(SearchResult { items, total }))
+}
+
+/// One product with its barcodes.
+#[utoipa::path(get, path = "/api/v1/catalog/{sku}", params(("sku" = String, Path)), responses((status = 200, body = ItemView), (status = 404)))]
+pub async fn item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sku): Path<String>,
+) -> Result<Json<ItemView>, ApiError> {
+    caller.require(Role::Staff)?;
+    let s = sku.clone();
+    state
+        .db
+        .read(move |c| catalog::item_view(c, &s))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_sku", format!("no catalog item {sku:?}")))
+}
+
+/// Look a product up by barcode.
+#[utoipa::path(get, path = "/api/v1/catalog/barcode/{code}", params(("code" = String, Path)), responses((status = 200, body = ItemView), (status = 404)))]
+pub async fn by_barcode(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<Json<ItemView>, ApiError> {
+    caller.require(Role::Staff)?;
+    let c2 = code.clone();
+    state
+        .db
+        .read(move |c| match catalog::sku_for_barcode(c, &c2)? {
+            Some(sku) => catalog::item_view(c, &sku),
+            None => Ok(None),
+        })
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_barcode",
+                format!("no catalog item with barcode {code:?}"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+pub struct AtQuery {
+    pub at: Option<String>,
+}
+
+/// The price answer of DESIGN §5 (also sent to devices on `devices/{id}/price/reply`).
+pub fn price_answer(
+    conn: &rusqlite::Connection,
+    sku: &str,
+    at: jiff::Timestamp,
+    currency: &str,
+) -> Result<Value, PricingError> {
+    let Some((item, records, promos)) =
+        catalog::load(conn, sku).map_err(|_| PricingError::UnknownSku { sku: sku.into() })?
+    else {
+        return Err(PricingError::UnknownSku { sku: sku.into() });
+    };
+    let q = pricing::quote(&item, &records, &promos, at)?;
+    Ok(json!({
+        "sku": q.sku, "price": q.price, "currency": currency, "unit": q.unit, "price_id": q.price_id,
+        "promotions": q.promotions,
+        "next_change": q.next_change.map(|n| json!({"at": n.at.to_string(), "price": n.price})),
+    }))
+}
+
+/// Effective price of a sku at an instant (default now), active promotions, next scheduled change.
+#[utoipa::path(get, path = "/api/v1/prices/{sku}", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time")),
+    responses((status = 200, description = "{sku, price, currency, unit, price_id, promotions, next_change}"), (status = 404, description = "unknown_sku or no_price")))]
+pub async fn price(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sku): Path<String>,
+    Query(q): Query<AtQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Staff)?;
+    let at = parse_at(&state, q.at.as_deref())?;
+    let currency = state.config.store.currency.clone();
+    let answer = state
+        .db
+        .read(move |c| Ok(price_answer(c, &sku, at, &currency)))
+        .await?;
+    answer
+        .map(Json)
+        .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct BasketRequest {
+    /// RFC 3339 instant or store-local time; default now.
+    pub at: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+fn basket_json(basket: &PricedBasket, at: jiff::Timestamp, currency: &str) -> Value {
+    json!({
+        "priced_at": at.to_string(), "currency": currency, "lines": basket.lines,
+        "regular": basket.regular, "discount": basket.discount, "total": basket.total,
+    })
+}
+
+fn price_lines(
+    conn: &rusqlite::Connection,
+    lines: &[LineRequest],
+    at: jiff::Timestamp,
+) -> Result<PricedBasket, ApiError> {
+    if lines.is_empty() || lines.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "bad_basket",
+            "a basket has 1 to 1000 lines",
+        ));
+    }
+    let lines: Vec<BasketLine> = lines
+        .iter()
+        .map(|l| BasketLine {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+        })
+        .collect();
+    let mut db_error = None;
+    let result = pricing::price_basket(&lines, at, |sku| match catalog::load(conn, sku) {
+        Ok(v) => v,
+        Err(e) => {
+            db_error = Some(e);
+            None
+        }
+    });
+    if let Some(e) = db_error {
+        return Err(e.into());
+    }
+    result.map_err(|e| pricing_error(e, StatusCode::UNPROCESSABLE_ENTITY))
+}
+
+/// Price a basket: per line the regular amount, the best single promotion, and totals.
+#[utoipa::path(post, path = "/api/v1/baskets/price", request_body = BasketRequest,
+    responses((status = 200, description = "{priced_at, currency, lines:[{sku,quantity,unit_price,regular,discount,promotion_id,total}], regular, discount, total}"), (status = 422)))]
+pub async fn price_basket(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<BasketRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Staff)?;
+    let at = parse_at(&state, req.at.as_deref())?;
+    let currency = state.config.store.currency.clone();
+    let basket = state
+        .db
+        .read(move |c| Ok(price_lines(c, &req.lines, at)))
+        .await??;
+    Ok(Json(basket_json(&basket, at, &currency)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CheckoutRequest {
+    pub checkout_id: String,
+    pub lane: String,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<LineRequest>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payment: Value,
+}
+
+/// Record a checkout: priced on the box, stored, queued for HQ. Idempotent on `checkout_id`.
+#[utoipa::path(post, path = "/api/v1/checkouts", request_body = CheckoutRequest,
+    responses((status = 201, description = "the priced checkout"), (status = 200, description = "the same checkout_id again: the stored result"), (status = 422)))]
+pub async fn checkout(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CheckoutRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Staff)?;
+    if req.checkout_id.is_empty()
+        || req.checkout_id.len() > 128
+        || req.lane.is_empty()
+        || req.lane.len() > 64
+    {
+        return Err(ApiError::bad_request(
+            "bad_checkout",
+            "checkout_id (1-128 characters) and lane (1-64) are required",
+        ));
+    }
+    let at = state.clock.now();
+    let now = at.as_millisecond();
+    let currency = state.config.store.currency.clone();
+    let store = state.config.store.id.clone();
+    let (created, body) = state
+        .db
+        .write(move |c| {
+            let tx = c.transaction()?;
+            let existing: Option<String> = tx
+                .query_row("SELECT result FROM checkouts WHERE checkout_id = ?1", [&req.checkout_id], |r| r.get(0))
+                .optional()?;
+            if let Some(result) = existing {
+                return Ok(Ok((false, serde_json::from_str::<Value>(&result).unwrap_or(Value::Null))));
+            }
+            let basket = match price_lines(&tx, &req.lines, at) {
+                Ok(b) => b,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut body = basket_json(&basket, at, &currency);
+            body["checkout_id"] = json!(req.checkout_id);
+            body["lane"] = json!(req.lane);
+            body["store"] = json!(store);
+            body["payment"] = req.payment.clone();
+            let text = body.to_string();
+            tx.execute(
+                "INSERT INTO checkouts (checkout_id, lane, result, total, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![req.checkout_id, req.lane, text, basket.total, now],
+            )?;
+            outbox::enqueue(&tx, &format!("checkout:{}", req.checkout_id), "checkout.completed", Class::Business, &text, now)?;
+            tx.commit()?;
+            Ok(Ok((true, body)))
+        })
+        .await??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
