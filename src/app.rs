@@ -76,6 +76,12 @@ where
     });
     let ingest_task = tokio::spawn(ingest::run(ingest_rx, db.clone(), ctx));
     let presence_task = devices::spawn_presence_monitor(shared.clone());
+    let scheduler_task = spawn_price_scheduler(
+        db.clone(),
+        clock.clone(),
+        publisher.clone(),
+        config.store.currency.clone(),
+    );
     let maintenance_task = spawn_maintenance(
         db.clone(),
         clock.clone(),
@@ -149,6 +155,7 @@ where
         ),
     }
     presence_task.abort();
+    scheduler_task.abort();
     maintenance_task.abort();
     ingest_task.abort();
     if let Some(t) = watchdog_task {
@@ -159,6 +166,39 @@ where
         .await;
     tracing::info!("storebox stopped");
     Ok(())
+}
+
+/// Announces price and promotion boundaries on `store/prices/changed` within a second of their
+/// instant (4 evaluations per second; see `catalog::scheduler`).
+fn spawn_price_scheduler(
+    db: Db,
+    clock: SharedClock,
+    publisher: broker::Publisher,
+    currency: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = clock.now().as_millisecond();
+            match db
+                .write(move |c| crate::catalog::scheduler::evaluate(c, now))
+                .await
+            {
+                Ok(boundaries) => {
+                    for b in boundaries {
+                        tracing::info!(at = %b.at, skus = b.changes.len(), "prices changed");
+                        publisher.publish(
+                            "store/prices/changed",
+                            crate::catalog::scheduler::message(&b, now, &currency),
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "price scheduler: evaluation failed"),
+            }
+        }
+    })
 }
 
 /// Telemetry retention: raw rows and minute rollups older than `keep_days`, and raw rows beyond

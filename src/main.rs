@@ -158,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 DeviceCmd::Add { id, kind, name } => {
                     let p = db.write_blocking(|c| {
-                        let tx = c.transaction()?;
+                        let tx = storebox::db::immediate(c)?;
                         let p = registry::add(&tx, &id, &kind, &name, now_ms());
                         if let Ok(p) = &p {
                             audit::record(
@@ -202,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 DeviceCmd::Remove { id } => {
                     db.write_blocking(|c| {
-                        let tx = c.transaction()?;
+                        let tx = storebox::db::immediate(c)?;
                         let r = registry::remove(&tx, &id);
                         if r.is_ok() {
                             audit::record(&tx, now_ms(), "cli", "device.remove", &id, "")?;

@@ -64,9 +64,7 @@ pub fn import_file(
         .ok_or_else(|| file_err("unknown format: use a .jsonl (events) or .csv file".into()))?;
     let file = std::fs::File::open(path).map_err(|e| file_err(format!("cannot open: {e}")))?;
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
-    let tx = conn
-        .transaction()
-        .map_err(|e| file_err(format!("database: {e}")))?;
+    let tx = crate::db::immediate(conn).map_err(|e| file_err(format!("database: {e}")))?;
     let mut applier =
         Applier::begin(&tx, tz, now_ms).map_err(|e| file_err(format!("database: {e}")))?;
     let mut events = 0u64;

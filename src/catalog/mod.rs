@@ -5,6 +5,7 @@
 //! [`load`] into the plain data the pricing engine works on.
 
 pub mod import;
+pub mod scheduler;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -473,7 +474,7 @@ pub fn apply_all(
     tz: jiff::tz::TimeZone,
     now_ms: i64,
 ) -> Result<usize, (usize, ApplyError)> {
-    let tx = conn.transaction().map_err(|e| (0, e.into()))?;
+    let tx = crate::db::immediate(conn).map_err(|e| (0, e.into()))?;
     {
         let mut applier = Applier::begin(&tx, tz, now_ms).map_err(|e| (0, e.into()))?;
         for (i, ev) in events.iter().enumerate() {

@@ -30,7 +30,7 @@ pub fn migrate(conn: &mut Connection, target: usize) -> DbResult<()> {
         if version <= found {
             continue;
         }
-        let tx = conn.transaction()?;
+        let tx = crate::db::immediate(conn)?;
         tx.execute_batch(sql)
             .map_err(|source| DbError::Migration { name, source })?;
         tx.pragma_update(None, "user_version", version)?;

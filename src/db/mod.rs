@@ -200,6 +200,14 @@ where
     }
 }
 
+/// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`). A deferred
+/// transaction that reads first and writes later cannot wait for another writer (SQLite answers
+/// "database is locked" at once), so every writing transaction in storebox starts this way and
+/// waits up to the busy timeout instead.
+pub fn immediate(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Milliseconds since the Unix epoch, the storage format for instants.
 pub fn ms(ts: jiff::Timestamp) -> i64 {
     ts.as_millisecond()

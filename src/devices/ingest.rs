@@ -112,7 +112,7 @@ fn write_batch(
     batch: Vec<IngestItem>,
     ctx: &IngestCtx,
 ) -> DbResult<Outcome> {
-    let tx = conn.transaction()?;
+    let tx = crate::db::immediate(conn)?;
     let mut out = Outcome::default();
     let mut minutes: HashMap<(Arc<str>, String, i64), Agg> = HashMap::new();
     let mut last_seen: HashMap<Arc<str>, i64> = HashMap::new();

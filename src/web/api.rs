@@ -112,7 +112,7 @@ pub async fn provision_device(
     let provisioned = state
         .db
         .write(move |c| {
-            let tx = c.transaction()?;
+            let tx = crate::db::immediate(c)?;
             let p = match registry::add(&tx, &req.id, &req.kind, &req.name, now) {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
@@ -176,7 +176,7 @@ pub async fn remove_device(
     state
         .db
         .write(move |c| {
-            let tx = c.transaction()?;
+            let tx = crate::db::immediate(c)?;
             if let Err(e) = registry::remove(&tx, &id2) {
                 return Ok(Err(e));
             }
@@ -216,7 +216,7 @@ pub async fn send_command(
     let command = state
         .db
         .write(move |c| {
-            let tx = c.transaction()?;
+            let tx = crate::db::immediate(c)?;
             let cmd =
                 match devices::record_command(&tx, &id, &req.name, &req.args, &caller.name, now) {
                     Ok(cmd) => cmd,

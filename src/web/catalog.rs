@@ -264,7 +264,7 @@ pub async fn checkout(
     let (created, body) = state
         .db
         .write(move |c| {
-            let tx = c.transaction()?;
+            let tx = crate::db::immediate(c)?;
             let existing: Option<String> = tx
                 .query_row("SELECT result FROM checkouts WHERE checkout_id = ?1", [&req.checkout_id], |r| r.get(0))
                 .optional()?;

@@ -209,3 +209,40 @@ async fn baskets_checkouts_and_device_price_requests() {
         (Some("r-2"), Some("unknown_sku"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_starting_soon_is_announced_to_devices() {
+    let sb = StoreBox::start();
+    let starts = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(2))
+        .unwrap()
+        .round(jiff::Unit::Second)
+        .unwrap();
+    let events = format!(
+        "{}\n{}\n{}\n",
+        r#"{"type":"catalog.upsert","payload":{"sku":"5001","name":"Bread","unit":"each"}}"#,
+        r#"{"type":"price.set","payload":{"id":"b1","sku":"5001","price":200,"starts_at":"2026-01-01T00:00:00Z"}}"#,
+        json!({"type":"price.set","payload":{"id":"b2","sku":"5001","price":150,"starts_at":starts.to_string()}}),
+    );
+    let (ok, out) = import(&sb, "soon.jsonl", &events);
+    assert!(ok, "{out}");
+    let pw = sb.add_device("label-1", "label");
+    let mut dev = Device::connect(sb.mqtt_port, "label-1", Some(&pw))
+        .await
+        .unwrap();
+    dev.subscribe("store/prices/changed").await;
+    let msg = dev
+        .next_on("store/prices/changed", 10)
+        .await
+        .expect("price change announced");
+    assert_eq!(msg["at"], starts.to_string());
+    assert_eq!(msg["skus"][0]["sku"], "5001");
+    assert_eq!(msg["skus"][0]["price"], 150);
+    assert_eq!(msg["catch_up"], false);
+    let (_, audit) = sb.get("/api/v1/audit").await;
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "price.activated"));
+}
