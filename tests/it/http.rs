@@ -188,16 +188,18 @@ async fn sessions_csrf_and_roles() {
 async fn first_run_setup_with_the_code_from_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     // No users and no tokens: start the box directly.
-    let mut child = std::process::Command::new(BIN)
-        .arg("serve")
-        .envs(base_env(tmp.path()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(tmp.path().join("err.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(BIN)
+            .arg("serve")
+            .envs(base_env(tmp.path()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(tmp.path().join("err.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -256,8 +258,7 @@ async fn first_run_setup_with_the_code_from_the_log() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!log.contains("admin-pass-123"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

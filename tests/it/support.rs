@@ -399,3 +399,13 @@ pub async fn metrics(sb: &StoreBox) -> String {
         .await
         .unwrap()
 }
+
+/// A child process killed (and reaped) when dropped, also when a test panics.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
