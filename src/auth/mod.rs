@@ -222,7 +222,9 @@ pub fn check_login(conn: &Connection, username: &str, password: &str) -> DbResul
         Some(_) => Ok(None),
         None => {
             // Same work as a real check, so timing does not reveal which user names exist.
-            let _ = verify_password(password, "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg");
+            static DUMMY: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| hash_password("storebox-timing-dummy"));
+            let _ = verify_password(password, &DUMMY);
             Ok(None)
         }
     }

@@ -33,17 +33,23 @@ pub fn create(
     Ok((id, csrf))
 }
 
-/// Looks a session up; a valid one has its expiry pushed forward (sliding expiry).
-pub fn lookup(conn: &Connection, id: &str, now_ms: i64, ttl_ms: i64) -> DbResult<Option<Session>> {
-    let hash = hash_secret(id);
+/// Looks a session up (read-only). Returns the session and whether its expiry should be pushed
+/// forward with [`refresh`] (sliding expiry, at most once a minute, so most requests never write).
+pub fn lookup(
+    conn: &Connection,
+    id: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> DbResult<Option<(Session, bool)>> {
     let row: Option<(String, String, String, i64)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT s.username, u.role, s.csrf, s.expires_ms FROM sessions s
              JOIN users u ON u.username = s.username
              WHERE s.token_hash = ?1 AND u.disabled = 0",
-            [&hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row([hash_secret(id)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let Some((username, role, csrf, expires)) = row else {
         return Ok(None);
@@ -51,18 +57,26 @@ pub fn lookup(conn: &Connection, id: &str, now_ms: i64, ttl_ms: i64) -> DbResult
     if expires <= now_ms {
         return Ok(None);
     }
-    // Refresh at most once a minute to keep reads cheap.
-    if expires - now_ms < ttl_ms - 60_000 {
-        conn.execute(
-            "UPDATE sessions SET expires_ms = ?2 WHERE token_hash = ?1",
-            params![hash, now_ms + ttl_ms],
-        )?;
-    }
-    Ok(role.parse().ok().map(|role| Session {
-        username,
-        role,
-        csrf,
+    let stale = expires - now_ms < ttl_ms - 60_000;
+    Ok(role.parse().ok().map(|role| {
+        (
+            Session {
+                username,
+                role,
+                csrf,
+            },
+            stale,
+        )
     }))
+}
+
+/// Pushes a session's expiry to `now + ttl`.
+pub fn refresh(conn: &Connection, id: &str, now_ms: i64, ttl_ms: i64) -> DbResult<()> {
+    conn.execute(
+        "UPDATE sessions SET expires_ms = ?2 WHERE token_hash = ?1",
+        params![hash_secret(id), now_ms + ttl_ms],
+    )?;
+    Ok(())
 }
 
 pub fn delete(conn: &Connection, id: &str) -> DbResult<()> {

@@ -68,11 +68,18 @@ impl FromRequestParts<AppState> for Caller {
         }
         let id = cookie_value(parts, sessions::COOKIE).ok_or_else(ApiError::unauthorized)?;
         let (now, ttl) = (state.now_ms(), state.session_ttl_ms());
-        let session = state
+        let lookup_id = id.clone();
+        let (session, stale) = state
             .db
-            .write(move |c| sessions::lookup(c, &id, now, ttl))
+            .read(move |c| sessions::lookup(c, &lookup_id, now, ttl))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        if stale {
+            state
+                .db
+                .write(move |c| sessions::refresh(c, &id, now, ttl))
+                .await?;
+        }
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
             let sent = parts
