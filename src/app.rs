@@ -113,6 +113,7 @@ where
         started: Instant::now(),
         setup_code,
         login_failures: Arc::default(),
+        sync: Arc::new(crate::sync::state::SyncState::new(&config.hq.url)),
     };
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();

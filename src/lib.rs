@@ -14,6 +14,7 @@
 //! - [`web`]: HTTP API, staff UI, health and metrics endpoints
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
 //! - [`sync`]: store → HQ outbox (and the HQ client)
+//! - [`tickets`]: support tickets opened at the store, answered by HQ
 //! - [`clock`]: time as a parameter
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod devices;
 pub mod ops;
 pub mod pricing;
 pub mod sync;
+pub mod tickets;
 pub mod web;
 
 /// The version of this build.

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0002_devices_ops.sql"),
     ),
     ("0003_catalog", include_str!("migrations/0003_catalog.sql")),
+    ("0004_tickets", include_str!("migrations/0004_tickets.sql")),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

@@ -1,5 +1,6 @@
-//! Sync with HQ. For now the store-side outbox: every event meant for HQ is first committed here,
-//! in the same transaction as the change that caused it, with a store sequence number and a unique
-//! id (docs/sync-protocol.md). The HQ client that drains it is built in the sync issue.
+//! Sync with HQ. The store-side outbox: every event meant for HQ is first committed here, in the
+//! same transaction as the change that caused it, with a store sequence number and a unique id
+//! (docs/sync-protocol.md); and the shared [`state::SyncState`] that the API and UI show.
 
 pub mod outbox;
+pub mod state;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod session;
+pub mod support;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub setup_code: Arc<Mutex<Option<String>>>,
     /// Failed sign-ins per (user name, client address): (count, window start ms).
     pub login_failures: Arc<Mutex<HashMap<String, (u32, i64)>>>,
+    /// The link to HQ, as the sync client last saw it.
+    pub sync: Arc<crate::sync::state::SyncState>,
 }
 
 impl AppState {
@@ -88,6 +91,12 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters", get(api::list_dead_letters))
         .route("/audit", get(api::list_audit))
         .route("/users", get(api::list_users).post(api::add_user))
+        .route("/sync", get(support::sync_status))
+        .route(
+            "/tickets",
+            get(support::list_tickets).post(support::open_ticket),
+        )
+        .route("/tickets/{id}", get(support::get_ticket))
         .fallback(api::not_found);
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{api, catalog, session};
+use super::{api, catalog, session, support};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,10 @@ use super::{api, catalog, session};
         catalog::price,
         catalog::price_basket,
         catalog::checkout,
+        support::sync_status,
+        support::open_ticket,
+        support::list_tickets,
+        support::get_ticket,
     ),
     components(schemas(crate::auth::Role))
 )]

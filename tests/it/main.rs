@@ -7,3 +7,4 @@ mod devices;
 mod http;
 mod mqtt_auth;
 mod support;
+mod tickets;

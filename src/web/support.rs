@@ -1,0 +1,170 @@
+//! Support tickets and the HQ sync status, as the staff UI and scripts see them.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::caller::Caller;
+use super::error::JsonBody;
+use super::{ApiError, AppState};
+use crate::auth::Role;
+use crate::ops::audit;
+use crate::sync::state::{OutboxDepth, SyncStatus};
+use crate::tickets::{self, NewTicket, Ticket};
+
+/// The sync status with the outbox depth read now.
+pub async fn sync_status_now(state: &AppState) -> Result<SyncStatus, ApiError> {
+    let (business, telemetry) = state.db.read(crate::sync::outbox::depth).await?;
+    let mut s = state.sync.snapshot();
+    s.outbox = OutboxDepth {
+        business,
+        telemetry,
+    };
+    Ok(s)
+}
+
+/// The link to HQ: connected, cursor, lag, outbox backlog, last success and error.
+#[utoipa::path(get, path = "/api/v1/sync", responses((status = 200, body = SyncStatus)))]
+pub async fn sync_status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SyncStatus>, ApiError> {
+    caller.require(Role::Staff)?;
+    Ok(Json(sync_status_now(&state).await?))
+}
+
+/// What a ticket carries about the box: enough for support to see the state of the store at the
+/// moment it was opened, and never a secret (no tokens, passwords or hashes; the HQ URL only).
+async fn diagnostics(state: &AppState) -> Result<Value, ApiError> {
+    let sync = sync_status_now(state).await?;
+    let now = state.now_ms();
+    let facts = state
+        .db
+        .read(move |c| {
+            let (total, online): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(sum(online), 0) FROM devices",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut stmt = c.prepare(
+                "SELECT id FROM devices WHERE online = 0 ORDER BY id LIMIT 50",
+            )?;
+            let offline: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = c.prepare(
+                "SELECT device_id, code, severity, message FROM alerts WHERE cleared_ms IS NULL
+                 ORDER BY raised_ms DESC LIMIT 20",
+            )?;
+            let alerts: Vec<Value> = stmt
+                .query_map([], |r| {
+                    Ok(json!({"device": r.get::<_, String>(0)?, "code": r.get::<_, String>(1)?,
+                              "severity": r.get::<_, String>(2)?, "message": r.get::<_, String>(3)?}))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = c.prepare(
+                "SELECT received_ms, coalesce(device_id, ''), topic, reason FROM dead_letters
+                 WHERE received_ms > ?1 ORDER BY id DESC LIMIT 10",
+            )?;
+            let rejected: Vec<Value> = stmt
+                .query_map([now - 86_400_000], |r| {
+                    Ok(json!({"at": crate::db::ts_from_ms(r.get(0)?).to_string(),
+                              "device": r.get::<_, String>(1)?, "topic": r.get::<_, String>(2)?,
+                              "reason": r.get::<_, String>(3)?}))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(json!({
+                "devices": {"total": total, "online": online, "offline": offline},
+                "open_alerts": alerts,
+                "recent_rejected_messages": rejected,
+            }))
+        })
+        .await?;
+    let cfg = &state.config;
+    Ok(json!({
+        "version": crate::VERSION,
+        "store_id": cfg.store.id,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "at": state.clock.now().to_string(),
+        "timezone": cfg.store.timezone,
+        "sync": {
+            "configured": sync.configured,
+            "hq_url": sync.hq_url,
+            "connected": sync.connected,
+            "cursor": sync.cursor,
+            "lag_events": sync.lag_events,
+            "outbox": sync.outbox,
+            "last_success": sync.last_success,
+            "last_error": sync.last_error,
+        },
+        "mqtt_connections": state.broker.presence.live_count(),
+        "ingest_queue": state.broker.queue_depth(),
+        "devices": facts["devices"],
+        "open_alerts": facts["open_alerts"],
+        "recent_rejected_messages": facts["recent_rejected_messages"],
+    }))
+}
+
+/// Open a support ticket; it goes to HQ with a diagnostic summary of the box.
+#[utoipa::path(post, path = "/api/v1/tickets", request_body = NewTicket,
+    responses((status = 201, body = Ticket), (status = 400)))]
+pub async fn open_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<NewTicket>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Staff)?;
+    let diagnostics = diagnostics(&state).await?;
+    let now = state.now_ms();
+    let ticket = state
+        .db
+        .write(move |c| {
+            let tx = crate::db::immediate(c)?;
+            if let Err(m) = tickets::validate(&tx, &req)? {
+                return Ok(Err(m));
+            }
+            let t = tickets::open(&tx, &req, &caller.name, diagnostics, now)?;
+            audit::record(&tx, now, &caller.name, "ticket.open", &t.id, &t.subject)?;
+            tx.commit()?;
+            Ok(Ok(t))
+        })
+        .await?
+        .map_err(|m| ApiError::bad_request("invalid", m))?;
+    Ok((StatusCode::CREATED, Json(ticket)).into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TicketList {
+    pub tickets: Vec<Ticket>,
+}
+
+/// Support tickets, newest first, with HQ's replies.
+#[utoipa::path(get, path = "/api/v1/tickets", responses((status = 200, body = TicketList)))]
+pub async fn list_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TicketList>, ApiError> {
+    caller.require(Role::Staff)?;
+    let tickets = state.db.read(|c| tickets::list(c, 200)).await?;
+    Ok(Json(TicketList { tickets }))
+}
+
+#[utoipa::path(get, path = "/api/v1/tickets/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 404)))]
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Ticket>, ApiError> {
+    caller.require(Role::Staff)?;
+    let id2 = id.clone();
+    state
+        .db
+        .read(move |c| tickets::get(c, &id2))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_ticket", format!("ticket {id:?} not found")))
+}
