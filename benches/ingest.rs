@@ -6,7 +6,9 @@
 //! unless `STOREBOX_BIN` names a binary. It needs `mosquitto` installed (Debian: `apt-get install
 //! mosquitto`); `MOSQUITTO_BIN` overrides the lookup. Knobs (environment): `BENCH_DEVICES` (20),
 //! `BENCH_MESSAGES` (200000, total per phase), `BENCH_WINDOW` (100, unacknowledged messages per
-//! client), `BENCH_RESEND_S` (5, event resend timeout), `BENCH_PHASE_TIMEOUT_S` (120).
+//! client), `BENCH_RESEND_S` (5, event resend timeout), `BENCH_PHASE_TIMEOUT_S` (120), and for the
+//! memory bound `BENCH_MEMORY_ROUNDS` (0), `BENCH_MEMORY_MESSAGES` (1000000),
+//! `BENCH_RSS_LIMIT_MIB` (100).
 //!
 //! Phases: (a) business events against storebox, counted when `devices/{id}/events/ack` arrives
 //! (sent after the SQLite commit); (b) telemetry against storebox, counted at PUBACK and then at
@@ -856,6 +858,91 @@ async fn await_stored(
 
 // ---------------------------------------------------------------------------------------------
 
+/// One round of the memory-bound check.
+struct MemoryRound {
+    messages: u64,
+    stored: u64,
+    dropped: u64,
+    secs: f64,
+    rss_kib: Option<u64>,
+    hwm_kib: Option<u64>,
+    split: String,
+}
+
+/// The memory bound (issue "Store appliance core", docs/operations.md#memory):
+/// `BENCH_MEMORY_ROUNDS` (default 0 = skip) rounds of `BENCH_MEMORY_MESSAGES` (default 1 000 000)
+/// telemetry messages into the same running box; after each, once everything is stored, its
+/// resident memory. `BENCH_RSS_LIMIT_MIB` (default 100) is the stated bound: a round whose peak
+/// RSS exceeds it fails the bench.
+async fn memory_rounds(
+    sb: &Storebox,
+    creds: &[Cred],
+    k: Knobs,
+) -> anyhow::Result<Vec<MemoryRound>> {
+    let rounds: u32 = env_num("BENCH_MEMORY_ROUNDS", 0)?;
+    let messages: u64 = env_num("BENCH_MEMORY_MESSAGES", 1_000_000)?;
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("bench: memory round {round} of {rounds}, {messages} telemetry messages ...");
+        let rk = Knobs {
+            messages,
+            phase_timeout: k.phase_timeout.max(Duration::from_secs(600)),
+            ..k
+        };
+        let body = scrape(sb.http).await?;
+        let base = (metric(&body, STORED), metric(&body, DROPPED));
+        let (_, _, start) = telemetry_phase("storebox", sb.mqtt, creds, None, rk)
+            .await
+            .with_context(|| format!("storebox log tail:\n{}", sb.proc.log_tail()))?;
+        let stored = await_stored(sb.http, base, start, rk).await?;
+        let body = scrape(sb.http).await?;
+        let dropped = metric(&body, DROPPED) - base.1;
+        let pid = sb.proc.pid();
+        out.push(MemoryRound {
+            messages,
+            stored: stored.count,
+            dropped,
+            secs: stored.secs,
+            rss_kib: proc_kib(pid, "VmRSS"),
+            hwm_kib: vm_hwm_kib(pid),
+            split: rss_split(pid),
+        });
+    }
+    Ok(out)
+}
+
+/// Prints the memory rounds; false if a peak exceeded `BENCH_RSS_LIMIT_MIB`.
+fn print_memory_rounds(rounds: &[MemoryRound]) -> bool {
+    if rounds.is_empty() {
+        return true;
+    }
+    let limit_mib: u64 = env_num("BENCH_RSS_LIMIT_MIB", 100).unwrap_or(100);
+    println!();
+    println!("memory bound: telemetry rounds into one running storebox (limit {limit_mib} MiB)");
+    println!(
+        "{:<7} {:>10} {:>10} {:>9} {:>8} {:>12} {:>14}  split",
+        "round", "messages", "stored", "dropped", "secs", "VmRSS", "VmHWM (peak)"
+    );
+    let mut ok = true;
+    for (i, r) in rounds.iter().enumerate() {
+        let over = r.hwm_kib.is_some_and(|k| k > limit_mib * 1024);
+        ok &= !over;
+        println!(
+            "{:<7} {:>10} {:>10} {:>9} {:>8.1} {:>12} {:>14}  {}{}",
+            i + 1,
+            r.messages,
+            r.stored,
+            r.dropped,
+            r.secs,
+            fmt_mib(r.rss_kib),
+            fmt_mib(r.hwm_kib),
+            r.split,
+            if over { "  OVER LIMIT" } else { "" }
+        );
+    }
+    ok
+}
+
 fn fmt_mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
@@ -910,6 +997,7 @@ async fn run() -> anyhow::Result<bool> {
     let stored = await_stored(sb.http, base, start, k).await?;
     let sb_rss = vm_hwm_kib(sb.proc.pid());
     let sb_split = rss_split(sb.proc.pid());
+    let memory = memory_rounds(&sb, &creds, k).await?;
     if let Some(status) = sb.proc.exited() {
         bail!(
             "storebox exited during the run ({status}):\n{}",
@@ -1003,11 +1091,14 @@ async fn run() -> anyhow::Result<bool> {
         "current RSS: storebox after phase a {sb_split_events}, at end {sb_split}; \
          mosquitto at end {mq_split}"
     );
-    let rows_ok = rows_events == k.messages && rows_telemetry == stored_count;
+    let memory_ok = print_memory_rounds(&memory);
+    all_complete &= memory_ok;
+    let expected_telemetry = stored_count + memory.iter().map(|r| r.stored).sum::<u64>();
+    let rows_ok = rows_events == k.messages && rows_telemetry == expected_telemetry;
     all_complete &= rows_ok;
     println!(
         "SQLite after shutdown: {rows_events} device_events (expected {}), {rows_telemetry} \
-         telemetry rows (expected {stored_count}){}",
+         telemetry rows (expected {expected_telemetry}){}",
         k.messages,
         if rows_ok { "" } else { "  MISMATCH" }
     );

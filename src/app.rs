@@ -53,11 +53,13 @@ where
         config.mqtt.max_payload_bytes,
         ingest_tx,
         config.mqtt.ingest_queue,
+        broker::ingest_bytes_cap(&config.mqtt),
     );
     let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone()).await?);
     let publisher = mqtt.publisher.clone();
 
     let ctx = Arc::new(ingest::IngestCtx {
+        queued_bytes: shared.ingest_bytes.clone(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
         dead_letter_keep: config.storage.dead_letter_keep as i64,

@@ -160,7 +160,7 @@ impl Default for MqttConfig {
             listen: "127.0.0.1:1883".parse().unwrap(),
             max_payload_bytes: 65536,
             max_connections: 1000,
-            buffer_mb: 32,
+            buffer_mb: 16,
             max_inflight: 100,
             ingest_queue: 50_000,
         }

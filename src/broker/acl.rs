@@ -152,6 +152,13 @@ mod tests {
         assert!(authorize_publish("lane-1", "devices/lane-1/events/ack").is_err());
         assert!(authorize_publish("lane-1", "devices/lane-1").is_err());
         assert!(authorize_publish("lane-1", "$SYS/x").is_err());
+        // The router's sink for device uplinks can be neither written nor read by a device.
+        let sink = crate::broker::guard::SINK_TOPIC;
+        assert!(authorize_publish("lane-1", sink).is_err());
+        assert!(authorize_subscribe("lane-1", sink).is_err());
+        assert!(authorize_subscribe("lane-1", "storebox-sink/#").is_err());
+        assert!(authorize_subscribe("lane-1", "#").is_err());
+        assert!(authorize_subscribe("lane-1", "+/+").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! subscriber. When the connection ends the guard is dropped, which tells presence tracking.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +22,20 @@ use crate::ops::metrics::Metrics;
 
 /// Largest part of a rejected payload kept in the dead-letter table.
 pub const DEAD_LETTER_KEEP_BYTES: usize = 4096;
+
+/// Every device publication reaches the router as an empty message on this topic. The guard has
+/// already handed the real message to the ingest queue, and no device may subscribe to another
+/// device's uplink topics (acl.rs), so the router needs the packet only to run the QoS handshake
+/// (PUBACK, PUBREC…) with the device. Keeping device data out of the router's in-memory log is what
+/// bounds the broker's memory under any device load (docs/operations.md, "Memory").
+pub const SINK_TOPIC: &str = "storebox-sink/uplink";
+
+/// Turns an authorized device publication into the empty sink message the router sees.
+fn to_sink(publish: &mut rumqttd::protocol::Publish) {
+    publish.topic = Bytes::from_static(SINK_TOPIC.as_bytes());
+    publish.payload = Bytes::new();
+    publish.retain = false;
+}
 
 /// A device message on its way to the ingest writer.
 #[derive(Debug, Clone)]
@@ -50,6 +64,17 @@ pub enum IngestItem {
         size: usize,
         received_ms: i64,
     },
+}
+
+impl IngestItem {
+    /// Bytes this item holds that count against the ingest queue's byte cap.
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            IngestItem::Message(m) => m.topic.len() + m.payload.len(),
+            IngestItem::Rejected { topic, payload, .. } => topic.len() + payload.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// Connection lifecycle events.
@@ -143,6 +168,10 @@ pub struct BrokerShared {
     /// never lost; messages are refused once `ingest_cap` items wait.
     ingest: flume::Sender<IngestItem>,
     ingest_cap: usize,
+    /// Topic and payload bytes of the messages waiting in the ingest queue; the ingest writer
+    /// subtracts what it takes. New messages are refused above `ingest_bytes_cap`.
+    pub ingest_bytes: Arc<AtomicUsize>,
+    ingest_bytes_cap: usize,
 }
 
 impl BrokerShared {
@@ -152,6 +181,7 @@ impl BrokerShared {
         max_payload: usize,
         ingest: flume::Sender<IngestItem>,
         ingest_cap: usize,
+        ingest_bytes_cap: usize,
     ) -> Arc<Self> {
         Arc::new(BrokerShared {
             metrics,
@@ -160,6 +190,8 @@ impl BrokerShared {
             clock,
             ingest,
             ingest_cap,
+            ingest_bytes: Arc::default(),
+            ingest_bytes_cap,
         })
     }
 
@@ -266,11 +298,15 @@ impl BrokerShared {
     }
 
     fn queue(&self, item: IngestItem, kind: &'static str) {
-        if self.ingest.len() >= self.ingest_cap {
+        let bytes = item.queued_bytes();
+        if self.ingest.len() >= self.ingest_cap
+            || self.ingest_bytes.load(Ordering::Relaxed) + bytes > self.ingest_bytes_cap
+        {
             // Events are resent by the device until acked; telemetry is counted as dropped.
             Metrics::inc_kind(&self.metrics.ingest_dropped, kind);
             return;
         }
+        self.ingest_bytes.fetch_add(bytes, Ordering::Relaxed);
         let _ = self.ingest.send(item);
     }
 }
@@ -432,7 +468,7 @@ impl Guard {
                     return Err(Error::InvalidProtocol);
                 }
                 match other {
-                    Packet::Publish(mut publish, mut props) => {
+                    Packet::Publish(mut publish, props) => {
                         let device = state.live.device.clone();
                         // MQTT 5 topic aliases: an aliased PUBLISH may carry an empty topic.
                         if let Some(alias) = props.as_ref().and_then(|p| p.topic_alias) {
@@ -461,10 +497,6 @@ impl Guard {
                                 }
                                 state.aliases.insert(alias, publish.topic.clone());
                             }
-                            // The router gets the full topic; the alias is resolved here.
-                            if let Some(p) = props.as_mut() {
-                                p.topic_alias = None;
-                            }
                         }
                         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
                             return Err(shared.deny(
@@ -492,24 +524,21 @@ impl Guard {
                                     device,
                                     topic: topic.to_string(),
                                     reason,
-                                    payload: publish
-                                        .payload
-                                        .slice(..DEAD_LETTER_KEEP_BYTES.min(size)),
+                                    payload: Bytes::copy_from_slice(
+                                        &publish.payload[..DEAD_LETTER_KEEP_BYTES.min(size)],
+                                    ),
                                     size,
                                     received_ms: now,
                                 },
                                 "rejected",
                             );
-                            // Keep the connection and the QoS flow; route nothing large.
-                            publish.payload = Bytes::new();
-                            publish.retain = false;
                         } else if kind == TopicKind::Unknown {
                             shared.queue(
                                 IngestItem::Rejected {
                                     device,
                                     topic: topic.to_string(),
                                     reason: "unknown topic: not part of the device contract (docs/mqtt.md)".into(),
-                                    payload: publish.payload.slice(..DEAD_LETTER_KEEP_BYTES.min(size)),
+                                    payload: Bytes::copy_from_slice(&publish.payload[..DEAD_LETTER_KEEP_BYTES.min(size)]),
                                     size,
                                     received_ms: now,
                                 },
@@ -520,14 +549,18 @@ impl Guard {
                                 IngestItem::Message(Inbound {
                                     device,
                                     kind,
-                                    topic: publish.topic.clone(),
-                                    payload: publish.payload.clone(),
+                                    // Owned copies: a slice would keep the connection's whole
+                                    // read buffer alive while the message waits.
+                                    topic: Bytes::copy_from_slice(&publish.topic),
+                                    payload: Bytes::copy_from_slice(&publish.payload),
                                     received_ms: now,
                                 }),
                                 kind.as_str(),
                             );
                         }
-                        Ok(Packet::Publish(publish, props))
+                        // The router only runs the QoS handshake; the data went to the queue.
+                        to_sink(&mut publish);
+                        Ok(Packet::Publish(publish, None))
                     }
                     Packet::Subscribe(subscribe, props) => {
                         let device = state.live.device.clone();

@@ -17,6 +17,7 @@
 
 pub mod acl;
 pub mod guard;
+pub mod nodelay;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,38 +45,46 @@ pub enum BrokerError {
     Link(String),
 }
 
-/// Filters created at start so that every allowed publication lands in one of a few capped logs.
-pub const INITIAL_FILTERS: [&str; 2] = ["devices/#", "store/#"];
+/// Filters created at start, so that every allowed publication lands in an existing log and the
+/// router never creates a log per published topic: `devices/#` catches the box's messages to
+/// devices that have not subscribed, `store/#` the store-wide topics, and the sink the (emptied)
+/// device uplink messages (see [`guard::SINK_TOPIC`]).
+pub const INITIAL_FILTERS: [&str; 3] = ["devices/#", "store/#", "storebox-sink/#"];
 
-/// Router settings derived from `[mqtt]`: the in-memory logs are the broker's only unbounded-looking
-/// memory, so each is capped. `devices/#` (all device traffic) gets half of `buffer_mb`, `store/#`
-/// an eighth; each per-device subscription filter gets 2 × 8 KiB.
+/// Per-filter log segment for everything but `store/…`: each device subscription
+/// (`devices/D/commands`, `…/events/ack`, `…/price/reply`), `devices/#` and the sink.
+pub const SMALL_SEGMENT: usize = 4 * 1024;
+
+/// Router settings derived from `[mqtt]`. rumqttd keeps one in-memory log per subscription filter,
+/// capped at `max_segment_count` segments of `max_segment_size` bytes of topic + payload; a custom
+/// segment applies to every filter *matching* its pattern. Only `store/…` filters (price changes,
+/// notices: large, shared by all devices) get a large window, `buffer_mb / 4` in all; every other
+/// filter keeps at most 2 × [`SMALL_SEGMENT`]. Device uplink data never enters these logs (the guard
+/// sinks it), so the total is bounded by configuration, not by traffic (docs/operations.md).
 pub fn router_config(cfg: &MqttConfig) -> RouterConfig {
     let mb = 1024 * 1024;
     let mut custom = HashMap::new();
     custom.insert(
-        "devices/#".to_string(),
-        SegmentConfig {
-            max_segment_size: (cfg.buffer_mb * mb / 4).max(64 * 1024),
-            max_segment_count: 2,
-        },
-    );
-    custom.insert(
         "store/#".to_string(),
         SegmentConfig {
-            max_segment_size: (cfg.buffer_mb * mb / 16).max(16 * 1024),
+            max_segment_size: (cfg.buffer_mb * mb / 8).max(64 * 1024),
             max_segment_count: 2,
         },
     );
     RouterConfig {
         max_connections: cfg.max_connections + 8,
         max_outgoing_packet_count: 200,
-        max_segment_size: 8 * 1024,
+        max_segment_size: SMALL_SEGMENT,
         max_segment_count: 2,
         custom_segment: Some(custom),
         initialized_filters: Some(INITIAL_FILTERS.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
     }
+}
+
+/// Bytes of device messages that may wait in the ingest queue for SQLite: half of `buffer_mb`.
+pub fn ingest_bytes_cap(cfg: &MqttConfig) -> usize {
+    cfg.buffer_mb * 1024 * 1024 / 2
 }
 
 /// Publishes from the box itself (acks, commands, price changes) through a local router link.
@@ -202,6 +211,15 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(reservation);
+    match nodelay::set_on_listener(addr) {
+        Ok(true) => tracing::debug!(%addr, "mqtt: TCP_NODELAY set for device connections"),
+        Ok(false) => {
+            tracing::warn!(%addr, "mqtt: listener not found; device sockets keep Nagle's algorithm (slower event acks)")
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "mqtt: could not set TCP_NODELAY; event acks may be slower")
+        }
+    }
 
     let (mut link_tx, mut link_rx, _ack) =
         rumqttd::local::LinkBuilder::new("storebox-box", router_tx)

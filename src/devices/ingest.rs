@@ -27,6 +27,8 @@ pub struct IngestCtx {
     pub publisher: Publisher,
     pub dead_letter_keep: i64,
     pub price: PriceResponder,
+    /// The broker's count of queued message bytes, released as the writer takes messages.
+    pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -56,7 +58,11 @@ pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
         while let Some(next) = item.take() {
             match next {
                 IngestItem::Flush(tx) => flushes.push(tx),
-                other => batch.push(other),
+                other => {
+                    ctx.queued_bytes
+                        .fetch_sub(other.queued_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    batch.push(other)
+                }
             }
             if batch.len() < MAX_BATCH {
                 item = rx.try_recv().ok();
