@@ -14,6 +14,7 @@
 //! - [`web`]: HTTP API, staff UI, health and metrics endpoints
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
 //! - [`sync`]: store → HQ outbox (and the HQ client)
+//! - [`sim`]: virtual devices with control ports (`storebox simulate`) and `storebox demo`
 //! - [`clock`]: time as a parameter
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod db;
 pub mod devices;
 pub mod ops;
 pub mod pricing;
+pub mod sim;
 pub mod sync;
 pub mod web;
 
