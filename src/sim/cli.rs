@@ -195,7 +195,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         seed: args.seed,
         change_after_mins: args.change_after_mins,
     };
-    crate::ops::logging::init_stderr("warn");
+    // rumqttd reports every ordinary disconnect at error level; the demo keeps the terminal for
+    // what the user needs (STOREBOX_LOG=… shows everything).
+    crate::ops::logging::init_stderr("warn,rumqttd::server=off");
     let rt = runtime()?;
     rt.block_on(demo::run(
         opts,

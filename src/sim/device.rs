@@ -319,9 +319,40 @@ pub fn spawn(spec: Spec) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
     (handle, task)
 }
 
+/// One MQTT session. The event loop runs in its own task (a connection attempt must not be
+/// cancelled by the device's other work) and forwards what matters; dropping the `Conn` drops
+/// the socket at once, like a device losing power.
 struct Conn {
     client: AsyncClient,
-    eventloop: EventLoop,
+    events: mpsc::UnboundedReceiver<Result<Event, String>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Polls the event loop until its first error (the device decides when to reconnect).
+async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Result<Event, String>>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(
+                ev @ Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_) | Packet::Publish(_)),
+            )
+            | Ok(ev @ Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                if tx.send(Ok(ev)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+    }
 }
 
 struct Dev {
@@ -338,9 +369,12 @@ struct Dev {
     unsent_clears: BTreeSet<String>,
 }
 
-async fn poll(conn: &mut Option<Conn>) -> Result<Event, rumqttc::ConnectionError> {
+async fn poll(conn: &mut Option<Conn>) -> Result<Event, String> {
     match conn {
-        Some(c) => c.eventloop.poll().await,
+        Some(c) => match c.events.recv().await {
+            Some(ev) => ev,
+            None => Err("connection task ended".into()),
+        },
         None => std::future::pending().await,
     }
 }
@@ -420,7 +454,13 @@ impl Dev {
             true,
         ));
         let (client, eventloop) = AsyncClient::new(opts, 4096);
-        self.conn = Some(Conn { client, eventloop });
+        let (tx, events) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(eventloop, tx));
+        self.conn = Some(Conn {
+            client,
+            events,
+            driver,
+        });
         self.subscribed = false;
         self.reconnect_at = None;
     }
@@ -437,13 +477,9 @@ impl Dev {
                     r#"{"online":false}"#,
                 );
                 let _ = c.client.try_disconnect();
+                // DISCONNECT goes out, then the box closes the connection.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    loop {
-                        match c.eventloop.poll().await {
-                            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
+                    while let Some(Ok(_)) = c.events.recv().await {}
                 })
                 .await;
             }
@@ -452,7 +488,7 @@ impl Dev {
         self.state.lock().connected = false;
     }
 
-    fn on_event(&mut self, ev: Result<Event, rumqttc::ConnectionError>) {
+    fn on_event(&mut self, ev: Result<Event, String>) {
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connected(),
             Ok(Event::Incoming(Packet::SubAck(_))) if !self.subscribed => {
@@ -475,7 +511,7 @@ impl Dev {
                 {
                     let mut s = self.state.lock();
                     s.connected = false;
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(e);
                 }
                 self.conn = None;
                 self.subscribed = false;

@@ -6,4 +6,5 @@ mod cli;
 mod devices;
 mod http;
 mod mqtt_auth;
+mod sim;
 mod support;
