@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxApiError {
-    #[error("{what}: {source}")]
+    #[error("{what} at the box")]
     Http {
         what: String,
         source: reqwest::Error,

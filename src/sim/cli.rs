@@ -138,20 +138,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn interrupted() {
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not
+/// when first polled, so a signal right after the ready line is not missed.
+fn interrupted() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     crate::ops::logging::init_stderr("warn");
     let rt = runtime()?;
     rt.block_on(async {
+        let stop = interrupted();
         let sim = Simulator::start(cfg, crate::clock::system())
             .await
             .context("starting the simulator")?;
@@ -178,7 +182,7 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         for id in sim.device_ids() {
             say(&format!("  {id}"));
         }
-        interrupted().await;
+        stop.await;
         sim.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;
@@ -199,10 +203,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // what the user needs (STOREBOX_LOG=… shows everything).
     crate::ops::logging::init_stderr("warn,rumqttd::server=off");
     let rt = runtime()?;
+    let stop = {
+        let _in_runtime = rt.enter();
+        interrupted()
+    };
     rt.block_on(demo::run(
         opts,
         crate::clock::system(),
-        interrupted(),
+        stop,
         |r| {
             let s = &r.sample;
             let money = |m: i64| format!("{}.{:02}", m / 100, m % 100);

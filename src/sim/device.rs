@@ -711,6 +711,9 @@ impl Dev {
             json!({"id": id, "ok": ok, "message": message}).to_string(),
             false,
         );
+        if ok && self.spec.kind == Kind::Label && name == "refresh" {
+            self.request_label_price();
+        }
         if reboot {
             // Drop the session and come back after the reconnect delay.
             self.conn = None;

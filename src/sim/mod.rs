@@ -71,9 +71,7 @@ impl Simulator {
 
         // Items for lanes, scales and labels.
         let mut pool: Vec<CatalogEntry> = if api.has_token() {
-            api.catalog(POOL_MAX)
-                .await
-                .context("reading the box's catalog")?
+            api.catalog(POOL_MAX).await?
         } else {
             Vec::new()
         };

@@ -1021,3 +1021,98 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Devices from a credentials file and a simulator config file, no token: they connect with
+/// the given passwords; a lane prices from the box's MQTT price replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_from_a_credentials_file_need_no_token() {
+    let sb = StoreBox::start();
+    import(&sb, CATALOG);
+    let lane_pw = sb.add_device("pos-7", "lane");
+    let label_pw = sb.add_device("esl-7", "label");
+    let creds = sb.dir.join("devices.toml");
+    std::fs::write(
+        &creds,
+        format!(
+            "[[device]]\nid = \"pos-7\"\nkind = \"lane\"\npassword = \"{lane_pw}\"\n\n\
+             [[device]]\nid = \"esl-7\"\nkind = \"label\"\npassword = \"{label_pw}\"\nsku = \"1002\"\n"
+        ),
+    )
+    .unwrap();
+    let file = sb.dir.join("sim.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "seed = 9\n[box]\nhttp = \"{}\"\nmqtt = \"127.0.0.1:{}\"\ncredentials_file = \"{}\"\n[rates]\nresend_ms = 300\n",
+            sb.http,
+            sb.mqtt_port,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let cfg = SimConfig::from_file(&file).unwrap();
+    let sim = Simulator::start(cfg, storebox::clock::system())
+        .await
+        .unwrap();
+    assert_eq!(sim.device_ids(), ["esl-7", "pos-7"]);
+    let ctl = Ctl::new(&sim.control_url());
+    ctl.wait_online(&sb, "pos-7").await;
+    ctl.wait_online(&sb, "esl-7").await;
+    eventually(10, "label shows 0.59", || async {
+        (ctl.state("esl-7").await["label"]["display"]["price"] == 59).then_some(())
+    })
+    .await;
+    ctl.ok("/devices/pos-7/scan", json!({"sku": "1001", "quantity": 3}))
+        .await;
+    eventually(10, "price reply for the scanned item", || async {
+        (ctl.state("pos-7").await["lane"]["basket"][0]["unit_price"] == 129).then_some(())
+    })
+    .await;
+    let ev = ctl.ok("/devices/pos-7/checkout", json!({})).await;
+    assert_eq!(ev["total"], 387, "{ev}");
+    eventually(10, "checkout stored", || async {
+        let n: i64 = sb
+            .db()
+            .query_row(
+                "SELECT count(*) FROM device_events WHERE device_id = 'pos-7' AND type = 'checkout.completed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    sim.shutdown().await;
+    // A clean shutdown tells the box the devices left.
+    eventually(
+        10,
+        "devices offline after the simulator stopped",
+        || async {
+            let d = sb.get("/api/v1/devices/pos-7").await.1;
+            (d["online"] == false).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A bad simulator config stops `storebox simulate` with a message naming the key.
+#[test]
+fn simulate_refuses_a_config_with_an_unknown_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("sim.toml");
+    std::fs::write(&file, "[devices]\nlanes = 2\nrobots = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["simulate", "--file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("robots") && err.contains("sim.toml"), "{err}");
+    let out = Command::new(BIN)
+        .args(["simulate", "--resend-ms", "5", "--token", "x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rates.resend_ms"), "{err}");
+}
