@@ -314,6 +314,7 @@ pub fn spawn(spec: Spec) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
         req_seq: 0,
         reconnect_at: None,
         unsent_clears: BTreeSet::new(),
+        reboot_pending: false,
     };
     let task = tokio::spawn(dev.run(rx));
     (handle, task)
@@ -367,6 +368,8 @@ struct Dev {
     reconnect_at: Option<Instant>,
     /// Alerts cleared while disconnected, to announce at the next connection.
     unsent_clears: BTreeSet<String>,
+    /// A `reboot` command was acked; the session ends once the ack is out.
+    reboot_pending: bool,
 }
 
 async fn poll(conn: &mut Option<Conn>) -> Result<Event, String> {
@@ -407,7 +410,16 @@ impl Dev {
                 self.connect();
             }
             tokio::select! {
-                ev = poll(&mut self.conn) => self.on_event(ev),
+                ev = poll(&mut self.conn) => {
+                    self.on_event(ev);
+                    if std::mem::take(&mut self.reboot_pending) {
+                        // Ack sent; end the session cleanly and come back after the delay.
+                        self.disconnect(true).await;
+                        self.reconnect_at = Some(
+                            Instant::now() + Duration::from_millis(self.spec.rates.reconnect_ms),
+                        );
+                    }
+                }
                 req = rx.recv() => {
                     let Some(req) = req else { break };
                     if matches!(req.action, Action::Shutdown) {
@@ -706,22 +718,17 @@ impl Dev {
                 c.message = Some(message.clone());
             }
         }
-        self.publish(
-            &self.topic("commands/ack"),
-            json!({"id": id, "ok": ok, "message": message}).to_string(),
-            false,
-        );
+        let ack = json!({"id": id, "ok": ok, "message": message}).to_string();
+        if reboot {
+            // Not delayed: the ack must leave before the session ends.
+            self.publish_now(&self.topic("commands/ack"), ack, false);
+        } else {
+            self.publish(&self.topic("commands/ack"), ack, false);
+        }
         if ok && self.spec.kind == Kind::Label && name == "refresh" {
             self.request_label_price();
         }
-        if reboot {
-            // Drop the session and come back after the reconnect delay.
-            self.conn = None;
-            self.subscribed = false;
-            self.state.lock().connected = false;
-            self.reconnect_at =
-                Some(Instant::now() + Duration::from_millis(self.spec.rates.reconnect_ms));
-        }
+        self.reboot_pending |= reboot;
     }
 
     fn on_price_reply(&mut self, v: Value) {

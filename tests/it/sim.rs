@@ -899,6 +899,25 @@ async fn the_control_api_steers_devices_and_reports_their_state() {
         (d["commands"][0]["ok"] == true && d["commands"][0]["result"] == "ok").then_some(())
     })
     .await;
+
+    // Reboot: acked, session ended and back, and not delivered again.
+    let connects = ctl.state(fridge).await["connects"].as_u64().unwrap();
+    sb.post(
+        &format!("/api/v1/devices/{fridge}/commands"),
+        json!({"name": "reboot"}),
+    )
+    .await;
+    eventually(10, "reboot acked and the fridge back", || async {
+        let d = sb.get(&format!("/api/v1/devices/{fridge}")).await.1;
+        let st = ctl.state(fridge).await;
+        (d["commands"][0]["result"] == "rebooting"
+            && d["online"] == true
+            && st["connected"] == true
+            && st["connects"].as_u64() == Some(connects + 1))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(ctl.state(fridge).await["commands"][0]["received"], 1);
     sim.shutdown().await;
 }
 
