@@ -200,7 +200,8 @@ async fn a_printer_out_of_paper_raises_paper_out_at_the_box() {
         .then_some(())
     })
     .await;
-    // Queued for HQ (sending it to HQ is the sync client's job, tested with the HQ server).
+    // Queued for HQ. HQ merge: also start `storebox hq` with this store registered and check
+    // that `GET /hq/v1/store-events?store=…&type=device.alert` lists PAPER_OUT.
     let queued: i64 = sb
         .db()
         .query_row(
@@ -418,7 +419,8 @@ async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     config.store.timezone = "UTC".into();
 
-    // The price change (and a promotion on another sku) arrive ahead of their start.
+    // The price change (and a promotion on another sku) arrive ahead of their start. HQ merge:
+    // author them at HQ (`POST /hq/v1/events`) with the store syncing, instead of importing.
     let future = format!(
         "{CATALOG}{}\n{}\n",
         json!({"id":"p9","type":"price.set","payload":{"id":"pr-1001-sale","sku":"1001","price":99,"starts_at": starts.to_string()}}),
@@ -1010,6 +1012,8 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
         "demo ready with every device online after {:?}",
         started.elapsed()
     );
+    // HQ merge: the demo prints the HQ address too; check that `GET /hq/v1/stores` lists
+    // `demo-store` within the same 30 s.
     let (_, catalog) = {
         let r = http
             .get(format!("{ui}api/v1/catalog?limit=1"))
