@@ -368,6 +368,12 @@ async fn scan(
     b: Bytes,
 ) -> Result<Json<Value>, CtlError> {
     let ScanBody { sku, quantity } = body(&b)?;
+    if quantity.is_some_and(|q| !(1..=1_000_000).contains(&q)) {
+        return Err(bad(
+            "quantity",
+            "quantity must be 1-1000000 (units, or grams for kg items)",
+        ));
+    }
     ctl.act(&id, Action::Scan { sku, quantity }).await
 }
 
@@ -388,6 +394,9 @@ async fn weigh(
     b: Bytes,
 ) -> Result<Json<Value>, CtlError> {
     let WeighBody { sku, grams } = body(&b)?;
+    if grams.is_some_and(|g| !(1..=1_000_000).contains(&g)) {
+        return Err(bad("grams", "grams must be 1-1000000"));
+    }
     ctl.act(&id, Action::Weigh { sku, grams }).await
 }
 

@@ -664,6 +664,14 @@ async fn the_control_api_steers_devices_and_reports_their_state() {
         "{e}"
     );
     let (s, e) = ctl
+        .post(&format!("/devices/{scale}/weigh"), json!({"grams": 0}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (400, Some("grams")),
+        "{e}"
+    );
+    let (s, e) = ctl
         .post(&format!("/devices/{fridge}/scan"), json!({}))
         .await;
     assert_eq!(
