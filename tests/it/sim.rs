@@ -983,6 +983,13 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
     let text = rest.join("\n");
     assert!(text.contains("sign in as admin / "), "{text}");
     assert!(text.contains("Ctrl-C"), "{text}");
+    let n_devices: usize = text
+        .split("Devices:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("device count in {text}"));
+    assert!((10..=15).contains(&n_devices), "about a dozen: {n_devices}");
     assert_eq!(
         std::fs::canonicalize(&dir).unwrap(),
         std::path::PathBuf::from(&data)
@@ -1009,7 +1016,7 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
             let kinds: std::collections::BTreeSet<&str> =
                 list.iter().filter_map(|d| d["kind"].as_str()).collect();
             (ui_ok
-                && list.len() >= 10
+                && list.len() == n_devices
                 && kinds.len() == 5
                 && list.iter().all(|d| d["online"] == true))
             .then_some(())
