@@ -15,6 +15,7 @@
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
 //! - [`sync`]: store → HQ outbox (and the HQ client)
 //! - [`tickets`]: support tickets opened at the store, answered by HQ
+//! - [`sim`]: virtual devices with control ports (`storebox simulate`) and `storebox demo`
 //! - [`clock`]: time as a parameter
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod db;
 pub mod devices;
 pub mod ops;
 pub mod pricing;
+pub mod sim;
 pub mod sync;
 pub mod tickets;
 pub mod web;

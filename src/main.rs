@@ -47,6 +47,12 @@ enum Command {
     Import { file: PathBuf },
     /// Write a consistent copy of the database to FILE (safe while the server runs).
     Backup { file: PathBuf },
+    /// Run virtual devices (lanes, scales, labels, fridges, printers) against a box, each with
+    /// its own credentials, steered through a control API on loopback (docs/simulator.md).
+    Simulate(Box<storebox::sim::cli::SimulateArgs>),
+    /// A whole store on loopback: the box, a sample catalog, a sign-in and a dozen virtual
+    /// devices; runs until Ctrl-C.
+    Demo(storebox::sim::cli::DemoArgs),
     /// Print the version.
     Version,
 }
@@ -136,10 +142,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("storebox {}", storebox::VERSION);
         return Ok(());
     }
+    // The simulator and the demo do not use the box's config file.
+    let command = match cli.command {
+        Command::Simulate(args) => return storebox::sim::cli::simulate(*args),
+        Command::Demo(args) => return storebox::sim::cli::demo(args),
+        other => other,
+    };
+    let cli = Cli { command, ..cli };
     let config = Config::load(cli.config.as_deref())?;
     let open_db = || Db::open(&config.db_path()).with_context(|| "opening the store database");
     match cli.command {
-        Command::Version => unreachable!(),
+        Command::Version | Command::Simulate(_) | Command::Demo(_) => unreachable!(),
         Command::CheckConfig => {
             println!(
                 "config ok: store {} ({}), http {}, mqtt {}, data {}",

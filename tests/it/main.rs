@@ -6,5 +6,6 @@ mod cli;
 mod devices;
 mod http;
 mod mqtt_auth;
+mod sim;
 mod support;
 mod tickets;
