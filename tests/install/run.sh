@@ -215,6 +215,8 @@ check "storebox-hq.service is installed but not enabled" test "$(ct systemctl is
 check "service runs as user storebox" test "$(ct stat -c %U "/proc/$(unit_prop MainPID)")" = storebox
 check "Type=notify, watchdog armed" test "$(unit_prop Type) $(unit_prop WatchdogUSec)" = "notify 15s"
 check "/healthz answers" wait_for 10 healthz
+# Start to READY=1 under systemd, ExecStartPre (check-config) included.
+echo "  start to ready under systemd: $(( ($(unit_prop ActiveEnterTimestampMonotonic) - $(unit_prop InactiveExitTimestampMonotonic)) / 1000 )) ms"
 UI=$(ctnet curl -sS -L --max-time 5 -w '\nHTTP %{http_code} %{content_type}' "http://$HTTP/" 2>&1 || true)
 echo "  GET / -> $(tail -1 <<<"$UI")"
 ui_ok() { grep -q '<title>storebox' <<<"$UI" && tail -1 <<<"$UI" | grep -q '^HTTP 200 text/html'; }
@@ -314,6 +316,7 @@ if [ $FAILED -gt 0 ]; then
   ct journalctl -u storebox --no-pager -n 40 2>/dev/null | sed 's/^/  /' || true
 fi
 T=$(now); stop_ct; echo "container powered off in $(since "$T") s"
+if [ "${KEEP:-0}" != 1 ]; then T=$(now); rm -rf "$WORK"; echo "container removed in $(since "$T") s"; fi
 echo "install test took $(since "$T_START") s"
 echo "$PASSED passed, $FAILED failed"
 [ $FAILED = 0 ]
