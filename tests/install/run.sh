@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Install test of the Debian package: boots a clean Debian 12 with systemd as PID 1 under
+# systemd-nspawn, installs the .deb with apt exactly like on a store's mini-PC, and checks the
+# service end to end: running and enabled, hardening score, /healthz and the UI, device
+# credentials over MQTT, the watchdog, a reboot, purge, and an upgrade from the previous package
+# that keeps data and an edited config. Prints PASS/FAIL per check and "N passed, M failed";
+# exits non-zero if any check failed.
+#
+# Usage: tests/install/run.sh [CURRENT.deb]
+#   Without an argument the package is built with scripts/build-deb.sh. The "previous" package
+#   is made from it: version <version>~prev1 and a different default config, so that dpkg sees a
+#   conffile changed on both sides on upgrade.
+# Needs root and: systemd-nspawn (systemd-container), debootstrap, zstd, nsenter (util-linux),
+# curl, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
+#
+# Works on hosts whose PID 1 is not systemd: the container runs with --register=no --keep-unit
+# and commands enter it with nsenter. It has a private network namespace (only its own
+# loopback), so the packaged listen addresses 0.0.0.0:8080/1883 cannot clash with anything on
+# the host and no test traffic leaves loopback. Debian's base rootfs is debootstrapped once and
+# cached as a tarball in $CACHE (default /var/cache/storebox-ci).
+#
+# Env: CACHE=/var/cache/storebox-ci  WORK=<temp dir>  SUITE=bookworm  MIRROR=<apt mirror URL,
+#      default: the host's>  KEEP=1 (leave the rootfs for inspection)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT_DIR=$PWD
+
+CACHE=${CACHE:-/var/cache/storebox-ci}
+SUITE=${SUITE:-bookworm}
+INCLUDE=systemd-sysv,dbus,libnss-systemd,tzdata
+WORK=${WORK:-$(mktemp -d /var/tmp/storebox-install-test.XXXXXX)}
+RUNROOT=$WORK/rootfs
+DEBDIR=$WORK/debs
+LOG=$WORK/nspawn.log
+HTTP=127.0.0.1:8080   # inside the container's own network namespace
+MQTT_PORT=1883
+CONF=/etc/storebox/storebox.toml
+
+T_START=$(date +%s)
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+step() { echo; echo "== $* (t=$(since "$T_START") s)"; }
+die() { echo "FATAL: $*" >&2; exit 1; }
+
+PASSED=0; FAILED=0; FAILED_NAMES=()
+pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
+fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$1"); echo "FAIL: $1${2:+ -- $2}"; }
+# check NAME CMD...: PASS if CMD exits 0
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap, systemd-nspawn)"
+for c in systemd-nspawn debootstrap zstd nsenter curl mosquitto_pub lintian dpkg-deb; do
+  command -v "$c" >/dev/null || die "missing tool: $c (.ci/run installs it)"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Container helpers (adapted from the shared nspawn recipe).
+NSPID=; LEADER=
+ct() { timeout 120 nsenter -t "$LEADER" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+ctnet() { timeout 60 nsenter -t "$LEADER" -n "$@"; }   # host tool inside the container's network
+stop_ct() {   # clean poweroff; escalate if systemd inside does not answer
+  [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null || { NSPID=; return 0; }
+  kill -TERM "$NSPID"                       # nspawn -> SIGRTMIN+3 to PID 1 inside -> poweroff
+  for _ in $(seq 1 150); do kill -0 "$NSPID" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$NSPID" 2>/dev/null; then
+    echo "container did not power off within 30 s; killing it"
+    kill -TERM "$NSPID"; sleep 2
+    if kill -0 "$NSPID" 2>/dev/null; then
+      { [ -n "$LEADER" ] && [ "$(cat "/proc/$LEADER/comm" 2>/dev/null)" = systemd ] && kill -KILL "$LEADER"; } || true
+      kill -KILL "$NSPID" 2>/dev/null || true
+    fi
+  fi
+  wait "$NSPID" 2>/dev/null || true
+  NSPID=; LEADER=
+}
+cleanup() {
+  local rc=$?
+  stop_ct
+  if [ "${KEEP:-0}" = 1 ]; then echo "KEEP=1: rootfs left in $RUNROOT"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+boot_ct() {   # start the container, find its PID 1, wait (bounded) until boot has finished
+  systemd-nspawn --quiet --register=no --keep-unit --console=pipe --private-network \
+    -M "sbtest$$" -D "$RUNROOT" --bind-ro="$DEBDIR:/srv/debs" -b >> "$LOG" 2>&1 < /dev/null &
+  NSPID=$!; LEADER=
+  local c
+  for _ in $(seq 1 300); do
+    c=$( (ps -o pid= --ppid "$NSPID" || true) | tr -d ' ' | head -1)
+    if [ -n "$c" ] && [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ]; then LEADER=$c; break; fi
+    kill -0 "$NSPID" 2>/dev/null || { tail -20 "$LOG"; die "systemd-nspawn exited"; }
+    sleep 0.1
+  done
+  [ -n "$LEADER" ] || { tail -20 "$LOG"; die "no systemd PID 1 in the container after 30 s"; }
+  BOOT_STATE=
+  for _ in $(seq 1 120); do   # 'offline' until systemd's private socket is up
+    BOOT_STATE=$(ct systemctl is-system-running --wait 2>/dev/null || true)
+    case "$BOOT_STATE" in running|degraded) break;; esac; sleep 0.5
+  done
+  case "$BOOT_STATE" in running|degraded) ;; *) die "container did not finish booting: $BOOT_STATE";; esac
+  [ "$BOOT_STATE" = running ] || ct systemctl --failed --no-pager || true
+}
+
+apt_ct() {   # apt-get inside, non-interactive; keeps edited conffiles on upgrade without asking
+  ct env DEBIAN_FRONTEND=noninteractive apt-get -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
+unit_prop() { ct systemctl show -p "$1" --value storebox 2>/dev/null; }
+
+# wait_for SECONDS CMD...: retries CMD every 0.5 s until it succeeds or the time is up
+wait_for() {
+  local secs=$1; shift
+  local end=$(( $(date +%s) + secs ))
+  while :; do
+    "$@" >/dev/null 2>&1 && return 0
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.5
+  done
+}
+
+healthz() { ctnet curl -fsS --max-time 3 "http://$HTTP/healthz"; }
+as_storebox() { ct runuser -u storebox -- /usr/bin/storebox --config "$CONF" "$@"; }
+
+# mqtt_pub USER PASSWORD (empty USER: anonymous); prints mosquitto_pub's output
+mqtt_pub() {
+  local auth=()
+  [ -n "$1" ] && auth=(-i "$1" -u "$1" -P "$2")
+  ctnet mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" "${auth[@]}" -q 1 \
+    -t "devices/${1:-anon}/status" -r -m "{\"online\":true,\"firmware\":\"${3:-1.0.0}\"}" 2>&1
+}
+
+service_ok() {   # active + enabled + /healthz
+  [ "$(ct systemctl is-active storebox)" = active ] && [ "$(ct systemctl is-enabled storebox)" = enabled ] && healthz >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+step "packages"
+mkdir -p "$DEBDIR"
+if [ $# -ge 1 ]; then
+  cp "$1" "$DEBDIR/current.deb"
+else
+  T=$(now)
+  scripts/build-deb.sh --output "$DEBDIR/current.deb" || die "building the package failed"
+  echo "built the package in $(since "$T") s"
+fi
+# The previous release: the same package with a lower version and a different default config,
+# so that the upgrade meets a conffile changed both by the package and by the admin, which must
+# not stop apt with a question.
+CUR_VERSION=$(dpkg-deb -f "$DEBDIR/current.deb" Version)
+PREV_VERSION="${CUR_VERSION}~prev1"
+X=$WORK/prev-x; rm -rf "$X"; dpkg-deb -R "$DEBDIR/current.deb" "$X" || die "unpacking the package failed"
+sed -i "s/^Version: .*/Version: $PREV_VERSION/" "$X/DEBIAN/control"
+sed -i 's/^name = "Local store"/name = "Store"/' "$X/etc/storebox/storebox.toml"
+(cd "$X" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
+dpkg-deb --root-owner-group -Zxz -z1 -b "$X" "$DEBDIR/previous.deb" >/dev/null || die "packing the previous package failed"
+rm -rf "$X"
+echo "current $CUR_VERSION ($(du -k "$DEBDIR/current.deb" | cut -f1) KiB), previous $PREV_VERSION"
+dpkg --compare-versions "$PREV_VERSION" lt "$CUR_VERSION" || die "previous version $PREV_VERSION is not lower than $CUR_VERSION"
+
+step "lintian"
+LINTIAN_OUT=$(lintian --no-cfg --fail-on error "$DEBDIR/current.deb" 2>&1); LINTIAN_RC=$?
+echo "$LINTIAN_OUT" | sed 's/^/  /'
+if [ $LINTIAN_RC = 0 ] && ! grep -q '^E:' <<<"$LINTIAN_OUT"; then pass "lintian: no errors"; else fail "lintian: no errors"; fi
+
+# ---------------------------------------------------------------------------------------------
+step "base rootfs"
+mkdir -p "$CACHE"
+KEY=$(echo "$SUITE $INCLUDE" | md5sum | cut -c1-8)
+BASE_TAR=$CACHE/debian-$SUITE-$KEY.tar.zst
+if [ ! -s "$BASE_TAR" ]; then
+  if [ -z "${MIRROR:-}" ]; then
+    MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$MIRROR" ] || MIRROR=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  [ -n "$MIRROR" ] || die "no Debian mirror found in the host's apt sources; set MIRROR"
+  T=$(now); B=$WORK/base
+  timeout 900 debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$B" "$MIRROR" \
+    > "$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
+  echo "$SUITE-storebox-test" > "$B/etc/hostname"
+  rm -f "$B/etc/machine-id"; : > "$B/etc/machine-id"   # a fresh id on every boot
+  chroot "$B" apt-get clean
+  tar -C "$B" -cf - . | zstd -q -T0 -3 -o "$BASE_TAR.tmp" && mv "$BASE_TAR.tmp" "$BASE_TAR"
+  rm -rf "$B"
+  echo "debootstrap + tarball: $(since "$T") s -> $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1))"
+else
+  echo "cached: $BASE_TAR"
+fi
+T=$(now); mkdir -p "$RUNROOT"; zstd -dc "$BASE_TAR" | tar -C "$RUNROOT" -xf - || die "unpacking the base failed"
+echo "unpacked in $(since "$T") s"
+
+step "boot"
+T=$(now); boot_ct
+echo "booted in $(since "$T") s, state=$BOOT_STATE, PID 1=$(ct cat /proc/1/comm), $(ct systemctl --version | head -1)"
+LISTENING=$(ctnet ss -Htln "( sport = :8080 or sport = :$MQTT_PORT )" 2>/dev/null || true)
+[ -z "$LISTENING" ] || die "ports 8080/$MQTT_PORT already in use inside the container: $LISTENING"
+
+# ---------------------------------------------------------------------------------------------
+step "fresh install: apt install ./storebox_${CUR_VERSION}_amd64.deb"
+T=$(now)
+if apt_ct install /srv/debs/current.deb > "$WORK/apt-install.log" 2>&1; then
+  pass "apt install of $CUR_VERSION on a clean Debian $SUITE"
+else
+  fail "apt install of $CUR_VERSION on a clean Debian $SUITE"; tail -30 "$WORK/apt-install.log"
+fi
+echo "apt install: $(since "$T") s"
+sed -n '/storebox is installed/,/install.md/p' "$WORK/apt-install.log" | sed 's/^/  | /'
+check "postinst says how to create the first admin" grep -q 'user add NAME --role admin' "$WORK/apt-install.log"
+
+check "storebox.service is active" test "$(ct systemctl is-active storebox)" = active
+check "storebox.service is enabled" test "$(ct systemctl is-enabled storebox)" = enabled
+check "storebox-hq.service is installed but not enabled" test "$(ct systemctl is-enabled storebox-hq)" = disabled
+check "service runs as user storebox" test "$(ct stat -c %U "/proc/$(unit_prop MainPID)")" = storebox
+check "Type=notify, watchdog armed" test "$(unit_prop Type) $(unit_prop WatchdogUSec)" = "notify 15s"
+check "/healthz answers" wait_for 10 healthz
+# Start to READY=1 under systemd, ExecStartPre (check-config) included.
+echo "  start to ready under systemd: $(( ($(unit_prop ActiveEnterTimestampMonotonic) - $(unit_prop InactiveExitTimestampMonotonic)) / 1000 )) ms"
+UI=$(ctnet curl -sS -L --max-time 5 -w '\nHTTP %{http_code} %{content_type}' "http://$HTTP/" 2>&1 || true)
+echo "  GET / -> $(tail -1 <<<"$UI")"
+ui_ok() { grep -q '<title>storebox' <<<"$UI" && tail -1 <<<"$UI" | grep -q '^HTTP 200 text/html'; }
+check "the UI's first page loads (200, text/html, <title>storebox)" ui_ok
+check "setup code for the first admin is in the journal" wait_for 5 ct sh -c 'journalctl -u storebox --no-pager | grep -q setup_code'
+check "data in /var/lib/storebox, owned by storebox, database not world-readable" \
+  test "$(ct stat -c '%U %a' /var/lib/storebox /var/lib/storebox/storebox.db | tr '\n' ' ')" = "storebox 750 storebox 600 "
+check "log files in /var/log/storebox" ct sh -c 'ls /var/log/storebox/storebox.*log >/dev/null'
+check "hq admin token generated, 0640 root:storebox" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox 640"
+check "packaged hq.toml passes check-config (as the service user)" ct runuser -u storebox -- storebox check-config --config /etc/storebox/hq.toml >/dev/null
+
+SEC=$(ct systemd-analyze security storebox.service --no-pager 2>&1 | sed -n 's/.*Overall exposure level for storebox.service: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security storebox.service: ${SEC:-?}"
+check "systemd-analyze security storebox.service exposure <= 2.0 (got ${SEC:-none})" awk -v s="${SEC:-99}" 'BEGIN{exit !(s<=2.0)}'
+SEC_HQ=$(ct systemd-analyze security storebox-hq.service --no-pager 2>&1 | sed -n 's/.*Overall exposure level for storebox-hq.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security storebox-hq.service exposure <= 2.0 (got ${SEC_HQ:-none})" awk -v s="${SEC_HQ:-99}" 'BEGIN{exit !(s<=2.0)}'
+VERIFY=$(ct systemd-analyze verify /usr/lib/systemd/system/storebox.service /usr/lib/systemd/system/storebox-hq.service 2>&1)
+check "systemd-analyze verify: both units clean${VERIFY:+ ($VERIFY)}" test -z "$VERIFY"
+
+step "devices over MQTT"
+ADD=$(as_storebox device add lane-1 --kind lane 2>&1)
+PW=$(sed -n 's/^ *password: *//p' <<<"$ADD")
+check "storebox device add prints credentials" test -n "$PW"
+OUT=$(mqtt_pub lane-1 "$PW" 1.0.0); RC=$?
+check "MQTT client connects and publishes with the device's credentials" test $RC = 0
+[ $RC = 0 ] || echo "  $OUT"
+firmware_stored() { as_storebox device list | grep -q '^lane-1 .*1\.0\.0'; }
+check "the box stored what the device sent (firmware 1.0.0 in device list)" wait_for 10 firmware_stored
+# The broker refuses a login by closing the connection before CONNACK (docs/mqtt.md), and counts
+# it in storebox_mqtt_auth_failures_total; the client must fail and the counter must move.
+auth_failures() { ctnet curl -fsS --max-time 5 "http://$HTTP/metrics" | awk '$1 ~ /^storebox_mqtt_auth_failures(_total)?$/ {print $2}'; }
+F0=$(auth_failures)
+OUT=$(mqtt_pub "" ""); RC=$?; F1=$(auth_failures)
+echo "  anonymous: exit $RC, ${OUT//$'\n'/ } auth failures $F0 -> $F1"
+check "anonymous MQTT client is refused (counted as an auth failure)" test "$RC" != 0 -a -n "$F0" -a "${F1:-0}" = "$((F0 + 1))"
+OUT=$(mqtt_pub lane-1 wrong-password); RC=$?; F2=$(auth_failures)
+echo "  wrong password: exit $RC, ${OUT//$'\n'/ } auth failures $F1 -> $F2"
+check "MQTT login with a wrong password is refused (counted)" test "$RC" != 0 -a -n "$F1" -a "${F2:-0}" = "$((F1 + 1))"
+
+step "watchdog: SIGSTOP the main process"
+PID1=$(unit_prop MainPID); N1=$(unit_prop NRestarts)
+T=$(now)
+ct sh -c "kill -STOP $PID1"
+restarted() { local p; p=$(unit_prop MainPID); [ "$(unit_prop NRestarts)" -gt "$N1" ] && [ "$p" != 0 ] && [ "$p" != "$PID1" ] && [ "$(ct systemctl is-active storebox)" = active ]; }
+check "watchdog restarts the frozen service" wait_for 60 restarted
+echo "  restarted after $(since "$T") s: MainPID $PID1 -> $(unit_prop MainPID), NRestarts $N1 -> $(unit_prop NRestarts)"
+check "journal shows the watchdog as the reason" ct sh -c "journalctl -u storebox --no-pager | grep -q \"Failed with result 'watchdog'\""
+check "/healthz answers after the restart" wait_for 15 healthz
+
+step "reboot the container"
+stop_ct; T=$(now); boot_ct
+echo "rebooted in $(since "$T") s"
+check "after reboot: active, enabled, /healthz answers" wait_for 30 service_ok
+OUT=$(mqtt_pub lane-1 "$PW" 1.0.1); RC=$?
+check "after reboot: the device's credentials still work (data kept)" test $RC = 0
+
+step "purge"
+apt_ct purge storebox > "$WORK/apt-purge.log" 2>&1; RC=$?
+check "apt purge storebox succeeds" test $RC = 0
+no_process() { ct sh -c 'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = storebox ] && exit 1; done; exit 0'; }
+check "after purge: no storebox process left" no_process
+check "after purge: binary and unit files gone" ct sh -c '! test -e /usr/bin/storebox && ! test -e /usr/lib/systemd/system/storebox.service && ! systemctl cat storebox.service >/dev/null 2>&1'
+check "after purge: config, data and logs removed" ct sh -c '! test -e /etc/storebox && ! test -e /var/lib/storebox && ! test -e /var/log/storebox'
+check "after purge: nothing listens on 8080/1883" test -z "$(ctnet ss -Htln "( sport = :8080 or sport = :$MQTT_PORT )")"
+
+# ---------------------------------------------------------------------------------------------
+step "upgrade: install $PREV_VERSION, add data, edit the config, upgrade to $CUR_VERSION"
+apt_ct install /srv/debs/previous.deb > "$WORK/apt-prev.log" 2>&1; RC=$?
+check "install of previous $PREV_VERSION" test "$RC $(ct dpkg-query -W -f='${Version}' storebox)" = "0 $PREV_VERSION"
+check "previous version is running" wait_for 20 service_ok
+ADD=$(as_storebox device add scale-7 --kind scale 2>&1)
+PW7=$(sed -n 's/^ *password: *//p' <<<"$ADD")
+check "device added on the previous version" test -n "$PW7"
+ct sed -i 's/^name = .*/name = "Edited by the admin"/; s/^level = "info"/level = "debug"/' "$CONF"
+ct systemctl restart storebox
+check "previous version runs the edited config" wait_for 20 service_ok
+apt_ct install /srv/debs/current.deb > "$WORK/apt-upgrade.log" 2>&1; RC=$?
+grep -i 'conffile\|storebox.toml' "$WORK/apt-upgrade.log" | sed 's/^/  | /'
+check "apt upgrade to $CUR_VERSION succeeds without a prompt" test $RC = 0
+check "installed version is now $CUR_VERSION" test "$(ct dpkg-query -W -f='${Version}' storebox)" = "$CUR_VERSION"
+check "edited config kept (new default saved as storebox.toml.dpkg-dist)" \
+  ct sh -c "grep -q '^name = \"Edited by the admin\"' $CONF && grep -q '^level = \"debug\"' $CONF && test -e $CONF.dpkg-dist"
+check "after upgrade: active, enabled, /healthz answers" wait_for 30 service_ok
+check "after upgrade: running the new binary (restarted by the upgrade)" ct sh -c \
+  "test \"\$(readlink /proc/\$(systemctl show -p MainPID --value storebox)/exe)\" = /usr/bin/storebox"
+OUT=$(mqtt_pub scale-7 "$PW7" 2.0.0); RC=$?
+check "after upgrade: the device added before still connects (data kept)" test $RC = 0
+check "after upgrade: the hq admin token was kept" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox 640"
+apt_ct purge storebox > "$WORK/apt-purge2.log" 2>&1; RC=$?
+check "purge after the upgrade" test "$RC $(ct sh -c 'test -e /var/lib/storebox && echo data-left')" = "0 "
+
+# ---------------------------------------------------------------------------------------------
+echo
+if [ $FAILED -gt 0 ]; then
+  echo "failed checks:"; printf '  - %s\n' "${FAILED_NAMES[@]}"
+  echo "-- journal of storebox (last 40 lines):"
+  ct journalctl -u storebox --no-pager -n 40 2>/dev/null | sed 's/^/  /' || true
+fi
+T=$(now); stop_ct; echo "container powered off in $(since "$T") s"
+if [ "${KEEP:-0}" != 1 ]; then T=$(now); rm -rf "$WORK"; echo "container removed in $(since "$T") s"; fi
+echo "install test took $(since "$T_START") s"
+echo "$PASSED passed, $FAILED failed"
+[ $FAILED = 0 ]
