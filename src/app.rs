@@ -57,7 +57,9 @@ where
     let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone()).await?);
     let publisher = mqtt.publisher.clone();
 
+    let device_changes = devices::live::DeviceChanges::default();
     let ctx = Arc::new(ingest::IngestCtx {
+        changes: device_changes.clone(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
         dead_letter_keep: config.storage.dead_letter_keep as i64,
@@ -114,6 +116,7 @@ where
         setup_code,
         login_failures: Arc::default(),
         sync: Arc::new(crate::sync::state::SyncState::new(&config.hq.url)),
+        device_changes,
     };
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();

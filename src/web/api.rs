@@ -129,6 +129,7 @@ pub async fn provision_device(
             Ok(Ok(p))
         })
         .await??;
+    state.device_changes.notify(&provisioned.id);
     let mqtt = state.config.mqtt.listen;
     let mut body = serde_json::to_value(&provisioned).unwrap_or_default();
     body["mqtt"] =
@@ -186,6 +187,7 @@ pub async fn remove_device(
         })
         .await??;
     state.broker.presence.revoke(&id);
+    state.device_changes.notify(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
