@@ -130,7 +130,8 @@ pub async fn provision_device(
         })
         .await??;
     state.device_changes.notify(&provisioned.id);
-    let mqtt = state.config.mqtt.listen;
+    // The bound port (the configured one may be 0: any free port).
+    let mqtt = state.mqtt.addr;
     let mut body = serde_json::to_value(&provisioned).unwrap_or_default();
     body["mqtt"] =
         json!({"port": mqtt.port(), "client_id": provisioned.id, "username": provisioned.id});
