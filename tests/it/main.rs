@@ -8,3 +8,4 @@ mod http;
 mod mqtt_auth;
 mod support;
 mod tickets;
+mod ui;
