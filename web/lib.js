@@ -57,7 +57,8 @@ export function h(tag, attrs, ...children) {
 export function page(title, ...children) {
   document.title = `${title} · storebox`;
   const view = document.getElementById("view");
-  view.replaceChildren(h("h1", { id: "page-title" }, title), ...children);
+  view.replaceChildren(h("h1", { id: "page-title" }, title),
+    ...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
   return view;
 }
 
@@ -127,6 +128,9 @@ export function ago(iso) {
   return when(iso);
 }
 
+/** "1 product", "3 products". */
+export const plural = (n, word, many) => `${n} ${n === 1 ? word : many || word + "s"}`;
+
 export function duration(seconds) {
   const s = Math.round(seconds);
   const d = Math.floor(s / 86400), hh = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
@@ -168,7 +172,12 @@ export function promoText(kind, params, cur) {
  */
 export function chart(description, x, series, opts = {}) {
   const box = h("div", { class: "chart", role: "img", "aria-label": description });
-  const fig = h("figure", {}, box, h("figcaption", {}, description));
+  const legend = series.length > 1 ? h("ul", { class: "legend" }, series.map((s) => {
+    const key = h("span", { class: "key", "aria-hidden": "true" });
+    key.style.background = s.color || "#1d4e89";
+    return h("li", {}, key, s.label);
+  })) : null;
+  const fig = h("figure", {}, box, legend, h("figcaption", {}, description));
   if (!window.uPlot) {
     box.append(notice("Charts could not be loaded."));
     return fig;

@@ -659,12 +659,7 @@ fn browser_tests_in_chromium() {
         "{chromium} is missing; {hint}"
     );
     let out = std::process::Command::new("node")
-        .args([
-            "--test",
-            "--test-concurrency=1",
-            "--test-timeout=300000",
-            "ui.test.mjs",
-        ])
+        .args(["--test", "ui.test.mjs"])
         .current_dir(&ui)
         .env("STOREBOX_BIN", BIN)
         .env("CHROMIUM", &chromium)

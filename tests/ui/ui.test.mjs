@@ -12,6 +12,8 @@ const HQ_TOKEN = "hq-secret-token-must-never-show-9f3a";
 const PW = { ada: "admin-pass-12345", maria: "manager-pass-123", sam: "staff-pass-12345" };
 const DAY = 86400000;
 const iso = (ms) => new Date(ms).toISOString();
+// Every test is bounded (each wait inside is bounded too).
+const T = { timeout: 120000 };
 
 let box, browser, token;
 const devices = {};
@@ -77,7 +79,7 @@ after(async () => {
   }
 });
 
-test("first-run setup with the one-time code from the log, then the overview", async () => {
+test("first-run setup with the one-time code from the log, then the overview", T, async () => {
   const fresh = new Box({ STOREBOX_STORE__NAME: "New store" });
   try {
     await fresh.start();
@@ -103,7 +105,7 @@ test("first-run setup with the one-time code from the log, then the overview", a
   }
 });
 
-test("sign in: wrong password refused, then the overview with sales and upcoming changes", async () => {
+test("sign in: wrong password refused, then the overview with sales and upcoming changes", T, async () => {
   const page = await newPage(browser, box);
   await page.goto(box.http + "/");
   await checkPage(page, "01-sign-in");
@@ -133,7 +135,7 @@ test("sign in: wrong password refused, then the overview with sales and upcoming
   await page.context().close();
 });
 
-test("devices: a device turns online and offline live, without reloading", async () => {
+test("devices: a device turns online and offline live, without reloading", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "maria", PW.maria);
   await page.goto(box.http + "/#/devices");
@@ -172,7 +174,7 @@ test("devices: a device turns online and offline live, without reloading", async
   await page.context().close();
 });
 
-test("provision a device and connect with the credentials shown once", async () => {
+test("provision a device and connect with the credentials shown once", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "maria", PW.maria);
   await page.goto(box.http + "/#/devices/new");
@@ -204,7 +206,7 @@ test("provision a device and connect with the credentials shown once", async () 
   await page.context().close();
 });
 
-test("find a product: the price shown is the API's, also at a later date", async () => {
+test("find a product: the price shown is the API's, also at a later date", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "sam", PW.sam);
   await page.goto(box.http + "/#/prices");
@@ -248,7 +250,7 @@ test("find a product: the price shown is the API's, also at a later date", async
   await page.context().close();
 });
 
-test("open a support ticket about a device", async () => {
+test("open a support ticket about a device", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "sam", PW.sam);
   await page.goto(box.http + "/#/tickets");
@@ -270,7 +272,7 @@ test("open a support ticket about a device", async () => {
   await page.context().close();
 });
 
-test("a staff user cannot reach manager or admin pages or actions", async () => {
+test("a staff user cannot reach manager or admin pages or actions", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "sam", PW.sam);
   assert.equal(await page.getByRole("link", { name: "Users" }).count(), 0);
@@ -304,7 +306,7 @@ test("a staff user cannot reach manager or admin pages or actions", async () => 
   await page.context().close();
 });
 
-test("admin pages: users, audit log, alerts, about; axe-core on each", async () => {
+test("admin pages: users, audit log, alerts, about; axe-core on each", T, async () => {
   const page = await newPage(browser, box);
   await signIn(page, box, "ada", PW.ada);
   await page.goto(box.http + "/#/users");
@@ -337,7 +339,7 @@ test("admin pages: users, audit log, alerts, about; axe-core on each", async () 
   await page.context().close();
 });
 
-test("tablet portrait: the overview and devices fit an 800 px wide screen", async () => {
+test("tablet portrait: the overview and devices fit an 800 px wide screen", T, async () => {
   const page = await newPage(browser, box);
   await page.setViewportSize({ width: 800, height: 1280 });
   await signIn(page, box, "maria", PW.maria);

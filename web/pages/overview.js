@@ -1,5 +1,5 @@
 // Overview: is the store healthy? HQ link, devices, today's sales by hour, changes in the next 7 days.
-import { api, ago, chart, day, duration, h, money, notice, page, promoText, table, when } from "../lib.js";
+import { api, ago, chart, day, duration, h, money, notice, page, plural, promoText, table, when } from "../lib.js";
 
 export function syncSummary(s) {
   if (!s.configured) {
@@ -30,15 +30,15 @@ export async function overviewPage() {
       h("p", {}, sync.detail),
       s.configured ? h("dl", { class: "facts" },
         h("dt", {}, "Last sync"), h("dd", {}, s.last_success ? when(s.last_success) : "never"),
-        h("dt", {}, "Behind HQ"), h("dd", {}, s.lag_events == null ? "unknown" : `${s.lag_events} changes${s.lag_seconds ? ` (${duration(s.lag_seconds)})` : ""}`),
+        h("dt", {}, "Behind HQ"), h("dd", {}, s.lag_events == null ? "unknown" : `${plural(s.lag_events, "change")}${s.lag_seconds ? ` (${duration(s.lag_seconds)})` : ""}`),
         h("dt", {}, "Waiting to send"), h("dd", {}, `${s.outbox.business} sales and events, ${s.outbox.telemetry} readings`),
       ) : h("p", {}, `Waiting to send when HQ is set up: ${s.outbox.business} sales and events.`)),
     card("Devices", `${d.online} of ${d.total} online`, d.offline > 0 ? "warn" : "ok",
       h("ul", { class: "plain" },
         h("li", {}, h("a", { href: "#/devices" }, `${d.offline} offline`)),
-        h("li", {}, h("a", { href: "#/alerts" }, `${d.with_alerts} with alerts (${d.alerts_open} open alerts)`)))),
+        h("li", {}, h("a", { href: "#/alerts" }, `${d.with_alerts} with alerts (${plural(d.alerts_open, "open alert")})`)))),
     card("Today's sales", money(sales.total, cur), "neutral",
-      h("p", {}, `${sales.checkouts} checkouts on ${day(o.now)}`)),
+      h("p", {}, `${plural(sales.checkouts, "checkout")} on ${day(o.now)}`)),
   );
 
   const hours = sales.by_hour;
@@ -60,7 +60,7 @@ export async function overviewPage() {
     { label: "Change", cell: (r) => (r.change === "starts" ? "Starts" : "Ends") },
     { label: "Promotion", cell: (r) => r.name },
     { label: "Deal", cell: (r) => promoText(r.kind, r.params, cur) },
-    { label: "For", cell: (r) => [r.department ? `department ${r.department}` : null, r.skus.length ? `${r.skus.length} products` : null].filter(Boolean).join(" and ") },
+    { label: "For", cell: (r) => [r.department ? `department ${r.department}` : null, r.skus.length ? plural(r.skus.length, "product") : null].filter(Boolean).join(" and ") },
   ], up.promotions, { empty: "No promotions start or end in the next 7 days." });
 
   page("Overview",
