@@ -9,34 +9,52 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Changes kept for slow subscribers before they are told they lagged.
 const CAPACITY: usize = 1024;
 
 /// The broadcast side of live device changes; cheap to clone.
 #[derive(Clone)]
-pub struct DeviceChanges(broadcast::Sender<Arc<str>>);
+pub struct DeviceChanges {
+    tx: broadcast::Sender<Arc<str>>,
+    /// Set at shutdown so that open streams end and HTTP can stop at once.
+    closing: Arc<watch::Sender<bool>>,
+}
 
 impl Default for DeviceChanges {
     fn default() -> Self {
-        DeviceChanges(broadcast::channel(CAPACITY).0)
+        DeviceChanges {
+            tx: broadcast::channel(CAPACITY).0,
+            closing: Arc::new(watch::channel(false).0),
+        }
     }
 }
 
 impl DeviceChanges {
     /// Announces that a device's committed state changed (no-op when nobody listens).
     pub fn notify(&self, device: &str) {
-        let _ = self.0.send(Arc::from(device));
+        let _ = self.tx.send(Arc::from(device));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
-        self.0.subscribe()
+        self.tx.subscribe()
     }
 
     /// Open subscriptions (live UI streams).
     pub fn listeners(&self) -> usize {
-        self.0.receiver_count()
+        self.tx.receiver_count()
+    }
+
+    /// Ends every open stream (at shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`DeviceChanges::close`] was called (at once if it already was).
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 }
 
@@ -59,5 +77,9 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(_))
         ));
+        hub.close();
+        tokio::time::timeout(std::time::Duration::from_secs(1), hub.closed())
+            .await
+            .expect("closed resolves after close");
     }
 }

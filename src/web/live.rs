@@ -5,7 +5,8 @@
 //! change (online/offline, status, alerts, commands acknowledged, provisioning), or
 //! `device-removed` when it is gone. A browser that falls behind gets the whole list again. Each
 //! stream ends after [`STREAM_LIFETIME`]; the browser's `EventSource` reconnects by itself, which
-//! checks the session again, so an expired or ended session stops receiving updates.
+//! checks the session again, so an expired or ended session stops receiving updates. Streams
+//! also end when the box shuts down, so they do not hold up the HTTP server's graceful stop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -59,7 +60,11 @@ pub async fn events(
         .id("0");
     let deadline = tokio::time::Instant::now() + STREAM_LIFETIME;
     let changes = stream::unfold((state, rx), move |(state, mut rx)| async move {
-        let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let received = tokio::select! {
+            r = tokio::time::timeout_at(deadline, rx.recv()) => r,
+            _ = state.device_changes.closed() => return None,
+        };
+        let next = match received {
             Err(_) | Ok(Err(RecvError::Closed)) => return None,
             Ok(Ok(id)) => {
                 let key: Arc<str> = id.clone();

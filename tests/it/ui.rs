@@ -278,7 +278,7 @@ async fn next_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_device_events_follow_presence() {
-    let sb = StoreBox::start();
+    let mut sb = StoreBox::start();
     let staff = token(&sb, "viewer", "staff");
     let password = sb.add_device("scale-1", "scale");
     let r = sb
@@ -351,6 +351,18 @@ async fn live_device_events_follow_presence() {
         n == "device-removed" && v["id"] == "label-9"
     })
     .await;
+    // An open stream does not hold up shutdown: it ends, and the box stops at once.
+    let (status, took) = sb.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "stop took {took:?} with a live stream open"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end");
 }
 
 async fn login(sb: &StoreBox, name: &str, password: &str) -> Option<(reqwest::Client, String)> {
@@ -591,6 +603,32 @@ async fn users_admin_and_about_hide_secrets() {
     assert!(
         !sb.stderr().contains("brand-new-pass-1"),
         "password in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_is_rate_limited_per_address_across_user_names() {
+    let sb = StoreBox::start();
+    add_user(&sb, "real", "staff", "real-pass-12345");
+    let client = reqwest::Client::new();
+    let attempt = |user: String, password: &'static str| {
+        client
+            .post(format!("{}/api/v1/session", sb.http))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+    };
+    // Four tries each for five user names: under the per-user limit, 20 failures in all.
+    for i in 0..20 {
+        let r = attempt(format!("guess{}", i % 5), "wrong-password-1")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    let r = attempt("real".into(), "real-pass-12345").await.unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "password spraying from one address is not limited"
     );
 }
 

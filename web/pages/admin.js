@@ -1,5 +1,5 @@
 // Alerts, support tickets, the audit log, users (admin) and About.
-import { ago, api, atLeast, duration, h, notice, page, session, table, toast, when } from "../lib.js";
+import { ago, api, atLeast, duration, h, notice, page, plural, session, table, toast, when } from "../lib.js";
 import { syncSummary } from "./overview.js";
 
 export async function alertsPage() {
@@ -76,7 +76,7 @@ export async function ticketPage(id) {
         h("li", {}, h("p", { class: "muted" }, `${when(r.at)}, ${r.author}${r.status ? ` (status: ${r.status})` : ""}`), h("p", { class: "prewrap" }, r.message))))
         : h("p", { class: "muted" }, "No reply yet. Replies appear here when HQ answers.")),
     h("section", { "aria-labelledby": "diag-h" }, h("h2", { id: "diag-h" }, "Attached diagnostics"),
-      h("p", {}, d.devices ? `${d.devices.online} of ${d.devices.total} devices online; ${(d.open_alerts || []).length} open alerts; version ${d.version}.` : ""),
+      h("p", {}, d.devices ? `${d.devices.online} of ${d.devices.total} devices online; ${plural((d.open_alerts || []).length, "open alert")}; version ${d.version}.` : ""),
       h("details", {}, h("summary", {}, "Show the technical details"), h("pre", { tabindex: "0" }, JSON.stringify(d, null, 2)))));
 }
 
