@@ -17,7 +17,16 @@ function card(title, value, cls, ...rest) {
     h("h2", {}, title), h("p", { class: "big" }, value), ...rest);
 }
 
+let refresh = null;
+
 export async function overviewPage() {
+  // Kept fresh while it is shown: reloaded every 30 s (not while the tab is hidden).
+  clearInterval(refresh);
+  refresh = setInterval(() => {
+    const here = (location.hash || "#/") === "#/" && document.getElementById("page-title")?.textContent === "Overview";
+    if (!here) clearInterval(refresh);
+    else if (!document.hidden) overviewPage().catch(() => {});
+  }, 30000);
   const o = await api("GET", "/overview");
   const s = o.sync;
   const sync = syncSummary(s);
