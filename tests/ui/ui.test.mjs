@@ -80,7 +80,8 @@ after(async () => {
 });
 
 test("first-run setup with the one-time code from the log, then the overview", T, async () => {
-  const fresh = new Box({ STOREBOX_STORE__NAME: "New store" });
+  // This store has an HQ configured that cannot be reached (a closed port on loopback).
+  const fresh = new Box({ STOREBOX_STORE__NAME: "New store", STOREBOX_HQ__URL: "http://127.0.0.1:9", STOREBOX_HQ__TOKEN: HQ_TOKEN });
   try {
     await fresh.start();
     const page = await newPage(browser, fresh);
@@ -99,6 +100,8 @@ test("first-run setup with the one-time code from the log, then the overview", T
     await page.getByRole("button", { name: "Create administrator" }).click();
     await page.locator("#who").filter({ hasText: "first (admin)" }).waitFor();
     await page.getByRole("heading", { name: "Overview" }).waitFor();
+    await page.getByText("Not connected to HQ").waitFor();
+    await checkPage(page, "00-overview-hq-unreachable");
     await page.context().close();
   } finally {
     await fresh.stop();
@@ -213,6 +216,8 @@ test("find a product: the price shown is the API's, also at a later date", T, as
   await checkPage(page, "07-prices-search");
   await page.getByLabel("Product name, sku or barcode").fill("milk");
   await page.getByRole("button", { name: "Find" }).click();
+  await page.getByRole("link", { name: "Whole milk 1 L" }).waitFor();
+  await checkPage(page, "07-prices-results");
   await page.getByRole("link", { name: "Whole milk 1 L" }).click();
   await page.getByRole("heading", { name: "Whole milk 1 L" }).waitFor();
 
