@@ -58,8 +58,10 @@ where
     let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone()).await?);
     let publisher = mqtt.publisher.clone();
 
+    let device_changes = devices::live::DeviceChanges::default();
     let ctx = Arc::new(ingest::IngestCtx {
         queued_bytes: shared.ingest_bytes.clone(),
+        changes: device_changes.clone(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
         dead_letter_keep: config.storage.dead_letter_keep as i64,
@@ -116,7 +118,9 @@ where
         setup_code,
         login_failures: Arc::default(),
         sync: Arc::new(crate::sync::state::SyncState::new(&config.hq.url)),
+        device_changes: device_changes.clone(),
     };
+    let live_changes = device_changes;
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
@@ -143,6 +147,7 @@ where
     tracing::info!("storebox stopping");
     systemd::notify_stopping();
     mqtt.stop_accepting();
+    live_changes.close();
     let _ = stop_http.send(());
     if tokio::time::timeout(Duration::from_secs(2), http_task)
         .await

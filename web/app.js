@@ -1,73 +1,120 @@
-// storebox staff UI shell: sign-in, first-run setup, and the live device list.
-"use strict";
+// storebox staff UI: sign-in, first-run setup, hash routing and the page shell. Pages live in
+// pages/*.js; everything talks to the box's own /api/v1 (no other origin, no build step).
+import { api, atLeast, h, notice, page, session } from "./lib.js";
+import { overviewPage } from "./pages/overview.js";
+import { devicesPage, devicePage, provisionPage, stopLive } from "./pages/devices.js";
+import { pricesPage, productPage, promotionsPage } from "./pages/prices.js";
+import { alertsPage, aboutPage, auditPage, ticketsPage, ticketPage, usersPage } from "./pages/admin.js";
 
-const state = { csrf: "" };
 const $ = (id) => document.getElementById(id);
 
-async function api(method, path, body) {
-  const headers = { "Accept": "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
-  const res = await fetch("/api/v1" + path, {
-    method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = new Error((data && data.error && data.error.message) || res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
+// [pattern, handler, role needed, nav link]
+const ROUTES = [
+  [/^\/$/, overviewPage, "staff", "#/"],
+  [/^\/devices$/, devicesPage, "staff", "#/devices"],
+  [/^\/devices\/new$/, provisionPage, "manager", "#/devices"],
+  [/^\/devices\/([^/]+)$/, devicePage, "staff", "#/devices"],
+  [/^\/prices$/, pricesPage, "staff", "#/prices"],
+  [/^\/prices\/([^/]+)$/, productPage, "staff", "#/prices"],
+  [/^\/promotions$/, promotionsPage, "staff", "#/promotions"],
+  [/^\/alerts$/, alertsPage, "staff", "#/alerts"],
+  [/^\/tickets$/, ticketsPage, "staff", "#/tickets"],
+  [/^\/tickets\/([^/]+)$/, ticketPage, "staff", "#/tickets"],
+  [/^\/audit$/, auditPage, "manager", "#/audit"],
+  [/^\/users$/, usersPage, "admin", "#/users"],
+  [/^\/about$/, aboutPage, "staff", "#/about"],
+];
 
-function show(section) {
-  for (const id of ["login", "setup", "devices"]) $(id).hidden = id !== section;
-  $("nav").hidden = section !== "devices";
-}
-
-function ago(iso) {
-  if (!iso) return "never";
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  if (s < 60) return s + " s ago";
-  if (s < 3600) return Math.round(s / 60) + " min ago";
-  return new Date(iso).toLocaleString();
-}
-
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
-
-async function refreshDevices() {
-  const devices = await api("GET", "/devices");
-  const rows = $("device-rows");
-  rows.replaceChildren();
-  let online = 0;
-  for (const d of devices) {
-    if (d.online) online++;
-    const tr = document.createElement("tr");
-    tr.dataset.device = d.id;
-    tr.append(
-      cell(d.name ? `${d.name} (${d.id})` : d.id),
-      cell(d.kind),
-      cell(d.online ? "Online" : "Offline" + (d.offline_reason ? ` (${d.offline_reason})` : ""), d.online ? "ok" : "bad"),
-      cell(ago(d.last_seen)),
-      cell(d.firmware || "–"),
-      cell(String(d.open_alerts), d.open_alerts > 0 ? "bad" : ""),
-    );
-    rows.append(tr);
-  }
-  $("summary").textContent = `${online} of ${devices.length} devices online`;
-}
-
-async function enter(session) {
-  state.csrf = session.csrf;
+function shell(signedIn) {
+  $("nav").hidden = !signedIn;
+  $("who-box").hidden = !signedIn;
+  if (!signedIn) return;
   $("who").textContent = `${session.username} (${session.role})`;
-  show("devices");
-  await refreshDevices();
+  for (const li of document.querySelectorAll("#nav li[data-role]")) li.hidden = !atLeast(li.dataset.role);
+  if (session.store) $("store-name").textContent = session.store.store_name || "storebox";
+}
+
+async function route() {
+  stopLive();
+  if (!session.csrf) return;
+  const path = decodeURIComponent((location.hash || "#/").slice(1).split("?")[0]) || "/";
+  for (const a of document.querySelectorAll("#nav a")) a.removeAttribute("aria-current");
+  for (const [re, handler, role, nav] of ROUTES) {
+    const m = path.match(re);
+    if (!m) continue;
+    const link = document.querySelector(`#nav a[href="${nav}"]`);
+    if (link) link.setAttribute("aria-current", "page");
+    if (!atLeast(role)) {
+      page("Not allowed", notice(`This page needs the ${role} role. You are signed in as ${session.role}. Ask an administrator if you need it.`, "error"));
+      return;
+    }
+    try {
+      await handler(...m.slice(1));
+    } catch (e) {
+      if (e.status === 401) return;
+      page("Something went wrong", notice(e.message, "error"));
+    }
+    $("view").focus({ preventScroll: true });
+    return;
+  }
+  page("Page not found", notice("There is no such page. Use the menu above."));
+}
+
+async function enter(s) {
+  Object.assign(session, { csrf: s.csrf, username: s.username, role: s.role });
+  session.store = await api("GET", "/about").catch(() => null);
+  shell(true);
+  await route();
+}
+
+function signInPage(message) {
+  stopLive();
+  Object.assign(session, { csrf: "", username: "", role: "" });
+  shell(false);
+  const err = h("p", { class: "error", id: "login-error", role: "alert" }, message || "");
+  const form = h("form", { id: "login-form", class: "narrow" },
+    h("label", {}, "User name", h("input", { name: "username", autocomplete: "username", required: true, autocapitalize: "none" })),
+    h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
+    h("button", { type: "submit" }, "Sign in"),
+    err);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    err.textContent = "";
+    try {
+      await enter(await api("POST", "/session", { username: f.get("username"), password: f.get("password") }));
+    } catch (e) {
+      err.textContent = e.status === 401 ? "Wrong user name or password." : e.message;
+    }
+  });
+  page("Sign in", form);
+  form.querySelector("input").focus();
+}
+
+function setupPage() {
+  shell(false);
+  const err = h("p", { class: "error", role: "alert" });
+  const form = h("form", { id: "setup-form", class: "narrow" },
+    h("label", {}, "Setup code", h("input", { name: "code", required: true, autocomplete: "off" })),
+    h("label", {}, "Administrator name", h("input", { name: "username", autocomplete: "username", required: true })),
+    h("label", {}, "Password (10 characters or more)", h("input", { name: "password", type: "password", autocomplete: "new-password", minlength: 10, required: true })),
+    h("button", { type: "submit" }, "Create administrator"),
+    err);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    try {
+      await api("POST", "/setup", { code: f.get("code"), username: f.get("username"), password: f.get("password") });
+      await enter(await api("POST", "/session", { username: f.get("username"), password: f.get("password") }));
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  });
+  page("First-run setup",
+    h("p", {}, "No staff account exists yet. Enter the one-time setup code printed in the storebox log ",
+      h("code", {}, "journalctl -u storebox"), " and choose the first administrator's name and password."),
+    h("p", {}, "Alternatively, on the box run ", h("code", {}, "storebox user add NAME --role admin"), "."),
+    form);
 }
 
 async function boot() {
@@ -78,35 +125,15 @@ async function boot() {
     if (e.status !== 401) throw e;
   }
   const setup = await api("GET", "/setup");
-  show(setup.needed ? "setup" : "login");
+  if (setup.needed) setupPage(); else signInPage();
 }
 
-$("login-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const f = new FormData(ev.target);
-  try {
-    await enter(await api("POST", "/session", { username: f.get("username"), password: f.get("password") }));
-    $("login-error").textContent = "";
-  } catch (e) {
-    $("login-error").textContent = e.message;
-  }
+window.addEventListener("hashchange", () => { route(); });
+window.addEventListener("signed-out", () => {
+  if (session.csrf) signInPage("Your session has ended. Please sign in again.");
 });
-
-$("setup-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const f = new FormData(ev.target);
-  try {
-    await api("POST", "/setup", { code: f.get("code"), username: f.get("username"), password: f.get("password") });
-    await enter(await api("POST", "/session", { username: f.get("username"), password: f.get("password") }));
-  } catch (e) {
-    $("setup-error").textContent = e.message;
-  }
-});
-
 $("logout").addEventListener("click", async () => {
   await api("DELETE", "/session").catch(() => {});
-  show("login");
+  signInPage("You are signed out.");
 });
-
-setInterval(() => { if (!$("devices").hidden) refreshDevices().catch(() => show("login")); }, 3000);
-boot().catch((e) => { document.body.textContent = "storebox: " + e.message; });
+boot().catch((e) => { page("storebox is not answering", notice(e.message, "error")); });

@@ -29,6 +29,8 @@ pub struct IngestCtx {
     pub price: PriceResponder,
     /// The broker's count of queued message bytes, released as the writer takes messages.
     pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told the ids of devices whose state changed, after their batch committed (live UI).
+    pub changes: super::live::DeviceChanges,
 }
 
 #[derive(Default)]
@@ -38,6 +40,8 @@ struct Outcome {
     duplicates: u64,
     telemetry: u64,
     invalid: Vec<&'static str>,
+    /// Devices whose presence, status or alerts changed in this batch.
+    changed: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -80,6 +84,9 @@ pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
                 ctx.metrics.telemetry_stored.inc_by(out.telemetry);
                 for code in out.invalid {
                     ctx.metrics.invalid(code);
+                }
+                for device in &out.changed {
+                    ctx.changes.notify(device);
                 }
             }
             Err(e) => {
@@ -289,6 +296,9 @@ fn apply(
                  WHERE id = ?1",
             )?
             .execute(params![device, online, firmware, raw])?;
+            if was.is_some() {
+                out.changed.insert(device.to_string());
+            }
             if was.is_some_and(|w| (w != 0) != online) {
                 status_event(
                     tx,
@@ -341,6 +351,7 @@ fn apply(
                 }
             };
             if changed {
+                out.changed.insert(device.to_string());
                 let payload = json!({
                     "device": device, "code": code, "severity": severity, "message": message,
                     "state": if cleared { "cleared" } else { "raised" },
@@ -363,6 +374,9 @@ fn apply(
                      WHERE id = ?1 AND device_id = ?2 AND acked_ms IS NULL",
                 )?
                 .execute(params![id, device, m.received_ms, ok, message])?;
+            if n > 0 {
+                out.changed.insert(device.to_string());
+            }
             if n == 0 {
                 let topic = String::from_utf8_lossy(&m.topic);
                 dead_letter(
@@ -417,21 +431,22 @@ fn set_online(
     online: bool,
     reason: Option<&str>,
     at_ms: i64,
-) -> DbResult<()> {
+) -> DbResult<bool> {
     let was: Option<i64> = tx
         .query_row("SELECT online FROM devices WHERE id = ?1", [device], |r| {
             r.get(0)
         })
         .optional()?;
-    let Some(was) = was else { return Ok(()) };
+    let Some(was) = was else { return Ok(false) };
     tx.execute(
         "UPDATE devices SET online = ?2, offline_reason = ?3, last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
         params![device, online, reason, at_ms],
     )?;
-    if (was != 0) != online {
+    let changed = (was != 0) != online;
+    if changed {
         status_event(tx, device, online, reason, at_ms)?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 fn apply_signal(
@@ -442,7 +457,9 @@ fn apply_signal(
 ) -> DbResult<()> {
     match signal {
         Signal::Connected { device, at_ms, .. } => {
-            set_online(tx, &device, true, None, at_ms)?;
+            if set_online(tx, &device, true, None, at_ms)? {
+                out.changed.insert(device.to_string());
+            }
             // Commands sent while the device was away (last hour) are sent again.
             let mut stmt = tx.prepare_cached(
                 "SELECT id, name, args FROM commands
@@ -476,7 +493,9 @@ fn apply_signal(
             } else {
                 "connection lost"
             };
-            set_online(tx, &device, false, Some(reason), at_ms)?;
+            if set_online(tx, &device, false, Some(reason), at_ms)? {
+                out.changed.insert(device.to_string());
+            }
             if let Some(will) = will {
                 if let Ok(Parsed::Status { raw, .. }) =
                     payloads::parse(crate::broker::acl::TopicKind::Status, &will, at_ms)
@@ -495,11 +514,13 @@ fn apply_signal(
             ..
         } => {
             let reason = format!("no message for {after_s} s (twice the keepalive)");
-            set_online(tx, &device, false, Some(&reason), at_ms)?;
+            if set_online(tx, &device, false, Some(&reason), at_ms)? {
+                out.changed.insert(device.to_string());
+            }
         }
         Signal::Resumed { device, at_ms, .. } => {
-            if !device.is_empty() {
-                set_online(tx, &device, true, None, at_ms)?;
+            if !device.is_empty() && set_online(tx, &device, true, None, at_ms)? {
+                out.changed.insert(device.to_string());
             }
         }
         Signal::Denied {

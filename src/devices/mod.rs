@@ -3,6 +3,7 @@
 //! (commands). Everything here is reachable from the HTTP API and the UI.
 
 pub mod ingest;
+pub mod live;
 pub mod payloads;
 pub mod registry;
 

@@ -129,7 +129,9 @@ pub async fn provision_device(
             Ok(Ok(p))
         })
         .await??;
-    let mqtt = state.config.mqtt.listen;
+    state.device_changes.notify(&provisioned.id);
+    // The bound port (the configured one may be 0: any free port).
+    let mqtt = state.mqtt.addr;
     let mut body = serde_json::to_value(&provisioned).unwrap_or_default();
     body["mqtt"] =
         json!({"port": mqtt.port(), "client_id": provisioned.id, "username": provisioned.id});
@@ -186,6 +188,7 @@ pub async fn remove_device(
         })
         .await??;
     state.broker.presence.revoke(&id);
+    state.device_changes.notify(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

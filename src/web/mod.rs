@@ -2,15 +2,20 @@
 //! endpoints (`/healthz`, `/readyz`, `/metrics`). Handlers are thin: they check who is calling,
 //! then call into the domain modules through the database handle.
 
+pub mod about;
 pub mod api;
 pub mod caller;
 pub mod catalog;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod ops;
+pub mod overview;
+pub mod prices;
 pub mod session;
 pub mod support;
 pub mod ui;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use parking_lot::Mutex;
 
@@ -49,6 +54,8 @@ pub struct AppState {
     pub login_failures: Arc<Mutex<HashMap<String, (u32, i64)>>>,
     /// The link to HQ, as the sync client last saw it.
     pub sync: Arc<crate::sync::state::SyncState>,
+    /// Devices whose state changed, for the live UI (`GET /api/v1/events`).
+    pub device_changes: crate::devices::live::DeviceChanges,
 }
 
 impl AppState {
@@ -85,12 +92,20 @@ pub fn router(state: AppState) -> Router {
         .route("/catalog/barcode/{code}", get(catalog::by_barcode))
         .route("/catalog/{sku}", get(catalog::item))
         .route("/prices/{sku}", get(catalog::price))
+        .route("/prices/{sku}/explain", get(prices::explain))
+        .route("/prices/{sku}/timeline", get(prices::timeline))
+        .route("/promotions", get(prices::promotions))
+        .route("/overview", get(overview::overview))
+        .route("/events", get(live::events))
+        .route("/about", get(about::about))
         .route("/baskets/price", post(catalog::price_basket))
         .route("/checkouts", post(catalog::checkout))
         .route("/alerts", get(api::list_alerts))
         .route("/dead-letters", get(api::list_dead_letters))
         .route("/audit", get(api::list_audit))
         .route("/users", get(api::list_users).post(api::add_user))
+        .route("/users/{name}", patch(users::change_user))
+        .route("/users/{name}/password", post(users::reset_password))
         .route("/sync", get(support::sync_status))
         .route(
             "/tickets",

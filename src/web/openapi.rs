@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{api, catalog, session, support};
+use super::{about, api, catalog, live, overview, prices, session, support, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,14 @@ use super::{api, catalog, session, support};
         support::open_ticket,
         support::list_tickets,
         support::get_ticket,
+        overview::overview,
+        live::events,
+        prices::explain,
+        prices::timeline,
+        prices::promotions,
+        users::change_user,
+        users::reset_password,
+        about::about,
     ),
     components(schemas(crate::auth::Role))
 )]

@@ -1,5 +1,6 @@
 //! Signing in and out, and first-run setup. Sign-in failures are rate limited per user name and
-//! client address (5 per 5 minutes); the first admin can be created with a one-time code printed in
+//! client address (5 per 5 minutes) and per client address (20 per 5 minutes, whatever the user
+//! names); the first admin can be created with a one-time code printed in
 //! the log, or offline with `storebox user add`.
 
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use crate::auth::{self, sessions, Role};
 use crate::ops::audit;
 
 const MAX_FAILURES: u32 = 5;
+/// Failed sign-ins from one address, whatever the user names (password spraying).
+const MAX_FAILURES_PER_CLIENT: u32 = 20;
 const FAILURE_WINDOW_MS: i64 = 5 * 60_000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -51,10 +54,16 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let now = state.now_ms();
     let key = format!("{}|{}", req.username, addr.ip());
+    // The NUL prefix keeps it apart from the per-user keys (no real user name contains one).
+    let client_key = format!("\0client|{}", addr.ip());
     {
         let mut failures = state.login_failures.lock();
         failures.retain(|_, (_, start)| now - *start < FAILURE_WINDOW_MS);
-        if failures.get(&key).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
+        if failures.get(&key).is_some_and(|(n, _)| *n >= MAX_FAILURES)
+            || failures
+                .get(&client_key)
+                .is_some_and(|(n, _)| *n >= MAX_FAILURES_PER_CLIENT)
+        {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
@@ -69,8 +78,8 @@ pub async fn login(
         .await?;
     let Some(role) = role else {
         let mut failures = state.login_failures.lock();
-        let entry = failures.entry(key).or_insert((0, now));
-        entry.0 += 1;
+        failures.entry(key).or_insert((0, now)).0 += 1;
+        failures.entry(client_key).or_insert((0, now)).0 += 1;
         tracing::warn!(user = %req.username, client = %addr.ip(), "sign-in failed");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -31,12 +31,20 @@ pub async fn static_handler(uri: Uri, headers: HeaderMap) -> Response {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let mime = mime_guess::from_path(name).first_or_octet_stream();
-    // Asset names are not content-hashed, so browsers must revalidate (cheap with the ETag).
+    // Vendored libraries carry their version in the file name (web/vendor/README.md), so they
+    // may be cached for a year; the app's own files keep their names, so browsers revalidate
+    // them (cheap with the ETag).
+    let cache = if name.starts_with("vendor/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
     (
         [
             (header::CONTENT_TYPE, mime.essence_str().to_string() + if mime.type_() == "text" || name.ends_with(".js") { "; charset=utf-8" } else { "" }),
             (header::ETAG, etag),
-            (header::CACHE_CONTROL, "no-cache".to_string()),
+            (header::CACHE_CONTROL, cache.to_string()),
+            (header::REFERRER_POLICY, "no-referrer".to_string()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (header::CONTENT_SECURITY_POLICY, "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'".to_string()),
         ],

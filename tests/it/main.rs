@@ -9,3 +9,4 @@ mod mqtt_auth;
 mod sim;
 mod support;
 mod tickets;
+mod ui;
