@@ -52,8 +52,11 @@ pub enum BrokerError {
 pub const INITIAL_FILTERS: [&str; 3] = ["devices/#", "store/#", "storebox-sink/#"];
 
 /// Per-filter log segment for everything but `store/…`: each device subscription
-/// (`devices/D/commands`, `…/events/ack`, `…/price/reply`), `devices/#` and the sink.
-pub const SMALL_SEGMENT: usize = 4 * 1024;
+/// (`devices/D/commands`, `…/events/ack`, `…/price/reply`), `devices/#` and the sink. The log holds
+/// between one and two segments, and the smaller figure must still cover a device's whole window
+/// of `mqtt.max_inflight` (100) event acks of ~80 bytes, or a device that reads its acks a little
+/// late misses some and resends (measured: 4 KiB cost 1 % resends and half the event rate).
+pub const SMALL_SEGMENT: usize = 16 * 1024;
 
 /// Router settings derived from `[mqtt]`. rumqttd keeps one in-memory log per subscription filter,
 /// capped at `max_segment_count` segments of `max_segment_size` bytes of topic + payload; a custom
