@@ -256,11 +256,8 @@ pub fn add_token(
 /// Resolves a bearer token to its name and role.
 pub fn check_token(conn: &Connection, token: &str) -> DbResult<Option<(String, Role)>> {
     let row: Option<(String, String)> = conn
-        .query_row(
-            "SELECT name, role FROM api_tokens WHERE token_hash = ?1",
-            [hash_secret(token)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT name, role FROM api_tokens WHERE token_hash = ?1")?
+        .query_row([hash_secret(token)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(row.and_then(|(name, role)| role.parse().ok().map(|r| (name, r))))
 }

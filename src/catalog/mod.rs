@@ -453,10 +453,14 @@ pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Two indexed lookups joined by UNION (which also drops a promotion found both ways); an OR
+    // here made SQLite test every promotion against the sku index on each lookup.
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, kind, params, skus, department, starts_ms, ends_ms FROM promotions
-         WHERE id IN (SELECT promotion_id FROM promotion_skus WHERE sku = ?1)
-            OR (department IS NOT NULL AND department = ?2)",
+        "SELECT p.id, p.name, p.kind, p.params, p.skus, p.department, p.starts_ms, p.ends_ms
+           FROM promotion_skus s JOIN promotions p ON p.id = s.promotion_id WHERE s.sku = ?1
+         UNION
+         SELECT id, name, kind, params, skus, department, starts_ms, ends_ms
+           FROM promotions WHERE department IS NOT NULL AND department = ?2",
     )?;
     let promos = stmt
         .query_map(params![sku, item.department], promotion_row)?
