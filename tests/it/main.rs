@@ -7,4 +7,5 @@ mod devices;
 mod http;
 mod mqtt_auth;
 mod support;
+mod sync;
 mod tickets;
