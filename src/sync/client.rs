@@ -268,10 +268,11 @@ impl Link {
         });
     }
 
-    async fn feed_once(&self) -> Result<(), SyncError> {
+    /// One feed request and its apply; `Ok(true)` when the page was empty.
+    async fn feed_once(&self) -> Result<bool, SyncError> {
         let cursor = self.ctx.db.read(apply::cursor).await?;
         let Some(after) = cursor else {
-            return self.bootstrap().await;
+            return self.bootstrap().await.map(|_| false);
         };
         let cfg = &self.ctx.config.hq;
         let req = self.get(&format!(
@@ -284,7 +285,7 @@ impl Link {
                     cursor = after,
                     "sync: HQ answered 410 for our cursor; rebuilding from the snapshot"
                 );
-                return self.bootstrap().await;
+                return self.bootstrap().await.map(|_| false);
             }
             other => other?,
         };
@@ -295,6 +296,7 @@ impl Link {
             )));
         }
         let full = page.events.len() as u32 >= cfg.batch_size;
+        let empty = page.events.is_empty();
         let oldest_pending = if full {
             page.events.last().and_then(|e| e.at.clone())
         } else {
@@ -315,20 +317,23 @@ impl Link {
             .map(|t| ((now - t.as_millisecond()).max(0)) as f64 / 1000.0)
             .unwrap_or(0.0);
         self.after_apply(&out, next, Some(lag), Some(lag_s));
-        Ok(())
+        Ok(empty)
     }
 
-    async fn push_once(&self) -> Result<bool, SyncError> {
+    async fn push_once(&self, enforce_limits: bool) -> Result<bool, SyncError> {
         let now = self.now_ms();
         let ttl_ms = self.ctx.config.hq.telemetry_ttl_secs as i64 * 1000;
         let cap = self.ctx.config.storage.outbox_max_mb as i64 * 1024 * 1024;
-        let dropped = self
-            .ctx
-            .db
-            .write(move |c| {
-                enforce_telemetry_limits(c, now, ttl_ms, cap, TELEMETRY_OUTBOX_MAX_ROWS)
-            })
-            .await?;
+        let dropped = if enforce_limits {
+            self.ctx
+                .db
+                .write(move |c| {
+                    enforce_telemetry_limits(c, now, ttl_ms, cap, TELEMETRY_OUTBOX_MAX_ROWS)
+                })
+                .await?
+        } else {
+            0
+        };
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -495,10 +500,15 @@ pub fn enforce_telemetry_limits(
 async fn feed_loop(link: Arc<Link>) {
     let mut attempt = 0u32;
     loop {
+        let started = Instant::now();
         match link.feed_once().await {
-            Ok(()) => {
+            Ok(empty) => {
                 attempt = 0;
                 link.ok();
+                // An HQ that does not long-poll answers an empty page at once: do not spin.
+                if empty && started.elapsed() < Duration::from_millis(500) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
             Err(e) => {
                 link.failed("feed", &e);
@@ -510,8 +520,14 @@ async fn feed_loop(link: Arc<Link>) {
 
 async fn push_loop(link: Arc<Link>) {
     let mut attempt = 0u32;
+    let mut last_limits: Option<Instant> = None;
     loop {
-        match link.push_once().await {
+        // Telemetry limits are enforced every few seconds, not on every batch of a drain.
+        let enforce = last_limits.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+        if enforce {
+            last_limits = Some(Instant::now());
+        }
+        match link.push_once(enforce).await {
             Ok(true) => {
                 attempt = 0;
                 link.ok();

@@ -184,6 +184,10 @@ async fn ten_thousand_checkouts_recorded_while_hq_is_down_arrive_exactly_once_in
     .await;
     hq.kill9();
     println!("HQ killed with SIGKILL after holding up to seq {held}");
+    assert!(
+        held < N as i64,
+        "HQ had everything before the kill: not mid-ingest"
+    );
     hq.launch();
     let start = Instant::now();
     eventually(60, "all checkouts at HQ", || async {
