@@ -92,6 +92,18 @@ where
         config.storage.telemetry_keep_days,
     );
 
+    let sync_state = Arc::new(crate::sync::state::SyncState::new(&config.hq.url));
+    let started = Instant::now();
+    let sync_task = crate::sync::client::spawn(crate::sync::client::Ctx {
+        db: db.clone(),
+        config: config.clone(),
+        clock: clock.clone(),
+        state: sync_state.clone(),
+        metrics: metrics.clone(),
+        publisher: publisher.clone(),
+        started,
+    });
+
     let setup_code = Arc::new(Mutex::new(None));
     if db.read(crate::auth::user_count).await? == 0 {
         let code = crate::auth::generate_secret("")[..12].to_string();
@@ -114,10 +126,10 @@ where
         broker: shared.clone(),
         publisher,
         mqtt: mqtt.clone(),
-        started: Instant::now(),
+        started,
         setup_code,
         login_failures: Arc::default(),
-        sync: Arc::new(crate::sync::state::SyncState::new(&config.hq.url)),
+        sync: sync_state,
         device_changes: device_changes.clone(),
     };
     let live_changes = device_changes;
@@ -161,6 +173,9 @@ where
             queued = shared.queue_depth(),
             "device ingest not flushed within 2 s; unacked events will be resent by devices"
         ),
+    }
+    if let Some(t) = sync_task {
+        t.stop();
     }
     presence_task.abort();
     scheduler_task.abort();

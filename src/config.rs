@@ -167,7 +167,7 @@ impl Default for MqttConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HqConfig {
     /// Base URL of HQ; empty means standalone (no sync).
@@ -176,6 +176,32 @@ pub struct HqConfig {
     pub token_file: Option<PathBuf>,
     /// Extra hosts the store may open connections to (the HQ host is always allowed).
     pub allow_hosts: Vec<String>,
+    /// How long one feed request may wait at HQ for new events (long-poll), in seconds.
+    pub poll_wait_secs: u64,
+    /// Upper bound of the retry back-off after a failed request, in seconds.
+    pub retry_max_secs: u64,
+    /// Events per feed request and per outbox push.
+    pub batch_size: u32,
+    /// Unsent telemetry older than this is dropped (and counted), in seconds.
+    pub telemetry_ttl_secs: u64,
+    /// How often the box sends its `telemetry.rollup`, in seconds.
+    pub rollup_interval_secs: u64,
+}
+
+impl Default for HqConfig {
+    fn default() -> Self {
+        HqConfig {
+            url: String::new(),
+            token: Secret::default(),
+            token_file: None,
+            allow_hosts: Vec::new(),
+            poll_wait_secs: 25,
+            retry_max_secs: 60,
+            batch_size: 1000,
+            telemetry_ttl_secs: 86_400,
+            rollup_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +258,9 @@ pub struct HqServerConfig {
     pub data_dir: PathBuf,
     pub admin_token: Secret,
     pub admin_token_file: Option<PathBuf>,
+    /// Authored events kept in the feed log (0: all). Stores whose cursor is older get 410 and
+    /// rebuild from the snapshot.
+    pub retain_events: u64,
 }
 
 impl Default for HqServerConfig {
@@ -241,6 +270,7 @@ impl Default for HqServerConfig {
             data_dir: PathBuf::from("./storebox-hq-data"),
             admin_token: Secret::default(),
             admin_token_file: None,
+            retain_events: 0,
         }
     }
 }
@@ -503,6 +533,50 @@ impl Config {
                     "hq.token",
                     "hq.url is set, so a store token is required (hq.token or hq.token_file)"
                         .into(),
+                );
+            }
+        }
+        if !(1..=300).contains(&self.hq.poll_wait_secs) {
+            return bad(
+                "hq.poll_wait_secs",
+                format!("{} must be between 1 and 300", self.hq.poll_wait_secs),
+            );
+        }
+        if !(1..=3600).contains(&self.hq.retry_max_secs) {
+            return bad(
+                "hq.retry_max_secs",
+                format!("{} must be between 1 and 3600", self.hq.retry_max_secs),
+            );
+        }
+        if !(1..=10_000).contains(&self.hq.batch_size) {
+            return bad(
+                "hq.batch_size",
+                format!("{} must be between 1 and 10000", self.hq.batch_size),
+            );
+        }
+        if !(60..=30 * 86_400).contains(&self.hq.telemetry_ttl_secs) {
+            return bad(
+                "hq.telemetry_ttl_secs",
+                format!(
+                    "{} must be between 60 and 2592000",
+                    self.hq.telemetry_ttl_secs
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.hq.rollup_interval_secs) {
+            return bad(
+                "hq.rollup_interval_secs",
+                format!(
+                    "{} must be between 1 and 3600",
+                    self.hq.rollup_interval_secs
+                ),
+            );
+        }
+        for h in &self.hq.allow_hosts {
+            if h.is_empty() || h.contains(['/', ' ', ':']) {
+                return bad(
+                    "hq.allow_hosts",
+                    format!("{h:?} must be a host name or address without scheme, port or path"),
                 );
             }
         }

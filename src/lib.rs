@@ -14,6 +14,7 @@
 //! - [`web`]: HTTP API, staff UI, health and metrics endpoints
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
 //! - [`sync`]: store → HQ outbox (and the HQ client)
+//! - [`hq`]: the reference HQ (`storebox hq`) that stores sync with
 //! - [`tickets`]: support tickets opened at the store, answered by HQ
 //! - [`sim`]: virtual devices with control ports (`storebox simulate`) and `storebox demo`
 //! - [`clock`]: time as a parameter
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod devices;
+pub mod hq;
 pub mod ops;
 pub mod pricing;
 pub mod sim;

@@ -53,8 +53,34 @@ enum Command {
     /// A whole store on loopback: the box, a sample catalog, a sign-in and a dozen virtual
     /// devices; runs until Ctrl-C.
     Demo(storebox::sim::cli::DemoArgs),
+    /// Run the reference HQ (no subcommand), or manage its stores.
+    Hq {
+        #[command(subcommand)]
+        cmd: Option<HqCmd>,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum HqCmd {
+    /// Manage the stores registered at this HQ (offline; safe while HQ runs).
+    #[command(subcommand)]
+    Store(HqStoreCmd),
+}
+
+#[derive(Subcommand)]
+enum HqStoreCmd {
+    /// Register a store; prints its token once.
+    Add {
+        id: String,
+        #[arg(long, default_value = "")]
+        group: String,
+    },
+    /// Move a store to another group (empty string: no group).
+    Group { id: String, group: String },
+    /// List stores with their sync state.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +191,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config),
+        Command::Hq { cmd: None } => serve_hq(config),
+        Command::Hq {
+            cmd: Some(HqCmd::Store(cmd)),
+        } => {
+            logging::init_stderr("warn");
+            let db = storebox::hq::open_db(&config)?;
+            use storebox::hq::store as hqs;
+            match cmd {
+                HqStoreCmd::Add { id, group } => {
+                    let token = db
+                        .write_blocking(|c| hqs::add_store(c, &id, &group, now_ms()))?
+                        .map_err(anyhow::Error::msg)?;
+                    println!(
+                        "store {id} registered{}; its HQ token, shown only now:\n{token}",
+                        if group.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in group {group}")
+                        }
+                    );
+                }
+                HqStoreCmd::Group { id, group } => {
+                    db.write_blocking(|c| hqs::set_group(c, &id, &group))?
+                        .map_err(anyhow::Error::msg)?;
+                    println!("store {id} is now in group {group:?}");
+                }
+                HqStoreCmd::List => {
+                    println!(
+                        "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
+                        "id", "group", "last seen", "cursor", "lag", "outbox", "held"
+                    );
+                    for s in db.read_blocking(hqs::list_stores)? {
+                        println!(
+                            "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
+                            s.id,
+                            s.group,
+                            s.last_seen.unwrap_or_else(|| "never".into()),
+                            s.cursor.map_or("-".into(), |v| v.to_string()),
+                            s.lag_events.map_or("-".into(), |v| v.to_string()),
+                            s.outbox_business.map_or("-".into(), |v| v.to_string()),
+                            s.held
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Device(cmd) => {
             logging::init_stderr("warn");
             let db = open_db()?;
@@ -367,6 +440,35 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .await
     })?;
     // Router and connection threads of the broker have no stop API; leave without waiting on them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+fn serve_hq(config: Config) -> anyhow::Result<()> {
+    let log_dir = config.hq_server.data_dir.join("logs");
+    let _log = logging::init_service(
+        &config.log.level,
+        &log_dir,
+        "storebox-hq",
+        config.log.keep_days,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("storebox-hq")
+        .build()?;
+    rt.block_on(async {
+        storebox::hq::serve(
+            config,
+            storebox::clock::system(),
+            shutdown_signal(),
+            |addr| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "storebox-hq ready http=http://{addr}");
+                let _ = out.flush();
+            },
+        )
+        .await
+    })?;
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
 }

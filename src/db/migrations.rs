@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0003_catalog", include_str!("migrations/0003_catalog.sql")),
     ("0004_tickets", include_str!("migrations/0004_tickets.sql")),
+    ("0005_sync", include_str!("migrations/0005_sync.sql")),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {
@@ -21,12 +22,21 @@ pub fn current_version(conn: &Connection) -> DbResult<i64> {
 
 /// Applies migrations until `target` of them have run.
 pub fn migrate(conn: &mut Connection, target: usize) -> DbResult<()> {
+    migrate_list(conn, MIGRATIONS, target)
+}
+
+/// [`migrate`] over another list of migrations (the reference HQ has its own database).
+pub fn migrate_list(
+    conn: &mut Connection,
+    list: &'static [(&'static str, &'static str)],
+    target: usize,
+) -> DbResult<()> {
     let found = current_version(conn)?;
-    let known = MIGRATIONS.len() as i64;
+    let known = list.len() as i64;
     if found > known {
         return Err(DbError::TooNew { found, known });
     }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().take(target) {
+    for (i, (name, sql)) in list.iter().enumerate().take(target) {
         let version = i as i64 + 1;
         if version <= found {
             continue;

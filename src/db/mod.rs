@@ -79,6 +79,11 @@ fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
 impl Db {
     /// Opens (creating if needed) the database file and migrates it to the newest schema.
     pub fn open(path: &Path) -> DbResult<Db> {
+        Self::open_with(path, migrations::MIGRATIONS)
+    }
+
+    /// Opens a database file migrated with another list of migrations (the reference HQ's).
+    pub fn open_with(path: &Path, list: &'static [(&'static str, &'static str)]) -> DbResult<Db> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
@@ -93,7 +98,7 @@ impl Db {
         };
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer, true).map_err(open_err)?;
-        migrations::migrate(&mut writer, migrations::MIGRATIONS.len())?;
+        migrations::migrate_list(&mut writer, list, list.len())?;
         Ok(Db {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),

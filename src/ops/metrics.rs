@@ -52,6 +52,20 @@ pub struct Metrics {
     pub alerts_open: Gauge,
     pub db_size_bytes: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    pub sync_connected: Gauge,
+    pub sync_cursor: Gauge,
+    pub sync_lag_events: Gauge,
+    pub sync_outbox_depth: Family<ClassLabel, Gauge>,
+    pub sync_outbox_dropped: Counter,
+    pub sync_quarantined: Counter,
+    pub sync_events_applied: Counter,
+    pub sync_events_pushed: Counter,
+    pub sync_errors: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
 }
 
 impl Metrics {
@@ -74,6 +88,15 @@ impl Metrics {
             alerts_open: Gauge::default(),
             db_size_bytes: Gauge::default(),
             http_requests: Family::new_with_constructor(http_histogram as fn() -> Histogram),
+            sync_connected: Gauge::default(),
+            sync_cursor: Gauge::default(),
+            sync_lag_events: Gauge::default(),
+            sync_outbox_depth: Family::default(),
+            sync_outbox_dropped: Counter::default(),
+            sync_quarantined: Counter::default(),
+            sync_events_applied: Counter::default(),
+            sync_events_pushed: Counter::default(),
+            sync_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,7 +175,62 @@ impl Metrics {
             "HTTP request latency",
             m.http_requests.clone(),
         );
+        registry.register(
+            "sync_connected",
+            "1 when the last request to HQ succeeded",
+            m.sync_connected.clone(),
+        );
+        registry.register(
+            "sync_cursor",
+            "Last HQ feed cursor applied",
+            m.sync_cursor.clone(),
+        );
+        registry.register(
+            "sync_lag_events",
+            "HQ events known to exist after the cursor (upper bound)",
+            m.sync_lag_events.clone(),
+        );
+        registry.register(
+            "sync_outbox_depth",
+            "Store events waiting to be sent to HQ, by class",
+            m.sync_outbox_depth.clone(),
+        );
+        registry.register(
+            "sync_outbox_dropped",
+            "Unsent telemetry dropped (time-to-live or size cap)",
+            m.sync_outbox_dropped.clone(),
+        );
+        registry.register(
+            "sync_quarantined",
+            "HQ events quarantined because they failed validation",
+            m.sync_quarantined.clone(),
+        );
+        registry.register(
+            "sync_events_applied",
+            "HQ events applied",
+            m.sync_events_applied.clone(),
+        );
+        registry.register(
+            "sync_events_pushed",
+            "Store events sent to HQ and acknowledged",
+            m.sync_events_pushed.clone(),
+        );
+        registry.register(
+            "sync_errors",
+            "Failed requests to HQ",
+            m.sync_errors.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn set_outbox_depth(&self, business: i64, telemetry: i64) {
+        for (class, v) in [("business", business), ("telemetry", telemetry)] {
+            self.sync_outbox_depth
+                .get_or_create(&ClassLabel {
+                    class: class.to_string(),
+                })
+                .set(v);
+        }
     }
 
     pub fn inc_kind(family: &Family<KindLabel, Counter>, kind: &str) {

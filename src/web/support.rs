@@ -17,8 +17,21 @@ use crate::tickets::{self, NewTicket, Ticket};
 
 /// The sync status with the outbox depth read now.
 pub async fn sync_status_now(state: &AppState) -> Result<SyncStatus, ApiError> {
-    let (business, telemetry) = state.db.read(crate::sync::outbox::depth).await?;
+    let ((business, telemetry), quarantined, dropped, cursor) = state
+        .db
+        .read(|c| {
+            Ok((
+                crate::sync::outbox::depth(c)?,
+                crate::sync::apply::quarantined(c)?,
+                crate::sync::client::dropped_total(c)?,
+                crate::sync::apply::cursor(c)?,
+            ))
+        })
+        .await?;
     let mut s = state.sync.snapshot();
+    s.quarantined = quarantined;
+    s.outbox_dropped = dropped;
+    s.cursor = s.cursor.or(cursor);
     s.outbox = OutboxDepth {
         business,
         telemetry,

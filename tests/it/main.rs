@@ -8,5 +8,6 @@ mod http;
 mod mqtt_auth;
 mod sim;
 mod support;
+mod sync;
 mod tickets;
 mod ui;

@@ -409,3 +409,187 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A `storebox hq` process (the reference HQ) on loopback with its own data dir. Killed on drop.
+/// The first launch binds port 0; relaunches reuse the same port so stores find it again.
+pub struct Hq {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    child: Option<Child>,
+    pub http: String,
+    pub admin: String,
+    listen: String,
+    pub stderr_path: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Hq {
+    pub fn start() -> Hq {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Hq {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut hq = Hq {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+            child: None,
+            http: String::new(),
+            admin: "test-admin-token".into(),
+            listen: "127.0.0.1:0".into(),
+            stderr_path: PathBuf::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        hq.launch();
+        hq
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (
+                "STOREBOX_HQ_SERVER__DATA_DIR".to_string(),
+                self.dir.display().to_string(),
+            ),
+            ("STOREBOX_HQ_SERVER__LISTEN".into(), self.listen.clone()),
+            ("STOREBOX_HQ_SERVER__ADMIN_TOKEN".into(), self.admin.clone()),
+            (
+                "STOREBOX_STORAGE__DATA_DIR".into(),
+                self.dir.join("unused-store").display().to_string(),
+            ),
+            ("STOREBOX_LOG__LEVEL".into(), "info".into()),
+        ];
+        v.extend(self.extra_env.iter().cloned());
+        v
+    }
+
+    /// (Re)starts HQ and waits for its ready line.
+    pub fn launch(&mut self) {
+        self.stderr_path = self.dir.join(format!("hq-stderr-{}.log", rand_u64()));
+        let stderr = std::fs::File::create(&self.stderr_path).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("hq")
+            .envs(self.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn storebox hq");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "storebox hq did not become ready; stderr:\n{}",
+                    std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+                )
+            });
+        assert!(
+            line.starts_with("storebox-hq ready "),
+            "unexpected first line {line:?}"
+        );
+        self.http = line
+            .split(' ')
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap()
+            .to_string();
+        self.listen = self.http.trim_start_matches("http://").to_string();
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Registers a store; returns its token.
+    pub fn add_store(&self, id: &str, group: &str) -> String {
+        let mut args = vec!["hq", "store", "add", id];
+        if !group.is_empty() {
+            args.extend(["--group", group]);
+        }
+        let out = Command::new(BIN)
+            .args(&args)
+            .envs(self.env())
+            .output()
+            .expect("run storebox hq store add");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hq store add: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout.lines().last().unwrap().trim().to_string()
+    }
+
+    /// Environment for a `storebox serve` that syncs with this HQ as `store`.
+    pub fn store_env(&self, store: &str, token: &str) -> Vec<(String, String)> {
+        vec![
+            ("STOREBOX_STORE__ID".into(), store.into()),
+            ("STOREBOX_HQ__URL".into(), self.http.clone()),
+            ("STOREBOX_HQ__TOKEN".into(), token.into()),
+            ("STOREBOX_HQ__RETRY_MAX_SECS".into(), "1".into()),
+            ("STOREBOX_HQ__POLL_WAIT_SECS".into(), "5".into()),
+        ]
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Authors events for `target`; panics unless HQ accepts them. Returns the last seq.
+    pub async fn author(&self, target: Value, events: Value) -> i64 {
+        let (s, body) = self
+            .post(
+                "/hq/v1/events",
+                serde_json::json!({"target": target, "events": events}),
+            )
+            .await;
+        assert_eq!(s, 201, "authoring refused: {body}");
+        body["last_seq"].as_i64().unwrap()
+    }
+
+    #[allow(dead_code)]
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.join("hq.db")).unwrap()
+    }
+}
+
+impl Drop for Hq {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

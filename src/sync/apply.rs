@@ -1,0 +1,314 @@
+//! Applying what HQ sends: a feed batch or a snapshot, in one SQLite transaction together with the
+//! new cursor, so that every HQ event is applied exactly once and in order across crashes. Catalog,
+//! price and promotion events go through [`crate::catalog::Applier`] (the same function as
+//! `storebox import`). An event that fails validation is quarantined with its reason (and reported
+//! to HQ as `sync.quarantined`) inside a savepoint, and the batch goes on with the next event.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+
+use crate::catalog::{Applier, ApplyError, HqEvent, CATALOG_EVENT_TYPES};
+use crate::db::DbResult;
+use crate::sync::outbox::{self, Class};
+use crate::sync::protocol::{FeedEvent, HQ_EVENT_TYPES};
+
+const CURSOR_KEY: &str = "sync_cursor";
+
+/// The feed cursor last committed (None: never synced; bootstrap from the snapshot).
+pub fn cursor(conn: &Connection) -> DbResult<Option<i64>> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [CURSOR_KEY], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()))
+}
+
+fn set_cursor(conn: &Connection, c: i64) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![CURSOR_KEY, c.to_string()],
+    )?;
+    Ok(())
+}
+
+/// What one applied batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub applied: u64,
+    pub quarantined: u64,
+    /// Events skipped because the cursor was already past them (a repeated answer).
+    pub skipped: u64,
+    /// `notice.post` messages to publish on `store/notice` once committed.
+    pub notices: Vec<Value>,
+    /// Skus whose price or promotions may have changed.
+    pub skus: Vec<String>,
+}
+
+/// The message of a `notice.post` payload (`{"message": "...", ...}`).
+pub fn notice_message(payload: &Value) -> Result<&str, String> {
+    match payload.get("message").and_then(Value::as_str) {
+        Some(m) if !m.trim().is_empty() && m.len() <= 4096 => Ok(m),
+        _ => Err("notice.post payload: \"message\" must be a string of 1-4096 bytes".into()),
+    }
+}
+
+fn release_version(payload: &Value) -> Result<&str, String> {
+    match payload.get("version").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err("release.assign payload: \"version\" must be a non-empty string".into()),
+    }
+}
+
+/// Applies one event; `Ok(Err(reason))` means it is invalid (the caller quarantines it).
+fn apply_one(
+    tx: &Transaction<'_>,
+    applier: &mut Applier<'_>,
+    ev: &FeedEvent,
+    now_ms: i64,
+    out: &mut Applied,
+) -> DbResult<Result<(), String>> {
+    let t = ev.event_type.as_str();
+    if CATALOG_EVENT_TYPES.contains(&t) {
+        let hq = HqEvent {
+            id: Some(ev.id.clone()),
+            event_type: ev.event_type.clone(),
+            payload: ev.payload.clone(),
+        };
+        return match applier.apply(&hq) {
+            Ok(skus) => {
+                out.skus.extend(skus);
+                Ok(Ok(()))
+            }
+            Err(ApplyError::Invalid(m)) => Ok(Err(m)),
+            Err(ApplyError::Db(e)) => Err(e),
+        };
+    }
+    Ok(match t {
+        "notice.post" => notice_message(&ev.payload).map(|_| {
+            let mut n = ev.payload.clone();
+            n["id"] = json!(ev.id);
+            out.notices.push(n);
+        }),
+        "ticket.update" => crate::tickets::apply_update(tx, &ev.id, &ev.payload, now_ms)?,
+        "release.assign" => match release_version(&ev.payload) {
+            Ok(_) => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO sync_releases (event_id, payload, received_ms) VALUES (?1, ?2, ?3)",
+                    params![ev.id, ev.payload.to_string(), now_ms],
+                )?;
+                Ok(())
+            }
+            Err(m) => Err(m),
+        },
+        other => Err(format!(
+            "unknown event type {other:?}; expected one of {}",
+            HQ_EVENT_TYPES.join(", ")
+        )),
+    })
+}
+
+fn quarantine(tx: &Transaction<'_>, ev: &FeedEvent, reason: &str, now_ms: i64) -> DbResult<()> {
+    tx.execute(
+        "INSERT INTO sync_quarantine (seq, event_id, type, payload, reason, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![ev.seq, ev.id, ev.event_type, ev.payload.to_string(), reason, now_ms],
+    )?;
+    let report = json!({"seq": ev.seq, "id": ev.id, "type": ev.event_type, "reason": reason});
+    outbox::enqueue(
+        tx,
+        &format!("quarantine:{}:{}", ev.seq, ev.id),
+        "sync.quarantined",
+        Class::Business,
+        &report.to_string(),
+        now_ms,
+    )?;
+    tracing::warn!(seq = ev.seq, id = %ev.id, r#type = %ev.event_type, reason, "HQ event quarantined");
+    Ok(())
+}
+
+fn apply_events(
+    tx: &Transaction<'_>,
+    events: &[FeedEvent],
+    after: i64,
+    tz: jiff::tz::TimeZone,
+    now_ms: i64,
+) -> DbResult<Applied> {
+    let mut out = Applied::default();
+    let mut applier = Applier::begin(tx, tz, now_ms)?;
+    for ev in events {
+        if ev.seq <= after {
+            out.skipped += 1;
+            continue;
+        }
+        tx.execute_batch("SAVEPOINT hq_event")?;
+        match apply_one(tx, &mut applier, ev, now_ms, &mut out) {
+            Ok(Ok(())) => {
+                tx.execute_batch("RELEASE hq_event")?;
+                out.applied += 1;
+            }
+            Ok(Err(reason)) => {
+                tx.execute_batch("ROLLBACK TO hq_event; RELEASE hq_event")?;
+                quarantine(tx, ev, &reason, now_ms)?;
+                out.quarantined += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    applier.finish()?;
+    Ok(out)
+}
+
+/// Applies a feed batch and stores `next` as the cursor, in one transaction. Events at or below the
+/// stored cursor are skipped (a repeated answer applies nothing twice).
+pub fn apply_batch(
+    conn: &mut Connection,
+    events: &[FeedEvent],
+    next: i64,
+    tz: jiff::tz::TimeZone,
+    now_ms: i64,
+) -> DbResult<Applied> {
+    let tx = crate::db::immediate(conn)?;
+    let after = cursor(&tx)?.unwrap_or(0);
+    let out = apply_events(&tx, events, after, tz, now_ms)?;
+    if next > after {
+        set_cursor(&tx, next)?;
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Replaces the whole catalog state (items, barcodes, prices, promotions) with a snapshot and
+/// stores its cursor, in one transaction.
+pub fn apply_snapshot(
+    conn: &mut Connection,
+    events: &[FeedEvent],
+    snapshot_cursor: i64,
+    tz: jiff::tz::TimeZone,
+    now_ms: i64,
+) -> DbResult<Applied> {
+    let tx = crate::db::immediate(conn)?;
+    tx.execute_batch(
+        "DELETE FROM items; DELETE FROM barcodes; DELETE FROM prices; DELETE FROM promotions;
+         DELETE FROM promotion_skus;",
+    )?;
+    let out = apply_events(&tx, events, i64::MIN, tz, now_ms)?;
+    set_cursor(&tx, snapshot_cursor)?;
+    crate::ops::audit::record(
+        &tx,
+        now_ms,
+        "sync",
+        "sync.snapshot",
+        "",
+        &format!("{} events, cursor {snapshot_cursor}", out.applied),
+    )?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Quarantined HQ events so far.
+pub fn quarantined(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM sync_quarantine", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrations::migrate(&mut c, crate::db::migrations::MIGRATIONS.len()).unwrap();
+        c
+    }
+
+    fn ev(seq: i64, t: &str, payload: Value) -> FeedEvent {
+        FeedEvent {
+            seq,
+            id: format!("e{seq}"),
+            event_type: t.into(),
+            payload,
+            at: None,
+        }
+    }
+
+    #[test]
+    fn batch_with_cursor_is_applied_once_and_bad_events_are_quarantined() {
+        let mut c = db();
+        let events = vec![
+            ev(
+                1,
+                "catalog.upsert",
+                json!({"sku":"1","name":"Milk","unit":"each"}),
+            ),
+            ev(
+                2,
+                "price.set",
+                json!({"id":"p1","sku":"1","price":-5,"starts_at":"2026-01-01T00:00:00Z"}),
+            ),
+            ev(3, "bogus.type", json!({})),
+            ev(
+                4,
+                "price.set",
+                json!({"id":"p1","sku":"1","price":129,"starts_at":"2026-01-01T00:00:00Z"}),
+            ),
+        ];
+        let tz = jiff::tz::TimeZone::UTC;
+        let a = apply_batch(&mut c, &events, 4, tz.clone(), 0).unwrap();
+        assert_eq!((a.applied, a.quarantined), (2, 2));
+        assert_eq!(cursor(&c).unwrap(), Some(4));
+        // The same answer again: nothing applied twice.
+        let a = apply_batch(&mut c, &events, 4, tz, 0).unwrap();
+        assert_eq!((a.applied, a.skipped), (0, 4));
+        let price: i64 = c
+            .query_row("SELECT price FROM prices WHERE id='p1'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(price, 129);
+        assert_eq!(quarantined(&c).unwrap(), 2);
+        let reported: i64 = c
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE type='sync.quarantined'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(reported, 2);
+    }
+
+    #[test]
+    fn snapshot_replaces_the_catalog() {
+        let mut c = db();
+        let tz = jiff::tz::TimeZone::UTC;
+        apply_batch(
+            &mut c,
+            &[ev(
+                1,
+                "catalog.upsert",
+                json!({"sku":"old","name":"Old","unit":"each"}),
+            )],
+            1,
+            tz.clone(),
+            0,
+        )
+        .unwrap();
+        apply_snapshot(
+            &mut c,
+            &[ev(
+                7,
+                "catalog.upsert",
+                json!({"sku":"new","name":"New","unit":"each"}),
+            )],
+            9,
+            tz,
+            0,
+        )
+        .unwrap();
+        let skus: Vec<String> = c
+            .prepare("SELECT sku FROM items")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(skus, vec!["new".to_string()]);
+        assert_eq!(cursor(&c).unwrap(), Some(9));
+    }
+}

@@ -1,0 +1,675 @@
+//! The store's side of the HQ link: three loops started by `storebox serve` when `[hq] url` is set.
+//!
+//! - **feed**: long-polls `GET /sync/v1/feed` and applies each batch with its cursor in one
+//!   transaction (`sync::apply`); bootstraps from `GET /sync/v1/snapshot` with no cursor or on 410.
+//! - **push**: sends the outbox to `POST /sync/v1/events` in seq order, business events before
+//!   telemetry, and marks what HQ acknowledged as sent; drops (and counts) telemetry past its
+//!   time-to-live or beyond the size cap.
+//! - **rollup**: once per interval queues a `telemetry.rollup` of device telemetry and box figures.
+//!
+//! Every connection goes to the HQ URL; redirects are followed only to hosts on the allow-list.
+//! Failures back off exponentially with jitter, capped at `hq.retry_max_secs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use crate::broker::Publisher;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{ts_from_ms, Db, DbResult};
+use crate::ops::metrics::Metrics;
+use crate::sync::apply;
+use crate::sync::protocol::{
+    self, FeedPage, PushAck, PushBatch, Snapshot, StoreEvent, StoreReport,
+};
+use crate::sync::state::SyncState;
+
+/// Unsent telemetry rows kept at most in the outbox (besides the byte cap).
+pub const TELEMETRY_OUTBOX_MAX_ROWS: i64 = 200_000;
+
+const DROPPED_KEY: &str = "outbox_dropped";
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub state: Arc<SyncState>,
+    pub metrics: Arc<Metrics>,
+    pub publisher: Publisher,
+    pub started: Instant,
+}
+
+/// The outbound allow-list: the HQ URL's host and `hq.allow_hosts`.
+pub fn allowed_hosts(config: &Config) -> Vec<String> {
+    let mut hosts: Vec<String> = config.hq.allow_hosts.clone();
+    if let Ok(u) = reqwest::Url::parse(&config.hq.url) {
+        if let Some(h) = u.host_str() {
+            hosts.push(h.to_string());
+        }
+    }
+    hosts
+}
+
+/// The HTTP client: rustls, gzip, timeouts, redirects only to allowed hosts.
+pub fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    let allowed = allowed_hosts(config);
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let host = attempt.url().host_str().unwrap_or("").to_string();
+        if !allowed.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            let msg = format!(
+                "redirect to {} refused: host {host:?} is not on the outbound allow-list (hq.url host and hq.allow_hosts)",
+                attempt.url()
+            );
+            attempt.error(msg)
+        } else if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(config.hq.poll_wait_secs + 30))
+        .user_agent(format!("storebox/{}", crate::VERSION))
+        .gzip(true)
+        .build()
+}
+
+/// Handles of the running loops; [`Handles::stop`] ends them (at shutdown).
+pub struct Handles(Vec<tokio::task::JoinHandle<()>>);
+
+impl Handles {
+    pub fn stop(self) {
+        for h in self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Starts the sync loops when an HQ URL is configured.
+pub fn spawn(ctx: Ctx) -> Option<Handles> {
+    if ctx.config.hq.url.is_empty() {
+        return None;
+    }
+    let http = match http_client(&ctx.config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "sync: cannot build the HTTP client; sync disabled");
+            return None;
+        }
+    };
+    let base = ctx.config.hq.url.trim_end_matches('/').to_string();
+    let link = Arc::new(Link { ctx, http, base });
+    Some(Handles(vec![
+        tokio::spawn(feed_loop(link.clone())),
+        tokio::spawn(push_loop(link.clone())),
+        tokio::spawn(rollup_loop(link)),
+    ]))
+}
+
+struct Link {
+    ctx: Ctx,
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Debug)]
+enum SyncError {
+    /// Transport failure or unexpected answer.
+    Http(String),
+    /// The feed cursor is older than HQ keeps.
+    Gone,
+    Db(crate::db::DbError),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Http(m) => f.write_str(m),
+            SyncError::Gone => f.write_str("HQ no longer keeps events after our cursor (410)"),
+            SyncError::Db(e) => write!(f, "database: {e}"),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for SyncError {
+    fn from(e: crate::db::DbError) -> Self {
+        SyncError::Db(e)
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl Link {
+    fn now_ms(&self) -> i64 {
+        self.ctx.clock.now().as_millisecond()
+    }
+
+    fn ok(&self) {
+        let now = self.ctx.clock.now().to_string();
+        self.ctx.state.update(|s| {
+            s.connected = true;
+            s.last_success = Some(now);
+        });
+        self.ctx.metrics.sync_connected.set(1);
+    }
+
+    fn failed(&self, what: &str, e: &SyncError) {
+        let msg = format!("{what}: {e}");
+        tracing::warn!(error = %msg, "sync with HQ failed; retrying with back-off");
+        let now = self.ctx.clock.now().to_string();
+        self.ctx.state.update(|s| {
+            s.connected = false;
+            s.last_error = Some(msg);
+            s.last_error_at = Some(now);
+        });
+        self.ctx.metrics.sync_connected.set(0);
+        self.ctx.metrics.sync_errors.inc();
+    }
+
+    async fn backoff(&self, attempt: &mut u32) {
+        let max = self.ctx.config.hq.retry_max_secs * 1000;
+        let j: f64 = rand::rng().random();
+        let ms = protocol::backoff_ms(*attempt, 250, max, j);
+        *attempt = attempt.saturating_add(1);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.ctx.config.hq.token.expose())
+            .header("x-storebox-protocol", protocol::VERSION)
+            .header("x-storebox-store", &self.ctx.config.store.id)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, SyncError> {
+        let r = req
+            .send()
+            .await
+            .map_err(|e| SyncError::Http(describe(&e)))?;
+        let status = r.status();
+        if status == reqwest::StatusCode::GONE {
+            return Err(SyncError::Gone);
+        }
+        if !status.is_success() {
+            let body = r.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            let hint = match status.as_u16() {
+                401 | 403 => " (HQ refused this store's token: check hq.token)",
+                _ => "",
+            };
+            return Err(SyncError::Http(format!(
+                "HQ answered {status}{hint}: {body}"
+            )));
+        }
+        r.json::<T>()
+            .await
+            .map_err(|e| SyncError::Http(format!("bad answer from HQ: {}", describe(&e))))
+    }
+
+    async fn bootstrap(&self) -> Result<(), SyncError> {
+        let snap: Snapshot = self.send(self.get("/sync/v1/snapshot")).await?;
+        let tz = self.ctx.config.timezone();
+        let now = self.now_ms();
+        let n = snap.events.len();
+        let cursor = snap.cursor;
+        let out = self
+            .ctx
+            .db
+            .write(move |c| apply::apply_snapshot(c, &snap.events, snap.cursor, tz, now))
+            .await?;
+        tracing::info!(
+            events = n,
+            cursor,
+            quarantined = out.quarantined,
+            "sync: catalog rebuilt from HQ snapshot"
+        );
+        self.after_apply(&out, cursor, Some(0), Some(0.0));
+        Ok(())
+    }
+
+    fn after_apply(&self, out: &apply::Applied, cursor: i64, lag: Option<i64>, lag_s: Option<f64>) {
+        for n in &out.notices {
+            self.ctx.publisher.publish("store/notice", n.to_string());
+        }
+        let m = &self.ctx.metrics;
+        m.sync_events_applied.inc_by(out.applied);
+        m.sync_quarantined.inc_by(out.quarantined);
+        m.sync_cursor.set(cursor);
+        if let Some(l) = lag {
+            m.sync_lag_events.set(l);
+        }
+        let q = out.quarantined as i64;
+        self.ctx.state.update(|s| {
+            s.cursor = Some(cursor);
+            s.lag_events = lag;
+            s.lag_seconds = lag_s;
+            s.quarantined += q;
+        });
+    }
+
+    /// One feed request and its apply; `Ok(true)` when the page was empty.
+    async fn feed_once(&self) -> Result<bool, SyncError> {
+        let cursor = self.ctx.db.read(apply::cursor).await?;
+        let Some(after) = cursor else {
+            return self.bootstrap().await.map(|_| false);
+        };
+        let cfg = &self.ctx.config.hq;
+        let req = self.get(&format!(
+            "/sync/v1/feed?after={after}&limit={}&wait={}",
+            cfg.batch_size, cfg.poll_wait_secs
+        ));
+        let page: FeedPage = match self.send(req).await {
+            Err(SyncError::Gone) => {
+                tracing::warn!(
+                    cursor = after,
+                    "sync: HQ answered 410 for our cursor; rebuilding from the snapshot"
+                );
+                return self.bootstrap().await.map(|_| false);
+            }
+            other => other?,
+        };
+        if page.next < after {
+            return Err(SyncError::Http(format!(
+                "HQ answered next={} below our cursor {after}",
+                page.next
+            )));
+        }
+        let full = page.events.len() as u32 >= cfg.batch_size;
+        let empty = page.events.is_empty();
+        let oldest_pending = if full {
+            page.events.last().and_then(|e| e.at.clone())
+        } else {
+            None
+        };
+        let tz = self.ctx.config.timezone();
+        let now = self.now_ms();
+        let next = page.next;
+        let events = page.events;
+        let out = self
+            .ctx
+            .db
+            .write(move |c| apply::apply_batch(c, &events, next, tz, now))
+            .await?;
+        let lag = (page.head - next).max(0);
+        let lag_s = oldest_pending
+            .and_then(|a| a.parse::<jiff::Timestamp>().ok())
+            .map(|t| ((now - t.as_millisecond()).max(0)) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        self.after_apply(&out, next, Some(lag), Some(lag_s));
+        Ok(empty)
+    }
+
+    async fn push_once(&self, enforce_limits: bool) -> Result<bool, SyncError> {
+        let now = self.now_ms();
+        let ttl_ms = self.ctx.config.hq.telemetry_ttl_secs as i64 * 1000;
+        let cap = self.ctx.config.storage.outbox_max_mb as i64 * 1024 * 1024;
+        let dropped = if enforce_limits {
+            self.ctx
+                .db
+                .write(move |c| {
+                    enforce_telemetry_limits(c, now, ttl_ms, cap, TELEMETRY_OUTBOX_MAX_ROWS)
+                })
+                .await?
+        } else {
+            0
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "sync: unsent telemetry dropped (time-to-live or size cap)"
+            );
+            self.ctx.metrics.sync_outbox_dropped.inc_by(dropped as u64);
+        }
+        let limit = self.ctx.config.hq.batch_size as i64;
+        let (events, depth, total_dropped) = self
+            .ctx
+            .db
+            .read(move |c| {
+                Ok((
+                    next_batch(c, limit)?,
+                    crate::sync::outbox::depth(c)?,
+                    dropped_total(c)?,
+                ))
+            })
+            .await?;
+        self.ctx.metrics.set_outbox_depth(depth.0, depth.1);
+        let st = self.ctx.state.snapshot();
+        self.ctx.state.update(|s| {
+            s.outbox.business = depth.0;
+            s.outbox.telemetry = depth.1;
+            s.outbox_dropped = total_dropped;
+        });
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let class = events[0].class.clone();
+        let first = events[0].seq;
+        let last = events[events.len() - 1].seq;
+        let n = events.len();
+        let batch = PushBatch {
+            report: StoreReport {
+                version: crate::VERSION.to_string(),
+                cursor: st.cursor,
+                lag_events: st.lag_events,
+                lag_seconds: st.lag_seconds,
+                outbox_business: depth.0,
+                outbox_telemetry: depth.1,
+                outbox_dropped: total_dropped,
+            },
+            events,
+        };
+        let body = gzip_json(&batch).map_err(|e| SyncError::Http(format!("encoding: {e}")))?;
+        let req = self
+            .http
+            .post(format!("{}/sync/v1/events", self.base))
+            .bearer_auth(self.ctx.config.hq.token.expose())
+            .header("x-storebox-protocol", protocol::VERSION)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body);
+        let ack: PushAck = self.send(req).await?;
+        if ack.acked < first {
+            return Err(SyncError::Http(format!(
+                "HQ acknowledged seq {} but the batch started at {first}",
+                ack.acked
+            )));
+        }
+        let upto = ack.acked.min(last);
+        self.ctx
+            .db
+            .write(move |c| {
+                Ok(c.execute(
+                    "UPDATE outbox SET sent_ms = ?1 WHERE class = ?2 AND sent_ms IS NULL AND seq BETWEEN ?3 AND ?4",
+                    params![now, class, first, upto],
+                )?)
+            })
+            .await?;
+        self.ctx.metrics.sync_events_pushed.inc_by(n as u64);
+        Ok(true)
+    }
+}
+
+fn gzip_json(v: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    serde_json::to_writer(&mut enc, v)?;
+    enc.flush()?;
+    enc.finish()
+}
+
+/// The next batch to push: the oldest unsent business events, or when there are none, the oldest
+/// unsent telemetry.
+pub fn next_batch(conn: &Connection, limit: i64) -> DbResult<Vec<StoreEvent>> {
+    for class in ["business", "telemetry"] {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, type, class, payload, created_ms FROM outbox
+             WHERE class = ?1 AND sent_ms IS NULL ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![class, limit], |r| {
+                let payload: String = r.get(4)?;
+                Ok(StoreEvent {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event_type: r.get(2)?,
+                    class: r.get(3)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
+                    at: ts_from_ms(r.get(5)?).to_string(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        if !rows.is_empty() {
+            return Ok(rows);
+        }
+    }
+    Ok(Vec::new())
+}
+
+pub fn dropped_total(conn: &Connection) -> DbResult<i64> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [DROPPED_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Deletes unsent telemetry older than `ttl_ms`, or beyond `cap_bytes` of payload or `max_rows`
+/// rows (oldest first), and sent events older than a day; returns how many unsent were dropped
+/// (also added to the persistent count). Business events are never touched unless sent.
+pub fn enforce_telemetry_limits(
+    conn: &mut Connection,
+    now_ms: i64,
+    ttl_ms: i64,
+    cap_bytes: i64,
+    max_rows: i64,
+) -> DbResult<i64> {
+    let tx = crate::db::immediate(conn)?;
+    let old = tx.execute(
+        "DELETE FROM outbox WHERE class = 'telemetry' AND sent_ms IS NULL AND created_ms < ?1",
+        [now_ms - ttl_ms],
+    )? as i64;
+    let over = tx.execute(
+        "DELETE FROM outbox WHERE seq IN (
+            SELECT seq FROM (
+              SELECT seq, sum(length(payload)) OVER w AS bytes, row_number() OVER w AS n
+              FROM outbox WHERE class = 'telemetry' AND sent_ms IS NULL
+              WINDOW w AS (ORDER BY seq DESC)
+            ) WHERE bytes > ?1 OR n > ?2)",
+        params![cap_bytes, max_rows],
+    )? as i64;
+    tx.execute(
+        "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND sent_ms < ?1",
+        [now_ms - 86_400_000],
+    )?;
+    let dropped = old + over;
+    if dropped > 0 {
+        let total = dropped_total(&tx)? + dropped;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![DROPPED_KEY, total.to_string()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(dropped)
+}
+
+async fn feed_loop(link: Arc<Link>) {
+    let mut attempt = 0u32;
+    loop {
+        let started = Instant::now();
+        match link.feed_once().await {
+            Ok(empty) => {
+                attempt = 0;
+                link.ok();
+                // An HQ that does not long-poll answers an empty page at once: do not spin.
+                if empty && started.elapsed() < Duration::from_millis(500) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(e) => {
+                link.failed("feed", &e);
+                link.backoff(&mut attempt).await;
+            }
+        }
+    }
+}
+
+async fn push_loop(link: Arc<Link>) {
+    let mut attempt = 0u32;
+    let mut last_limits: Option<Instant> = None;
+    loop {
+        // Telemetry limits are enforced every few seconds, not on every batch of a drain.
+        let enforce = last_limits.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+        if enforce {
+            last_limits = Some(Instant::now());
+        }
+        match link.push_once(enforce).await {
+            Ok(true) => {
+                attempt = 0;
+                link.ok();
+            }
+            Ok(false) => {
+                attempt = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                link.failed("push", &e);
+                link.backoff(&mut attempt).await;
+            }
+        }
+    }
+}
+
+async fn rollup_loop(link: Arc<Link>) {
+    let every = Duration::from_secs(link.ctx.config.hq.rollup_interval_secs);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = link.now_ms();
+        let window_ms = every.as_millis() as i64;
+        let st = link.ctx.state.snapshot();
+        let uptime = link.ctx.started.elapsed().as_secs();
+        let r = link
+            .ctx
+            .db
+            .write(move |c| {
+                let payload = rollup(c, now, window_ms, &st, uptime)?;
+                let id = format!("rollup:{}", now / window_ms.max(1));
+                crate::sync::outbox::enqueue(
+                    c,
+                    &id,
+                    "telemetry.rollup",
+                    crate::sync::outbox::Class::Telemetry,
+                    &payload.to_string(),
+                    now,
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "sync: telemetry rollup failed");
+        }
+    }
+}
+
+/// The `telemetry.rollup` payload for the window ending at `now_ms`.
+pub fn rollup(
+    conn: &Connection,
+    now_ms: i64,
+    window_ms: i64,
+    sync: &crate::sync::state::SyncStatus,
+    uptime_s: u64,
+) -> DbResult<Value> {
+    let since = now_ms - window_ms.max(60_000);
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, metric, sum(count), min(min), max(max), sum(sum) FROM telemetry_minute
+         WHERE minute >= ?1 GROUP BY device_id, metric ORDER BY device_id, metric LIMIT 1000",
+    )?;
+    let devices: Vec<Value> = stmt
+        .query_map([since - since.rem_euclid(60_000)], |r| {
+            let count: i64 = r.get(2)?;
+            let sum: f64 = r.get(5)?;
+            Ok(
+                json!({"device": r.get::<_, String>(0)?, "metric": r.get::<_, String>(1)?,
+                "count": count, "min": r.get::<_, f64>(3)?, "max": r.get::<_, f64>(4)?,
+                "avg": if count > 0 { sum / count as f64 } else { 0.0 }}),
+            )
+        })?
+        .collect::<Result<_, _>>()?;
+    let checkouts: i64 = conn.query_row(
+        "SELECT count(*) FROM checkouts WHERE created_ms >= ?1",
+        [now_ms - 60_000],
+        |r| r.get(0),
+    )?;
+    let (total, offline): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(online = 0), 0) FROM devices",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let alerts: i64 = conn.query_row(
+        "SELECT count(*) FROM alerts WHERE cleared_ms IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    let (ob, ot) = crate::sync::outbox::depth(conn)?;
+    Ok(json!({
+        "at": ts_from_ms(now_ms).to_string(),
+        "window_s": window_ms / 1000,
+        "box": {
+            "version": crate::VERSION,
+            "uptime_s": uptime_s,
+            "checkouts_per_minute": checkouts,
+            "devices_total": total,
+            "devices_offline": offline,
+            "alerts_open": alerts,
+            "sync_lag_events": sync.lag_events,
+            "sync_lag_seconds": sync.lag_seconds,
+            "outbox_business": ob,
+            "outbox_telemetry": ot,
+        },
+        "devices": devices,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrations::migrate(&mut c, crate::db::migrations::MIGRATIONS.len()).unwrap();
+        c
+    }
+
+    #[test]
+    fn business_first_and_telemetry_limits_never_touch_business() {
+        let mut c = db();
+        use crate::sync::outbox::{enqueue, Class};
+        for i in 0..10 {
+            enqueue(
+                &c,
+                &format!("t{i}"),
+                "telemetry.rollup",
+                Class::Telemetry,
+                "{}",
+                i,
+            )
+            .unwrap();
+        }
+        enqueue(&c, "b1", "checkout.completed", Class::Business, "{}", 0).unwrap();
+        let b = next_batch(&c, 100).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].id, "b1");
+        // TTL: the 3 oldest telemetry rows are past it; cap: keep at most 5 rows.
+        let dropped = enforce_telemetry_limits(&mut c, 10, 7, 1 << 20, 5).unwrap();
+        assert_eq!(dropped, 5);
+        assert_eq!(dropped_total(&c).unwrap(), 5);
+        let (bus, tel) = crate::sync::outbox::depth(&c).unwrap();
+        assert_eq!((bus, tel), (1, 5));
+    }
+}
