@@ -34,7 +34,15 @@ function shell(signedIn) {
   if (session.store) $("store-name").textContent = session.store.store_name || "storebox";
 }
 
-async function route() {
+// Routes render one after another: a page still loading when the user (or a test) moves on must
+// not paint over the newer page when its data finally arrives.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(routeNow, routeNow);
+  return routing;
+}
+
+async function routeNow() {
   stopLive();
   if (!session.csrf) return;
   const path = decodeURIComponent((location.hash || "#/").slice(1).split("?")[0]) || "/";

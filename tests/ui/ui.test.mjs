@@ -150,12 +150,12 @@ test("devices: a device turns online and offline live, without reloading", T, as
 
   const lane = await connectDevice(box, "lane-1", devices["lane-1"]);
   await lane.publishAsync("devices/lane-1/status", JSON.stringify({ online: true, firmware: "2.4.1" }), { qos: 1, retain: true });
-  await row.locator('[data-status="online"]').waitFor({ timeout: 10000 });
+  await row.locator('[data-status="online"]').waitFor({ timeout: 30000 });
   await row.getByText("2.4.1").waitFor();
   await checkPage(page, "03-devices-live");
 
   vanish(lane);
-  await row.locator('[data-status="offline"]').waitFor({ timeout: 10000 });
+  await row.locator('[data-status="offline"]').waitFor({ timeout: 30000 });
   assert.match(await row.locator("[data-status]").textContent(), /Offline \(connection lost\)/);
   assert.equal(await page.evaluate(() => window.__noReload), true, "the page was reloaded");
 
