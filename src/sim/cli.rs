@@ -121,6 +121,9 @@ pub struct DemoArgs {
     /// MQTT address for the virtual devices.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
+    /// Address of the demo's reference HQ (`storebox hq`).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub hq: SocketAddr,
     /// Control API of the virtual devices.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub control: SocketAddr,
@@ -195,6 +198,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         dir: args.dir,
         http: args.http,
         mqtt: args.mqtt,
+        hq: args.hq,
         control: args.control,
         seed: args.seed,
         change_after_mins: args.change_after_mins,
@@ -215,10 +219,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             let s = &r.sample;
             let money = |m: i64| format!("{}.{:02}", m / 100, m % 100);
             say(&format!(
-                "storebox demo ready ui={} control={} token={} data={}",
+                "storebox demo ready ui={} control={} token={} hq={} hq_token={} data={}",
                 r.ui,
                 r.control,
                 r.token,
+                r.hq,
+                r.hq_admin_token,
                 r.dir.display()
             ));
             say(&format!(
@@ -226,6 +232,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 r.ui, r.username, r.password
             ));
             say(&format!("  API:      bearer token {} (role manager)", r.token));
+            say(&format!(
+                "  HQ:       {}  (store demo-store, group pilot; admin token {}; docs/hq.md)",
+                r.hq, r.hq_admin_token
+            ));
             say(&format!(
                 "  Devices:  {} virtual devices; control API {} (docs/simulator.md)",
                 r.devices, r.control
@@ -242,7 +252,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 s.flash_skus.join(", ")
             ));
             say(&format!(
-                "  Data:     {} (store database, sample-catalog.jsonl; wiped at the next demo start)",
+                "  Data:     {} (store/ and hq/ databases, sample-catalog.jsonl; wiped at the next demo start)",
                 r.dir.display()
             ));
             say("Press Ctrl-C to stop.");

@@ -30,6 +30,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub http: SocketAddr,
     pub mqtt: SocketAddr,
+    /// The demo's reference HQ.
+    pub hq: SocketAddr,
     pub control: SocketAddr,
     pub seed: u64,
     /// Minutes from launch to the scheduled price change and promotion.
@@ -42,6 +44,7 @@ impl Default for DemoOptions {
             dir: PathBuf::from("storebox-demo"),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            hq: SocketAddr::from(([127, 0, 0, 1], 8090)),
             control: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: 42,
             change_after_mins: 2,
@@ -57,6 +60,9 @@ pub struct DemoReady {
     pub username: String,
     pub password: String,
     pub token: String,
+    /// The HQ's URL and admin token (authoring and fleet API, docs/hq.md).
+    pub hq: String,
+    pub hq_admin_token: String,
     pub dir: PathBuf,
     pub devices: usize,
     pub sample: Sample,
@@ -74,19 +80,24 @@ where
     R: FnOnce(&DemoReady),
 {
     let dir = prepare_dir(&opts.dir)?;
-    // HQ (after the HQ branch is merged): start `storebox hq` here on loopback with its data in
-    // `dir/hq`, add the store (`storebox hq store add demo-store`) and put the store token and
-    // `[hq] url` into `store_config` below.
-    let config = store_config(&opts, &dir);
     let sample = sample::generate(&SampleOptions {
         seed: opts.seed,
         now: clock.now(),
         change_after: jiff::SignedDuration::from_mins(opts.change_after_mins),
         ..SampleOptions::new(clock.now())
     });
-    // HQ: author `sample.events` at HQ (`POST /hq/v1/events`, target the demo store) instead of
-    // importing them here; the store then receives them through its feed.
-    load_catalog(&config, &sample, &dir, &clock).await?;
+    // The HQ first: the store is registered with it and gets the sample catalog through its feed,
+    // exactly as a store of a chain does.
+    let hq = start_hq(&opts, &dir, &clock).await?;
+    let mut config = store_config(&opts, &dir);
+    config.hq.url = hq.url.clone();
+    config.hq.token = crate::config::Secret::new(hq.store_token.clone());
+    // Also kept as a file, for `storebox import` by hand.
+    let path = dir.join("sample-catalog.jsonl");
+    sample
+        .write_jsonl(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    author_at_hq(&hq, &sample).await?;
     let (username, password, token) = create_access(&config, &clock).await?;
 
     let (stop_store, store_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -116,6 +127,7 @@ where
         }
     };
 
+    wait_for_catch_up(&running, &token).await?;
     let sim = start_devices(&opts, &running, &token, &sample, clock.clone()).await;
     let sim = match sim {
         Ok(s) => s,
@@ -131,6 +143,8 @@ where
         username,
         password,
         token,
+        hq: hq.url.clone(),
+        hq_admin_token: hq.admin_token.clone(),
         dir: dir.clone(),
         devices: sim.device_ids().len(),
         sample,
@@ -141,7 +155,125 @@ where
     sim.shutdown().await;
     let _ = stop_store.send(());
     store.await.context("store task")??;
+    let _ = hq.stop.send(());
+    hq.task.await.context("hq task")??;
     Ok(())
+}
+
+/// The demo's running HQ.
+struct DemoHq {
+    url: String,
+    admin_token: String,
+    store_token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the reference HQ in this process with its data in `dir/hq`, and registers the demo store
+/// (group `pilot`).
+async fn start_hq(opts: &DemoOptions, dir: &Path, clock: &SharedClock) -> anyhow::Result<DemoHq> {
+    let mut config = Config::default();
+    config.hq_server.listen = opts.hq;
+    config.hq_server.data_dir = dir.join("hq");
+    let admin_token = auth::generate_secret("sbhqa_");
+    config.hq_server.admin_token = crate::config::Secret::new(admin_token.clone());
+    std::fs::create_dir_all(&config.hq_server.data_dir)?;
+    let now = clock.now().as_millisecond();
+    let cfg = config.clone();
+    let store_token = crate::db::run_blocking(move || {
+        let db = crate::hq::open_db(&cfg)?;
+        db.write_blocking(|c| crate::hq::store::add_store(c, STORE_ID, "pilot", now))?
+            .map_err(|e| anyhow::anyhow!(e))
+    })
+    .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let hq_clock = clock.clone();
+    let task = tokio::spawn(async move {
+        crate::hq::serve(
+            config,
+            hq_clock,
+            async {
+                let _ = stopped.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        )
+        .await
+    });
+    let addr = match ready_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            return Err(task
+                .await
+                .context("hq task")?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the HQ stopped before it was ready")))
+        }
+    };
+    Ok(DemoHq {
+        url: format!("http://{addr}"),
+        admin_token,
+        store_token,
+        stop,
+        task,
+    })
+}
+
+/// Authors the sample catalog at HQ for the demo store, in batches (`POST /hq/v1/events`).
+async fn author_at_hq(hq: &DemoHq, sample: &Sample) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for chunk in sample.events.chunks(1000) {
+        let events: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|e| serde_json::json!({"type": e.event_type, "payload": e.payload}))
+            .collect();
+        let r = http
+            .post(format!("{}/hq/v1/events", hq.url))
+            .bearer_auth(&hq.admin_token)
+            .json(&serde_json::json!({"target": {"stores": [STORE_ID]}, "events": events}))
+            .send()
+            .await
+            .context("authoring the sample catalog at HQ")?;
+        if !r.status().is_success() {
+            let status = r.status();
+            anyhow::bail!(
+                "HQ refused the sample catalog ({status}): {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits (at most 60 s) until the store has applied everything HQ has for it, so the virtual
+/// devices start with the whole catalog priced.
+async fn wait_for_catch_up(running: &Running, token: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status: Option<serde_json::Value> = async {
+            http.get(format!("http://{}/api/v1/sync", running.http))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        if let Some(s) = status {
+            if s["connected"] == true && s["cursor"].as_i64().is_some() && s["lag_events"] == 0 {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the demo store did not receive the catalog from HQ within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Creates `dir`, or wipes it if a previous demo made it. Refuses a non-empty directory that is
@@ -168,40 +300,17 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(dir)?)
 }
 
+/// The demo store's id, at the box and at HQ.
+const STORE_ID: &str = "demo-store";
+
 fn store_config(opts: &DemoOptions, dir: &Path) -> Config {
     let mut c = Config::default();
-    c.store.id = "demo-store".into();
+    c.store.id = STORE_ID.into();
     c.store.name = "Demo store".into();
     c.http.listen = opts.http;
     c.mqtt.listen = opts.mqtt;
     c.storage.data_dir = dir.join("store");
     c
-}
-
-/// Writes the sample as `sample-catalog.jsonl` in the demo dir and imports it, exactly like
-/// `storebox import`.
-async fn load_catalog(
-    config: &Config,
-    sample: &Sample,
-    dir: &Path,
-    clock: &SharedClock,
-) -> anyhow::Result<()> {
-    let path = dir.join("sample-catalog.jsonl");
-    sample
-        .write_jsonl(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::fs::create_dir_all(&config.storage.data_dir)?;
-    let db_path = config.db_path();
-    let tz = config.timezone();
-    let now = clock.now().as_millisecond();
-    crate::db::run_blocking(move || {
-        let db = Db::open(&db_path)?;
-        let report =
-            db.write_blocking(|c| Ok(crate::catalog::import::import_file(c, &path, tz, now)))??;
-        tracing::info!(events = report.events, "demo catalog imported");
-        Ok::<_, anyhow::Error>(())
-    })
-    .await
 }
 
 /// An admin user for the UI and a manager token for the virtual devices.

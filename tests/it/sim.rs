@@ -135,8 +135,12 @@ fn open_alert(alerts: &Value, device: &str, code: &str) -> bool {
 /// `storebox simulate` as a process: a printer told to run out of paper raises `PAPER_OUT`, the
 /// box lists it and queues it for HQ; it refuses to print until it gets paper again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_printer_out_of_paper_raises_paper_out_at_the_box() {
-    let sb = StoreBox::start();
+async fn a_printer_out_of_paper_raises_paper_out_at_the_box_and_hq() {
+    let hq = Hq::start();
+    let hq_token = hq.add_store("paper-store", "");
+    let env = hq.store_env("paper-store", &hq_token);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let sb = StoreBox::start_with(&env);
     let child = Command::new(BIN)
         .args([
             "simulate",
@@ -200,8 +204,7 @@ async fn a_printer_out_of_paper_raises_paper_out_at_the_box() {
         .then_some(())
     })
     .await;
-    // Queued for HQ. HQ merge: also start `storebox hq` with this store registered and check
-    // that `GET /hq/v1/store-events?store=…&type=device.alert` lists PAPER_OUT.
+    // Queued once in the outbox, and it reaches HQ.
     let queued: i64 = sb
         .db()
         .query_row(
@@ -211,6 +214,13 @@ async fn a_printer_out_of_paper_raises_paper_out_at_the_box() {
         )
         .unwrap();
     assert_eq!(queued, 1);
+    eventually(10, "PAPER_OUT listed at HQ for this store", || async {
+        let (s, v) = hq
+            .get("/hq/v1/store-events?store=paper-store&type=device.alert")
+            .await;
+        (s == 200 && v.to_string().contains("PAPER_OUT")).then_some(())
+    })
+    .await;
     eventually(10, "paper level 0 in the box's telemetry", || async {
         let d = sb.get("/api/v1/devices/p-printer-1").await.1;
         (d["telemetry"][0]["metrics"]["paper"] == 0.0).then_some(())
@@ -403,7 +413,7 @@ async fn a_lane_offline_mid_basket_records_its_checkout_exactly_once() {
     sim.shutdown().await;
 }
 
-/// With a controlled clock: a price starting in the future is in the store ahead of time, and at
+/// With a controlled clock: a price change scheduled at HQ reaches the store ahead of time, and at
 /// its start instant every virtual label showing that sku displays the new price within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
@@ -419,25 +429,60 @@ async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     config.store.timezone = "UTC".into();
 
-    // The price change (and a promotion on another sku) arrive ahead of their start. HQ merge:
-    // author them at HQ (`POST /hq/v1/events`) with the store syncing, instead of importing.
-    let future = format!(
-        "{CATALOG}{}\n{}\n",
-        json!({"id":"p9","type":"price.set","payload":{"id":"pr-1001-sale","sku":"1001","price":99,"starts_at": starts.to_string()}}),
-        json!({"id":"p10","type":"promotion.upsert","payload":{"id":"promo-y","name":"Yoghurt 20%","kind":"percent_off","params":{"percent":20},"skus":["1002"],"starts_at": starts.to_string(),"ends_at":null}}),
+    // The reference HQ, in this process on the same controlled clock, with the store registered.
+    let mut hq_config = storebox::config::Config::default();
+    hq_config.hq_server.listen = "127.0.0.1:0".parse().unwrap();
+    hq_config.hq_server.data_dir = tmp.path().join("hq");
+    hq_config.hq_server.admin_token = storebox::config::Secret::new("hq-admin-test-token");
+    std::fs::create_dir_all(&hq_config.hq_server.data_dir).unwrap();
+    let store_token = storebox::hq::open_db(&hq_config)
+        .unwrap()
+        .write_blocking(|c| storebox::hq::store::add_store(c, "s1", "", t0.as_millisecond()))
+        .unwrap()
+        .unwrap();
+    let (hq_ready_tx, hq_ready_rx) = tokio::sync::oneshot::channel();
+    let (hq_stop_tx, hq_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let hq_task = tokio::spawn(storebox::hq::serve(
+        hq_config,
+        shared.clone(),
+        async {
+            let _ = hq_stop_rx.await;
+        },
+        move |a| {
+            let _ = hq_ready_tx.send(a);
+        },
+    ));
+    let hq_url = format!("http://{}", hq_ready_rx.await.expect("hq ready"));
+    config.store.id = "s1".into();
+    config.hq.url = hq_url.clone();
+    config.hq.token = storebox::config::Secret::new(store_token);
+
+    // The base catalog comes from HQ too (a new store bootstraps from HQ's snapshot, which
+    // replaces whatever it had); the price change and a promotion on another sku are scheduled
+    // at HQ later (below) and reach the store ahead of their start through its feed.
+    let base: Vec<Value> = CATALOG
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            json!({"type": e["type"], "payload": e["payload"]})
+        })
+        .collect();
+    let authored = reqwest::Client::new()
+        .post(format!("{hq_url}/hq/v1/events"))
+        .bearer_auth("hq-admin-test-token")
+        .json(&json!({"target": {"stores": ["s1"]}, "events": base}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        authored.status().is_success(),
+        "{:?}",
+        authored.text().await
     );
-    let file = tmp.path().join("prices.jsonl");
-    std::fs::write(&file, future).unwrap();
     let db = storebox::db::Db::open(&config.db_path()).unwrap();
     let token = db
         .write_blocking(|c| {
-            storebox::catalog::import::import_file(
-                c,
-                &file,
-                jiff::tz::TimeZone::UTC,
-                t0.as_millisecond(),
-            )
-            .unwrap();
             Ok(storebox::auth::add_token(
                 c,
                 "sim",
@@ -503,10 +548,28 @@ async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
     })
     .await;
 
-    // Ahead of time, the store already knows the change.
-    let (_, p) = (&api).get("/api/v1/prices/1001").await;
+    // Scheduled at HQ for 90 s ahead; it reaches the store ahead of time.
+    let authored = reqwest::Client::new()
+        .post(format!("{hq_url}/hq/v1/events"))
+        .bearer_auth("hq-admin-test-token")
+        .json(&json!({"target": {"stores": ["s1"]}, "events": [
+            {"type":"price.set","payload":{"id":"pr-1001-sale","sku":"1001","price":99,"starts_at": starts.to_string()}},
+            {"type":"promotion.upsert","payload":{"id":"promo-y","name":"Yoghurt 20%","kind":"percent_off","params":{"percent":20},"skus":["1002"],"starts_at": starts.to_string(),"ends_at":null}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        authored.status().is_success(),
+        "{:?}",
+        authored.text().await
+    );
+    let p = eventually(5, "the change scheduled at HQ is in the store", || async {
+        let (_, p) = (&api).get("/api/v1/prices/1001").await;
+        (p["next_change"]["price"] == 99).then_some(p)
+    })
+    .await;
     assert_eq!(p["price"], 129);
-    assert_eq!(p["next_change"]["price"], 99, "{p}");
     assert_eq!(
         p["next_change"]["at"]
             .as_str()
@@ -558,6 +621,8 @@ async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
     sim.shutdown().await;
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), store).await;
+    let _ = hq_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), hq_task).await;
 }
 
 struct InProcess {
@@ -947,6 +1012,8 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
             "127.0.0.1:0",
             "--mqtt",
             "127.0.0.1:0",
+            "--hq",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -972,6 +1039,7 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
             .to_string()
     };
     let (ui, token, data) = (field("ui"), field("token"), field("data"));
+    let (hq, hq_token) = (field("hq"), field("hq_token"));
     let mut rest = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
         let last = line.contains("Ctrl-C");
@@ -1027,8 +1095,27 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
         "demo ready with every device online after {:?}",
         started.elapsed()
     );
-    // HQ merge: the demo prints the HQ address too; check that `GET /hq/v1/stores` lists
-    // `demo-store` within the same 30 s.
+    // HQ lists the demo store, synced (the catalog came through its feed before the devices
+    // started).
+    let stores: Value = http
+        .get(format!("{hq}/hq/v1/stores"))
+        .bearer_auth(&hq_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = stores.to_string();
+    assert!(
+        listed.contains("demo-store"),
+        "HQ lists the store: {stores}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "within 30 s: {:?}",
+        started.elapsed()
+    );
     let (_, catalog) = {
         let r = http
             .get(format!("{ui}api/v1/catalog?limit=1"))
