@@ -156,6 +156,25 @@ pub fn evaluate(conn: &mut Connection, now_ms: i64) -> DbResult<Vec<Boundary>> {
     Ok(out)
 }
 
+/// The effective state now of each of `skus`: for announcing data that took effect on arrival
+/// (an HQ price whose start is already past), which crosses no boundary of its own.
+pub fn current(conn: &Connection, skus: &[String], now_ms: i64) -> DbResult<Vec<SkuChange>> {
+    skus.iter().map(|s| state_at(conn, s, now_ms)).collect()
+}
+
+/// The MQTT message announcing `changes` as they stand after HQ data was applied
+/// (`"reason":"update"`; boundary messages carry no reason).
+pub fn update_message(changes: &[SkuChange], now_ms: i64, currency: &str) -> String {
+    json!({
+        "at": ts_from_ms(now_ms).to_string(),
+        "catch_up": false,
+        "reason": "update",
+        "currency": currency,
+        "skus": changes,
+    })
+    .to_string()
+}
+
 /// The MQTT message for one boundary.
 pub fn message(b: &Boundary, now_ms: i64, currency: &str) -> String {
     json!({

@@ -54,6 +54,13 @@ async fn price_authored_at_hq_is_served_by_the_online_store_within_2s() {
         .await;
     synced_to(&sb, seq, 10).await;
     assert_eq!(price_of(&sb, "1001").await, Some(129));
+    // A shelf label hears of each change: it takes effect on arrival, which no scheduled
+    // boundary would announce.
+    let pw = sb.add_device("label-1", "label");
+    let mut label = Device::connect(sb.mqtt_port, "label-1", Some(&pw))
+        .await
+        .unwrap();
+    label.subscribe("store/prices/changed").await;
 
     // The measured change: one price authored at HQ, served by the store.
     for (n, p) in [(1, 135), (2, 99)] {
@@ -70,6 +77,13 @@ async fn price_authored_at_hq_is_served_by_the_online_store_within_2s() {
         let took = start.elapsed();
         println!("price change {n} served by the store after {took:?}");
         assert!(took < Duration::from_secs(2), "took {took:?}");
+        let msg = label
+            .next_on("store/prices/changed", 5)
+            .await
+            .expect("the change is announced to labels");
+        assert_eq!(msg["reason"], "update", "{msg}");
+        assert_eq!(msg["skus"][0]["sku"], "1001", "{msg}");
+        assert_eq!(msg["skus"][0]["price"], p, "{msg}");
     }
     // An event for another group does not reach this store.
     let seq = hq
