@@ -639,6 +639,41 @@ pub fn rollup(
     }))
 }
 
+/// How many skus one `store/prices/changed` update message carries at most.
+const ANNOUNCE_CHUNK: usize = 500;
+
+impl Link {
+    /// Announces on `store/prices/changed` the current effective price and promotions of the skus
+    /// an applied batch touched: a price or promotion from HQ whose start is already past takes
+    /// effect on arrival and crosses no boundary the price scheduler would announce, so shelf
+    /// labels learn it here (docs/mqtt.md). Runs after the commit, off the feed loop.
+    fn announce_prices(&self, mut skus: Vec<String>) {
+        skus.sort();
+        skus.dedup();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let now = ctx.clock.now().as_millisecond();
+            let currency = ctx.config.store.currency.clone();
+            for chunk in skus.chunks(ANNOUNCE_CHUNK) {
+                let chunk = chunk.to_vec();
+                match ctx
+                    .db
+                    .read(move |c| crate::catalog::scheduler::current(c, &chunk, now))
+                    .await
+                {
+                    Ok(changes) => ctx.publisher.publish(
+                        "store/prices/changed",
+                        crate::catalog::scheduler::update_message(&changes, now, &currency),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "sync: prices after an update not announced")
+                    }
+                }
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,40 +709,5 @@ mod tests {
         assert_eq!(dropped_total(&c).unwrap(), 5);
         let (bus, tel) = crate::sync::outbox::depth(&c).unwrap();
         assert_eq!((bus, tel), (1, 5));
-    }
-}
-
-/// How many skus one `store/prices/changed` update message carries at most.
-const ANNOUNCE_CHUNK: usize = 500;
-
-impl Link {
-    /// Announces on `store/prices/changed` the current effective price and promotions of the skus
-    /// an applied batch touched: a price or promotion from HQ whose start is already past takes
-    /// effect on arrival and crosses no boundary the price scheduler would announce, so shelf
-    /// labels learn it here (docs/mqtt.md). Runs after the commit, off the feed loop.
-    fn announce_prices(&self, mut skus: Vec<String>) {
-        skus.sort();
-        skus.dedup();
-        let ctx = self.ctx.clone();
-        tokio::spawn(async move {
-            let now = ctx.clock.now().as_millisecond();
-            let currency = ctx.config.store.currency.clone();
-            for chunk in skus.chunks(ANNOUNCE_CHUNK) {
-                let chunk = chunk.to_vec();
-                match ctx
-                    .db
-                    .read(move |c| crate::catalog::scheduler::current(c, &chunk, now))
-                    .await
-                {
-                    Ok(changes) => ctx.publisher.publish(
-                        "store/prices/changed",
-                        crate::catalog::scheduler::update_message(&changes, now, &currency),
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "sync: prices after an update not announced")
-                    }
-                }
-            }
-        });
     }
 }
