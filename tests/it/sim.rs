@@ -6,7 +6,6 @@
 //! with the HQ server; until then the tests check the store side: the box's outbox row that sync
 //! would send, and prices imported with `storebox import`.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -162,13 +161,7 @@ async fn a_printer_out_of_paper_raises_paper_out_at_the_box_and_hq() {
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child.0);
     let ready = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("simulate prints its ready line");
@@ -1020,13 +1013,7 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child.0);
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("demo ready line within 30 s");

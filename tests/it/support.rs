@@ -109,14 +109,7 @@ impl StoreBox {
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("spawn storebox serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(&mut child);
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
@@ -245,6 +238,20 @@ fn rand_u64() -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed) as u128
+}
+
+/// The lines a child prints on its (piped) stdout, read on a thread and sent as they come.
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Polls `f` until it returns Some, or panics with `what` after `secs`.
@@ -476,14 +483,7 @@ impl Hq {
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("spawn storebox hq");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(&mut child);
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
