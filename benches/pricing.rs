@@ -10,7 +10,7 @@
 //!    and `BENCH_PROMOS` (200) promotions of all four kinds, as a JSON-lines file of HQ events;
 //! 2. import rate: `storebox import FILE` (wall clock of the process), against the reference of
 //!    the same rows inserted with rusqlite into the same tables and indexes
-//!    (`src/db/migrations/0003_catalog.sql`, one transaction, prepared statements, same pragmas);
+//!    (`src/db/migrations/0003_catalog.sql` and `0006_price_lookup.sql`, one transaction, prepared statements, same pragmas);
 //! 3. start `storebox serve` on that data dir with an admin bearer token; check a sample of
 //!    `GET /api/v1/prices/{sku}` answers against prices computed here;
 //! 4. price lookups: `BENCH_CLIENTS` (32) tasks sharing one keep-alive reqwest client, closed loop
@@ -20,6 +20,9 @@
 //!    80 % of the measured closed-loop maximum if that maximum is below 110 % of the rate;
 //! 5. basket pricing: `BENCH_BASKET_CLIENTS` (8) tasks posting `BENCH_BASKET_LINES` (50)-line
 //!    baskets of random skus to `POST /api/v1/baskets/price`.
+//!
+//! `BENCH_DATA_DIR=DIR` keeps the imported data in DIR; later runs with the same DIR reuse it and
+//! skip the import phases (for tuning the HTTP phases).
 //!
 //! Before the import and before the HTTP phases it waits (at most `BENCH_IDLE_WAIT_S`, 600 s) until
 //! no other benchmark runs (`pgrep -f` for `bench ingest`, `release/deps/ingest-` and
@@ -56,6 +59,7 @@ const EACH_DEPARTMENTS: [&str; 10] = [
 ];
 const KG_DEPARTMENTS: [&str; 4] = ["produce", "deli", "meat", "cheese"];
 const SCHEMA: &str = include_str!("../src/db/migrations/0003_catalog.sql");
+const SCHEMA_LOOKUP: &str = include_str!("../src/db/migrations/0006_price_lookup.sql");
 
 // ---------------------------------------------------------------------------------------------
 // Knobs
@@ -642,6 +646,7 @@ fn reference_insert(ds: &Dataset, path: &Path, now_ms: i64) -> anyhow::Result<Du
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(SCHEMA_LOOKUP)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut ins_item = tx.prepare(
@@ -1196,13 +1201,24 @@ fn run() -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("storebox-pricing-bench")
         .tempdir()?;
-    let data = tmp.path().join("data");
+    // BENCH_DATA_DIR keeps the imported data for later runs of the HTTP phases (tuning):
+    // the first run imports into it; later runs regenerate the same data set in memory from the
+    // saved instant, skip the import and reference phases, and start the server on it.
+    let keep = std::env::var_os("BENCH_DATA_DIR").map(PathBuf::from);
+    let data = match &keep {
+        Some(k) => k.join("data"),
+        None => tmp.path().join("data"),
+    };
+    let saved_now = keep
+        .as_ref()
+        .and_then(|k| std::fs::read_to_string(k.join("bench-now-ms")).ok())
+        .and_then(|s| s.trim().parse::<i64>().ok());
     std::fs::create_dir_all(&data)?;
     let mut notes: Vec<String> = Vec::new();
     let mut quiet: Vec<String> = Vec::new();
 
     // 1. Data set.
-    let now_ms = jiff::Timestamp::now().as_second() * 1000;
+    let now_ms = saved_now.unwrap_or(jiff::Timestamp::now().as_second() * 1000);
     let t = Instant::now();
     let ds = generate(knobs.items, knobs.promos, now_ms);
     let file = tmp.path().join("catalog.jsonl");
@@ -1216,30 +1232,48 @@ fn run() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // 2. Import: storebox, then the reference, then parsing alone.
-    quiet.push(wait_for_quiet_machine("import", &[], knobs.idle_wait));
-    let (import_took, import_out) = storebox_import(&bin, &data, &file, knobs.import_timeout)?;
-    if !import_out.contains(&format!("imported {events} events")) {
-        bail!("unexpected import output: {import_out:?}");
-    }
+    // 2. Import: storebox, then the reference, then parsing alone (skipped when reusing).
+    let imported = if saved_now.is_some() {
+        eprintln!("bench: reusing the import in {}", data.display());
+        notes.push(format!(
+            "import phases skipped: data reused from BENCH_DATA_DIR ({})",
+            data.display()
+        ));
+        None
+    } else {
+        quiet.push(wait_for_quiet_machine("import", &[], knobs.idle_wait));
+        let (import_took, import_out) = storebox_import(&bin, &data, &file, knobs.import_timeout)?;
+        if !import_out.contains(&format!("imported {events} events")) {
+            bail!("unexpected import output: {import_out:?}");
+        }
+        eprintln!("bench: storebox import: {:.1} s", import_took.as_secs_f64());
+        let ref_took = reference_insert(&ds, &tmp.path().join("reference.db"), now_ms)?;
+        eprintln!("bench: rusqlite reference: {:.1} s", ref_took.as_secs_f64());
+        let (parse_took, parsed) = parse_only(&file)?;
+        if parsed != events {
+            bail!("parsed {parsed} events, wrote {events}");
+        }
+        let _ = std::fs::remove_file(tmp.path().join("reference.db"));
+        let _ = std::fs::remove_file(tmp.path().join("reference.db-wal"));
+        if let Some(k) = &keep {
+            std::fs::write(k.join("bench-now-ms"), now_ms.to_string())?;
+        }
+        Some((import_took, ref_took, parse_took))
+    };
     let db_mb = ["storebox.db", "storebox.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(data.join(f)).ok())
         .map(|m| m.len())
         .sum::<u64>() as f64
         / 1e6;
-    eprintln!("bench: storebox import: {:.1} s", import_took.as_secs_f64());
-    let ref_took = reference_insert(&ds, &tmp.path().join("reference.db"), now_ms)?;
-    eprintln!("bench: rusqlite reference: {:.1} s", ref_took.as_secs_f64());
-    let (parse_took, parsed) = parse_only(&file)?;
-    if parsed != events {
-        bail!("parsed {parsed} events, wrote {events}");
-    }
-    let _ = std::fs::remove_file(tmp.path().join("reference.db"));
-    let _ = std::fs::remove_file(tmp.path().join("reference.db-wal"));
 
     // 3. Server and token.
-    let token_out = storebox_run(&bin, &data, &["token", "add", "bench", "--role", "admin"])?;
+    let token_name = format!("bench-{}", std::process::id());
+    let token_out = storebox_run(
+        &bin,
+        &data,
+        &["token", "add", &token_name, "--role", "admin"],
+    )?;
     let token = token_out
         .lines()
         .last()
@@ -1323,8 +1357,6 @@ fn run() -> anyhow::Result<()> {
     drop(rt);
 
     // Results.
-    let ev_rate = events as f64 / import_took.as_secs_f64();
-    let ref_rate = events as f64 / ref_took.as_secs_f64();
     let mut out = String::new();
     let _ = writeln!(out, "\n## storebox pricing benchmark");
     let _ = writeln!(
@@ -1343,29 +1375,33 @@ fn run() -> anyhow::Result<()> {
         ds.prices.len(),
         ds.promos.len()
     );
-    let _ = writeln!(out, "\n| import | time | events/s |\n|---|---|---|");
-    let _ = writeln!(
-        out,
-        "| `storebox import` (process wall clock) | {:.1} s | {ev_rate:.0} |",
-        import_took.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "| rusqlite reference: same rows, same tables and indexes, one transaction | {:.1} s | {ref_rate:.0} |",
-        ref_took.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "| reading + parsing the file only (serde_json::Value) | {:.1} s | {:.0} |",
-        parse_took.as_secs_f64(),
-        events as f64 / parse_took.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "storebox import rate = {:.1} % of the reference ({:.2}x its time)",
-        ev_rate / ref_rate * 100.0,
-        import_took.as_secs_f64() / ref_took.as_secs_f64()
-    );
+    if let Some((import_took, ref_took, parse_took)) = imported {
+        let ev_rate = events as f64 / import_took.as_secs_f64();
+        let ref_rate = events as f64 / ref_took.as_secs_f64();
+        let _ = writeln!(out, "\n| import | time | events/s |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| `storebox import` (process wall clock) | {:.1} s | {ev_rate:.0} |",
+            import_took.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "| rusqlite reference: same rows, same tables and indexes, one transaction | {:.1} s | {ref_rate:.0} |",
+            ref_took.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "| reading + parsing the file only (serde_json::Value) | {:.1} s | {:.0} |",
+            parse_took.as_secs_f64(),
+            events as f64 / parse_took.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "storebox import rate = {:.1} % of the reference ({:.2}x its time)",
+            ev_rate / ref_rate * 100.0,
+            import_took.as_secs_f64() / ref_took.as_secs_f64()
+        );
+    }
     let _ = writeln!(
         out,
         "\n| HTTP phase ({} s each) | throughput | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU cores server / client |\n|---|---|---|---|---|---|---|---|",

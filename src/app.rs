@@ -131,6 +131,7 @@ where
         login_failures: Arc::default(),
         sync: sync_state,
         device_changes: device_changes.clone(),
+        tokens: Arc::default(),
     };
     let live_changes = device_changes;
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -262,6 +262,46 @@ pub fn check_token(conn: &Connection, token: &str) -> DbResult<Option<(String, R
     Ok(row.and_then(|(name, role)| role.parse().ok().map(|r| (name, r))))
 }
 
+/// How long a verified bearer token is trusted from memory before the database is asked again.
+/// A token removed with `storebox token remove` (another process) stops working within this time.
+pub const TOKEN_CACHE_MS: i64 = 1_000;
+
+/// Verified bearer tokens kept in memory for [`TOKEN_CACHE_MS`], so a busy lane asking prices many
+/// times a second does not cost a database read per request for its token. Keyed by the token's
+/// hash; unknown tokens are never cached (each attempt is checked against the database).
+#[derive(Default)]
+pub struct TokenCache {
+    entries: parking_lot::Mutex<std::collections::HashMap<String, (String, Role, i64)>>,
+}
+
+impl TokenCache {
+    /// Most tokens kept; beyond it the cache is emptied (tokens are few: lanes, integrations).
+    const MAX: usize = 4096;
+
+    /// The cached name and role of `token` if it was verified at most [`TOKEN_CACHE_MS`] before
+    /// `now_ms` (a clock that went backwards makes the entry stale).
+    pub fn get(&self, token: &str, now_ms: i64) -> Option<(String, Role)> {
+        let key = hash_secret(token);
+        let entries = self.entries.lock();
+        let (name, role, at) = entries.get(&key)?;
+        (now_ms >= *at && now_ms - *at <= TOKEN_CACHE_MS).then(|| (name.clone(), *role))
+    }
+
+    /// Remembers `token` as verified at `now_ms`.
+    pub fn put(&self, token: &str, name: &str, role: Role, now_ms: i64) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= Self::MAX {
+            entries.clear();
+        }
+        entries.insert(hash_secret(token), (name.to_string(), role, now_ms));
+    }
+
+    /// Forgets `token` (it failed verification).
+    pub fn forget(&self, token: &str) {
+        self.entries.lock().remove(&hash_secret(token));
+    }
+}
+
 pub fn remove_token(conn: &Connection, name: &str) -> Result<(), AuthError> {
     if conn.execute("DELETE FROM api_tokens WHERE name = ?1", [name])? == 0 {
         return Err(AuthError::NotFound(format!("token {name:?}")));
@@ -272,6 +312,23 @@ pub fn remove_token(conn: &Connection, name: &str) -> Result<(), AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_cache_trusts_a_verified_token_for_one_second_only() {
+        let cache = TokenCache::default();
+        assert_eq!(cache.get("sbt_a", 10_000), None, "nothing verified yet");
+        cache.put("sbt_a", "lane-1", Role::Staff, 10_000);
+        assert_eq!(
+            cache.get("sbt_a", 10_000 + TOKEN_CACHE_MS),
+            Some(("lane-1".to_string(), Role::Staff))
+        );
+        assert_eq!(cache.get("sbt_b", 10_000), None, "another token");
+        assert_eq!(cache.get("sbt_a", 10_001 + TOKEN_CACHE_MS), None, "expired");
+        assert_eq!(cache.get("sbt_a", 9_999), None, "clock stepped back");
+        cache.put("sbt_a", "lane-1", Role::Staff, 20_000);
+        cache.forget("sbt_a");
+        assert_eq!(cache.get("sbt_a", 20_000), None, "forgotten");
+    }
 
     #[test]
     fn password_roundtrip() {

@@ -14,6 +14,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_catalog", include_str!("migrations/0003_catalog.sql")),
     ("0004_tickets", include_str!("migrations/0004_tickets.sql")),
     ("0005_sync", include_str!("migrations/0005_sync.sql")),
+    (
+        "0006_price_lookup",
+        include_str!("migrations/0006_price_lookup.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

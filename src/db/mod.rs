@@ -143,12 +143,24 @@ impl Db {
         f(&mut conn)
     }
 
-    /// Runs `f` with a reader connection on the calling thread.
+    /// Runs `f` with a reader connection on the calling thread, inside one read transaction: all
+    /// its queries see the same snapshot (a price answer never mixes two HQ batches), and the
+    /// file's shared lock is taken once, not once per statement.
     pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
         let conn = self.reader()?;
+        conn.prepare_cached("BEGIN")?.execute([])?;
         let out = f(&conn);
-        self.give_back(conn);
+        if conn.is_autocommit() || conn.prepare_cached("COMMIT")?.execute([]).is_ok() {
+            self.give_back(conn);
+        }
         out
+    }
+
+    /// Runs `f` with a pooled reader on the calling async worker, for reads that take tens of
+    /// microseconds (a few indexed lookups), where a trip to the blocking pool costs more than
+    /// the work. Anything that scans, sorts or may take longer goes through [`Db::read`].
+    pub fn read_inline<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
+        self.read_blocking(f)
     }
 
     /// Runs `f` with the writer connection on a blocking thread.

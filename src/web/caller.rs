@@ -58,8 +58,20 @@ impl FromRequestParts<AppState> for Caller {
                 .map(str::trim)
                 .ok_or_else(ApiError::unauthorized)?
                 .to_string();
-            let found = state.db.read(move |c| auth::check_token(c, &token)).await?;
-            let (name, role) = found.ok_or_else(ApiError::unauthorized)?;
+            let now = state.now_ms();
+            let (name, role) = match state.tokens.get(&token, now) {
+                Some(found) => found,
+                None => {
+                    let check = token.clone();
+                    let found = state.db.read(move |c| auth::check_token(c, &check)).await?;
+                    let Some((name, role)) = found else {
+                        state.tokens.forget(&token);
+                        return Err(ApiError::unauthorized());
+                    };
+                    state.tokens.put(&token, &name, role, now);
+                    (name, role)
+                }
+            };
             return Ok(Caller {
                 name: format!("token:{name}"),
                 role,

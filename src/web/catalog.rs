@@ -147,10 +147,12 @@ pub async fn price(
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
     let currency = state.config.store.currency.clone();
+    // A price lookup is a few indexed reads (~30 µs): it runs on this worker, within tokio's
+    // guidance of at most 10–100 µs between awaits; a hand-off to the blocking pool cost more
+    // than the query itself (docs/benchmarks.md).
     let answer = state
         .db
-        .read(move |c| Ok(price_answer(c, &sku, at, &currency)))
-        .await?;
+        .read_inline(move |c| Ok(price_answer(c, &sku, at, &currency)))?;
     answer
         .map(Json)
         .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))

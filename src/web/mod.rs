@@ -56,6 +56,8 @@ pub struct AppState {
     pub sync: Arc<crate::sync::state::SyncState>,
     /// Devices whose state changed, for the live UI (`GET /api/v1/events`).
     pub device_changes: crate::devices::live::DeviceChanges,
+    /// Bearer tokens verified in the last second (`auth::TokenCache`).
+    pub tokens: Arc<crate::auth::TokenCache>,
 }
 
 impl AppState {

@@ -358,3 +358,40 @@ async fn ui_openapi_health_and_metrics() {
         "latency labelled by route"
     );
 }
+
+/// Bearer tokens are trusted from memory for one second (`auth::TOKEN_CACHE_MS`): a token removed
+/// with the CLI (another process) is refused by the running box within that time, and a wrong
+/// token is refused at once, also after a valid one was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_bearer_token_is_refused_within_a_second() {
+    let sb = StoreBox::start();
+    let (s, out, err) = sb.cli(&["token", "add", "lane-9", "--role", "staff"]);
+    assert!(s.success(), "{out}{err}");
+    let token = out.lines().last().unwrap().trim().to_string();
+    let ask = |t: String| {
+        let req = sb
+            .client()
+            .get(format!("{}/api/v1/catalog?q=x", sb.http))
+            .bearer_auth(t);
+        status(req)
+    };
+    assert_eq!(ask(token.clone()).await, 200);
+    assert_eq!(ask(format!("{token}x")).await, 401, "a wrong token");
+    assert_eq!(ask(token.clone()).await, 200, "cached and still valid");
+
+    let (s, out, err) = sb.cli(&["token", "remove", "lane-9"]);
+    assert!(s.success(), "{out}{err}");
+    let removed = std::time::Instant::now();
+    eventually(5, "the removed token to be refused", || async {
+        (ask(token.clone()).await == 401).then_some(())
+    })
+    .await;
+    // One second of trust plus generous slack for a loaded test machine (the exact expiry is a
+    // unit test of `TokenCache` with explicit instants).
+    assert!(
+        removed.elapsed() < std::time::Duration::from_millis(2_500),
+        "refused only after {:?}",
+        removed.elapsed()
+    );
+    assert_eq!(ask(token.clone()).await, 401, "and stays refused");
+}
