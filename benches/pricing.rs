@@ -17,7 +17,8 @@
 //!    for `BENCH_DURATION_S` (10) on `GET /api/v1/prices/{random sku}`, then the same on
 //!    `GET /healthz` (reference), and the lookups again with `BENCH_FEW_CLIENTS` (4, 0 = skip)
 //!    clients as a diagnostic; then an open-loop phase at `BENCH_RATE` (10000) req/s, plus one at
-//!    80 % of the measured closed-loop maximum if that maximum is below 110 % of the rate;
+//!    80 % of the measured closed-loop maximum if that maximum is below 110 % of the rate, and
+//!    `/healthz` open loop at `BENCH_RATE` as the latency reference;
 //! 5. basket pricing: `BENCH_BASKET_CLIENTS` (8) tasks posting `BENCH_BASKET_LINES` (50)-line
 //!    baskets of random skus to `POST /api/v1/baskets/price`.
 //!
@@ -943,6 +944,7 @@ async fn closed_loop(
 /// sent after `duration`: what is still due then counts as unsent.
 async fn fixed_rate(
     sh: &Arc<Shared>,
+    target: Target,
     rate: f64,
     workers: usize,
     duration: Duration,
@@ -971,7 +973,7 @@ async fn fixed_rate(
                 stats
                     .lag_us
                     .push(lag.as_micros().min(u32::MAX as u128) as u32);
-                let r = one_request(&sh, Target::Price, &mut rng).await;
+                let r = one_request(&sh, target, &mut rng).await;
                 record(&mut stats, r);
                 k += workers as u64;
             }
@@ -1127,7 +1129,15 @@ async fn http_phases(
     }
     for rate in rates {
         eprintln!("bench: price lookups, open loop at {rate:.0} req/s");
-        let s = fixed_rate(&sh, rate, knobs.rate_workers, knobs.duration, server_pid).await?;
+        let s = fixed_rate(
+            &sh,
+            Target::Price,
+            rate,
+            knobs.rate_workers,
+            knobs.duration,
+            server_pid,
+        )
+        .await?;
         let achieved = s.rate();
         notes.push(format!(
             "open loop target {rate:.0} req/s: achieved {achieved:.0} req/s ({} due requests unsent at the end), \
@@ -1157,6 +1167,39 @@ async fn http_phases(
             unit: "req",
         });
     }
+
+    // Reference for the latency aim: the same open loop on `/healthz`, which does no work. If
+    // even it misses p99 < 1 ms at this rate, the machine (server and generator sharing its
+    // cores) cannot show the aim, whatever the lookup costs.
+    eprintln!(
+        "bench: /healthz reference, open loop at {:.0} req/s",
+        knobs.rate
+    );
+    let h = fixed_rate(
+        &sh,
+        Target::Healthz,
+        knobs.rate,
+        knobs.rate_workers,
+        knobs.duration,
+        server_pid,
+    )
+    .await?;
+    notes.push(format!(
+        "reference: /healthz open loop at {:.0} req/s: achieved {:.0} req/s ({} unsent), p50 {:.3} ms, p99 {:.3} ms",
+        knobs.rate,
+        h.rate(),
+        h.unsent,
+        pct(&h.lat_us, 50.0),
+        pct(&h.lat_us, 99.0),
+    ));
+    rows.push(Row {
+        name: format!(
+            "GET /healthz (reference), open loop at {:.0} req/s",
+            knobs.rate
+        ),
+        stats: h,
+        unit: "req",
+    });
 
     eprintln!(
         "bench: basket pricing, {} lines, {} clients",

@@ -59,6 +59,7 @@ where
     let publisher = mqtt.publisher.clone();
 
     let device_changes = devices::live::DeviceChanges::default();
+    let promotions = Arc::new(crate::catalog::promo_cache::PromotionCache::default());
     let ctx = Arc::new(ingest::IngestCtx {
         queued_bytes: shared.ingest_bytes.clone(),
         changes: device_changes.clone(),
@@ -67,9 +68,10 @@ where
         dead_letter_keep: config.storage.dead_letter_keep as i64,
         price: {
             let currency = config.store.currency.clone();
+            let promotions = promotions.clone();
             Arc::new(move |conn, sku, at_ms| {
-                match web::catalog::price_answer(conn, sku, crate::db::ts_from_ms(at_ms), &currency)
-                {
+                let at = crate::db::ts_from_ms(at_ms);
+                match web::catalog::price_answer(conn, &promotions, sku, at, &currency) {
                     Ok(v) => v,
                     Err(e) => {
                         json!({"sku": sku, "error": {"code": e.code(), "message": e.to_string()}})
@@ -132,6 +134,7 @@ where
         sync: sync_state,
         device_changes: device_changes.clone(),
         tokens: Arc::default(),
+        promotions,
     };
     let live_changes = device_changes;
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -5,6 +5,7 @@
 //! [`load`] into the plain data the pricing engine works on.
 
 pub mod import;
+pub mod promo_cache;
 pub mod scheduler;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -404,7 +405,7 @@ fn ts(ms: i64) -> jiff::Timestamp {
 pub type PricingData = (Item, Vec<PriceRecord>, Vec<Promotion>);
 
 /// A stored promotion; `None` if its kind or params no longer parse (skipped, never applied).
-fn promotion_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Promotion>> {
+pub(crate) fn promotion_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Promotion>> {
     let kind: String = r.get(2)?;
     let params_json: String = r.get(3)?;
     let skus: String = r.get(4)?;
@@ -425,7 +426,8 @@ fn promotion_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Promotion>> {
     }))
 }
 
-pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
+/// The item and its price records (no promotions).
+fn load_item(conn: &Connection, sku: &str) -> DbResult<Option<(Item, Vec<PriceRecord>)>> {
     let item = conn
         .prepare_cached("SELECT sku, department, unit FROM items WHERE sku = ?1")?
         .query_row([sku], |r| {
@@ -453,6 +455,15 @@ pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((item, records)))
+}
+
+/// Everything the engine needs about `sku`, promotions read from the database (see
+/// [`load_with`] for lookups, which take them from the in-memory cache).
+pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
+    let Some((item, records)) = load_item(conn, sku)? else {
+        return Ok(None);
+    };
     // Two indexed lookups joined by UNION (which also drops a promotion found both ways); an OR
     // here made SQLite test every promotion against the sku index on each lookup.
     let mut stmt = conn.prepare_cached(
@@ -469,6 +480,20 @@ pub fn load(conn: &Connection, sku: &str) -> DbResult<Option<PricingData>> {
         .flatten()
         .collect();
     Ok(Some((item, records, promos)))
+}
+
+/// [`load`] with the promotions taken from `promos` (checked against the database's promotions
+/// version in the same read), for price lookups and baskets.
+pub fn load_with(
+    conn: &Connection,
+    sku: &str,
+    promos: &promo_cache::PromotionCache,
+) -> DbResult<Option<PricingData>> {
+    let Some((item, records)) = load_item(conn, sku)? else {
+        return Ok(None);
+    };
+    let promotions = promos.for_item(conn, &item)?;
+    Ok(Some((item, records, promotions)))
 }
 
 /// Applies a list of events in one transaction: all or nothing. The error names the 1-based index.

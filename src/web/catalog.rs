@@ -14,6 +14,7 @@ use super::caller::Caller;
 use super::error::JsonBody;
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::catalog::promo_cache::PromotionCache;
 use crate::catalog::{self, ItemView};
 use crate::pricing::{self, BasketLine, PricedBasket, PricingError};
 use crate::sync::outbox::{self, Class};
@@ -118,12 +119,13 @@ pub struct AtQuery {
 /// The price answer of DESIGN §5 (also sent to devices on `devices/{id}/price/reply`).
 pub fn price_answer(
     conn: &rusqlite::Connection,
+    promos: &PromotionCache,
     sku: &str,
     at: jiff::Timestamp,
     currency: &str,
 ) -> Result<Value, PricingError> {
-    let Some((item, records, promos)) =
-        catalog::load(conn, sku).map_err(|_| PricingError::UnknownSku { sku: sku.into() })?
+    let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)
+        .map_err(|_| PricingError::UnknownSku { sku: sku.into() })?
     else {
         return Err(PricingError::UnknownSku { sku: sku.into() });
     };
@@ -147,12 +149,13 @@ pub async fn price(
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
     let currency = state.config.store.currency.clone();
+    let promos = state.promotions.clone();
     // A price lookup is a few indexed reads (~30 µs): it runs on this worker, within tokio's
     // guidance of at most 10–100 µs between awaits; a hand-off to the blocking pool cost more
     // than the query itself (docs/benchmarks.md).
     let answer = state
         .db
-        .read_inline(move |c| Ok(price_answer(c, &sku, at, &currency)))?;
+        .read_inline(move |c| Ok(price_answer(c, &promos, &sku, at, &currency)))?;
     answer
         .map(Json)
         .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))
@@ -181,6 +184,7 @@ fn basket_json(basket: &PricedBasket, at: jiff::Timestamp, currency: &str) -> Va
 
 fn price_lines(
     conn: &rusqlite::Connection,
+    promos: &PromotionCache,
     lines: &[LineRequest],
     at: jiff::Timestamp,
 ) -> Result<PricedBasket, ApiError> {
@@ -198,11 +202,13 @@ fn price_lines(
         })
         .collect();
     let mut db_error = None;
-    let result = pricing::price_basket(&lines, at, |sku| match catalog::load(conn, sku) {
-        Ok(v) => v,
-        Err(e) => {
-            db_error = Some(e);
-            None
+    let result = pricing::price_basket(&lines, at, |sku| {
+        match catalog::load_with(conn, sku, promos) {
+            Ok(v) => v,
+            Err(e) => {
+                db_error = Some(e);
+                None
+            }
         }
     });
     if let Some(e) = db_error {
@@ -222,9 +228,10 @@ pub async fn price_basket(
     caller.require(Role::Staff)?;
     let at = parse_at(&state, req.at.as_deref())?;
     let currency = state.config.store.currency.clone();
+    let promos = state.promotions.clone();
     let basket = state
         .db
-        .read(move |c| Ok(price_lines(c, &req.lines, at)))
+        .read(move |c| Ok(price_lines(c, &promos, &req.lines, at)))
         .await??;
     Ok(Json(basket_json(&basket, at, &currency)))
 }
@@ -263,6 +270,7 @@ pub async fn checkout(
     let now = at.as_millisecond();
     let currency = state.config.store.currency.clone();
     let store = state.config.store.id.clone();
+    let promos = state.promotions.clone();
     let (created, body) = state
         .db
         .write(move |c| {
@@ -273,7 +281,7 @@ pub async fn checkout(
             if let Some(result) = existing {
                 return Ok(Ok((false, serde_json::from_str::<Value>(&result).unwrap_or(Value::Null))));
             }
-            let basket = match price_lines(&tx, &req.lines, at) {
+            let basket = match price_lines(&tx, &promos, &req.lines, at) {
                 Ok(b) => b,
                 Err(e) => return Ok(Err(e)),
             };

@@ -58,6 +58,8 @@ pub struct AppState {
     pub device_changes: crate::devices::live::DeviceChanges,
     /// Bearer tokens verified in the last second (`auth::TokenCache`).
     pub tokens: Arc<crate::auth::TokenCache>,
+    /// Parsed promotions for price lookups (`catalog::promo_cache`).
+    pub promotions: Arc<crate::catalog::promo_cache::PromotionCache>,
 }
 
 impl AppState {
