@@ -72,9 +72,13 @@ where
             Arc::new(move |conn, sku, at_ms| {
                 let at = crate::db::ts_from_ms(at_ms);
                 match web::catalog::price_answer(conn, &promotions, sku, at, &currency) {
-                    Ok(v) => v,
-                    Err(e) => {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
                         json!({"sku": sku, "error": {"code": e.code(), "message": e.to_string()}})
+                    }
+                    Err(e) => {
+                        tracing::error!(sku, error = %e, "price lookup for a device failed");
+                        json!({"sku": sku, "error": {"code": "internal", "message": "the box could not read its catalog; see its log"}})
                     }
                 }
             })

@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::catalog::promo_cache::PromotionCache;
 use crate::catalog::{self, ItemView};
+use crate::db::DbResult;
 use crate::pricing::{self, BasketLine, PricedBasket, PricingError};
 use crate::sync::outbox::{self, Class};
 
@@ -116,24 +117,24 @@ pub struct AtQuery {
     pub at: Option<String>,
 }
 
-/// The price answer of DESIGN §5 (also sent to devices on `devices/{id}/price/reply`).
+/// The price answer of DESIGN §5 (also sent to devices on `devices/{id}/price/reply`): the
+/// outer error is the database's (a server fault), the inner one the pricing answer's.
 pub fn price_answer(
     conn: &rusqlite::Connection,
     promos: &PromotionCache,
     sku: &str,
     at: jiff::Timestamp,
     currency: &str,
-) -> Result<Value, PricingError> {
-    let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)
-        .map_err(|_| PricingError::UnknownSku { sku: sku.into() })?
-    else {
-        return Err(PricingError::UnknownSku { sku: sku.into() });
+) -> DbResult<Result<Value, PricingError>> {
+    let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)? else {
+        return Ok(Err(PricingError::UnknownSku { sku: sku.into() }));
     };
-    let q = pricing::quote(&item, &records, &promos, at)?;
-    Ok(json!({
-        "sku": q.sku, "price": q.price, "currency": currency, "unit": q.unit, "price_id": q.price_id,
-        "promotions": q.promotions,
-        "next_change": q.next_change.map(|n| json!({"at": n.at.to_string(), "price": n.price})),
+    Ok(pricing::quote(&item, &records, &promos, at).map(|q| {
+        json!({
+            "sku": q.sku, "price": q.price, "currency": currency, "unit": q.unit, "price_id": q.price_id,
+            "promotions": q.promotions,
+            "next_change": q.next_change.map(|n| json!({"at": n.at.to_string(), "price": n.price})),
+        })
     }))
 }
 
@@ -155,7 +156,7 @@ pub async fn price(
     // than the query itself (docs/benchmarks.md).
     let answer = state
         .db
-        .read_inline(move |c| Ok(price_answer(c, &promos, &sku, at, &currency)))?;
+        .read_inline(move |c| price_answer(c, &promos, &sku, at, &currency))?;
     answer
         .map(Json)
         .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))
