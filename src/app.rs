@@ -72,7 +72,7 @@ where
             Arc::new(move |conn, sku, at_ms| {
                 let at = crate::db::ts_from_ms(at_ms);
                 match web::catalog::price_answer(conn, &promotions, sku, at, &currency) {
-                    Ok(Ok(v)) => v,
+                    Ok(Ok(answer)) => json!(answer),
                     Ok(Err(e)) => {
                         json!({"sku": sku, "error": {"code": e.code(), "message": e.to_string()}})
                     }

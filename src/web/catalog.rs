@@ -117,25 +117,42 @@ pub struct AtQuery {
     pub at: Option<String>,
 }
 
-/// The price answer of DESIGN §5 (also sent to devices on `devices/{id}/price/reply`): the
-/// outer error is the database's (a server fault), the inner one the pricing answer's.
+/// The price answer of DESIGN §5 (HTTP, and devices' `devices/{id}/price/reply`).
+#[derive(Debug, Serialize)]
+pub struct PriceAnswer {
+    pub sku: String,
+    pub price: i64,
+    pub currency: String,
+    pub unit: pricing::Unit,
+    pub price_id: String,
+    /// Ids of the promotions active for this item at the instant, sorted.
+    pub promotions: Vec<String>,
+    pub next_change: Option<pricing::NextChange>,
+}
+
+/// The price answer of `sku` at `at`: the outer error is the database's (a server fault), the
+/// inner one the pricing answer's.
 pub fn price_answer(
     conn: &rusqlite::Connection,
     promos: &PromotionCache,
     sku: &str,
     at: jiff::Timestamp,
     currency: &str,
-) -> DbResult<Result<Value, PricingError>> {
+) -> DbResult<Result<PriceAnswer, PricingError>> {
     let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)? else {
         return Ok(Err(PricingError::UnknownSku { sku: sku.into() }));
     };
-    Ok(pricing::quote(&item, &records, &promos, at).map(|q| {
-        json!({
-            "sku": q.sku, "price": q.price, "currency": currency, "unit": q.unit, "price_id": q.price_id,
-            "promotions": q.promotions,
-            "next_change": q.next_change.map(|n| json!({"at": n.at.to_string(), "price": n.price})),
-        })
-    }))
+    Ok(
+        pricing::quote(&item, &records, &promos, at).map(|q| PriceAnswer {
+            sku: q.sku,
+            price: q.price,
+            currency: currency.to_string(),
+            unit: q.unit,
+            price_id: q.price_id,
+            promotions: q.promotions,
+            next_change: q.next_change,
+        }),
+    )
 }
 
 /// Effective price of a sku at an instant (default now), active promotions, next scheduled change.
@@ -146,7 +163,7 @@ pub async fn price(
     caller: Caller,
     Path(sku): Path<String>,
     Query(q): Query<AtQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PriceAnswer>, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
     let currency = state.config.store.currency.clone();
