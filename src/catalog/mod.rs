@@ -7,7 +7,7 @@
 pub mod import;
 pub mod scheduler;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -127,6 +127,31 @@ pub struct Applier<'t> {
     now_ms: i64,
     /// Arrival counter for price ties, persisted in `meta` at [`Applier::finish`].
     received: i64,
+    /// The statements of the frequent events, held for the whole batch instead of taken from and
+    /// returned to the connection's statement cache (a hash of the SQL text) once per event.
+    stmts: Stmts<'t>,
+}
+
+#[derive(Default)]
+struct Stmts<'t> {
+    item_upsert: Option<CachedStatement<'t>>,
+    barcodes_delete: Option<CachedStatement<'t>>,
+    barcode_insert: Option<CachedStatement<'t>>,
+    price_sku: Option<CachedStatement<'t>>,
+    price_insert: Option<CachedStatement<'t>>,
+}
+
+/// The statement in `slot`, prepared on first use.
+fn held<'s, 't>(
+    slot: &'s mut Option<CachedStatement<'t>>,
+    tx: &'t Transaction<'t>,
+    sql: &str,
+) -> DbResult<&'s mut CachedStatement<'t>> {
+    let stmt = match slot.take() {
+        Some(s) => s,
+        None => tx.prepare_cached(sql)?,
+    };
+    Ok(slot.insert(stmt))
 }
 
 impl<'t> Applier<'t> {
@@ -143,6 +168,7 @@ impl<'t> Applier<'t> {
             tz,
             now_ms,
             received: received.and_then(|v| v.parse().ok()).unwrap_or(0),
+            stmts: Stmts::default(),
         })
     }
 
@@ -216,7 +242,8 @@ impl<'t> Applier<'t> {
         let tx = self.tx;
         match checked {
             Checked::Upsert(item) => {
-                tx.prepare_cached(
+                let st = &mut self.stmts;
+                held(&mut st.item_upsert, tx,
                     "INSERT INTO items (sku, name, department, unit, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (sku) DO UPDATE SET name = excluded.name, department = excluded.department,
                        unit = excluded.unit, attributes = excluded.attributes, updated_ms = excluded.updated_ms",
@@ -229,9 +256,15 @@ impl<'t> Applier<'t> {
                     serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()),
                     self.now_ms
                 ])?;
-                tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
-                    .execute([&item.sku])?;
-                let mut ins = tx.prepare_cached(
+                held(
+                    &mut st.barcodes_delete,
+                    tx,
+                    "DELETE FROM barcodes WHERE sku = ?1",
+                )?
+                .execute([&item.sku])?;
+                let ins = held(
+                    &mut st.barcode_insert,
+                    tx,
                     "INSERT OR REPLACE INTO barcodes (barcode, sku) VALUES (?1, ?2)",
                 )?;
                 for b in &item.barcodes {
@@ -250,11 +283,15 @@ impl<'t> Applier<'t> {
                 self.received += 1;
                 r.received = self.received;
                 // A replaced record may have belonged to another sku: both change.
-                let old_sku: Option<String> = tx
-                    .prepare_cached("SELECT sku FROM prices WHERE id = ?1")?
-                    .query_row([&r.id], |row| row.get(0))
-                    .optional()?;
-                tx.prepare_cached(
+                let st = &mut self.stmts;
+                let old_sku: Option<String> = held(
+                    &mut st.price_sku,
+                    tx,
+                    "SELECT sku FROM prices WHERE id = ?1",
+                )?
+                .query_row([&r.id], |row| row.get(0))
+                .optional()?;
+                held(&mut st.price_insert, tx,
                     "INSERT OR REPLACE INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![
