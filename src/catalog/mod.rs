@@ -8,7 +8,7 @@ pub mod import;
 pub mod promo_cache;
 pub mod scheduler;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -68,23 +68,23 @@ pub struct CatalogItem {
     pub attributes: serde_json::Map<String, Value>,
 }
 
-fn invalid(msg: impl Into<String>) -> ApplyError {
-    ApplyError::Invalid(msg.into())
-}
-
-fn check_id(what: &str, id: &str) -> Result<(), ApplyError> {
+fn check_id(what: &str, id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(invalid(format!(
+        return Err(format!(
             "{what} {id:?} must be 1-128 characters without spaces or control characters"
-        )));
+        ));
     }
     Ok(())
 }
 
-fn parse_payload<T: serde::de::DeserializeOwned>(
+fn parse_payload<'v, T: Deserialize<'v>>(
     event_type: &str,
-    payload: &Value,
-) -> Result<T, ApplyError> {
+    payload: &'v Value,
+) -> Result<T, String> {
+    // Fast path without path tracking; a payload that fails is parsed again to name the field.
+    if let Ok(v) = T::deserialize(payload) {
+        return Ok(v);
+    }
     serde_path_to_error::deserialize(payload).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." {
@@ -92,7 +92,7 @@ fn parse_payload<T: serde::de::DeserializeOwned>(
         } else {
             format!(" at {path}")
         };
-        invalid(format!("{event_type} payload{at}: {}", e.inner()))
+        format!("{event_type} payload{at}: {}", e.inner())
     })
 }
 
@@ -106,6 +106,20 @@ struct SkuOnly {
     sku: String,
 }
 
+/// A catalog event that passed every check ([`Applier::check`]). Writing it ([`Applier::write`])
+/// can fail only with a database error, never half-way for a reason of the event itself: that is
+/// why the HQ feed needs no savepoint per event to quarantine a bad one.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    Upsert(CatalogItem),
+    Delete(String),
+    /// The record; its `received` is assigned when written.
+    PriceSet(PriceRecord),
+    PriceCancel(String),
+    PromotionUpsert(Promotion),
+    PromotionCancel(String),
+}
+
 /// Applies HQ events inside one transaction; the caller commits (together with its cursor or the
 /// rest of an import file) so that a batch is applied exactly once or not at all.
 pub struct Applier<'t> {
@@ -114,6 +128,31 @@ pub struct Applier<'t> {
     now_ms: i64,
     /// Arrival counter for price ties, persisted in `meta` at [`Applier::finish`].
     received: i64,
+    /// The statements of the frequent events, held for the whole batch instead of taken from and
+    /// returned to the connection's statement cache (a hash of the SQL text) once per event.
+    stmts: Stmts<'t>,
+}
+
+#[derive(Default)]
+struct Stmts<'t> {
+    item_upsert: Option<CachedStatement<'t>>,
+    barcodes_delete: Option<CachedStatement<'t>>,
+    barcode_insert: Option<CachedStatement<'t>>,
+    price_sku: Option<CachedStatement<'t>>,
+    price_insert: Option<CachedStatement<'t>>,
+}
+
+/// The statement in `slot`, prepared on first use.
+fn held<'s, 't>(
+    slot: &'s mut Option<CachedStatement<'t>>,
+    tx: &'t Transaction<'t>,
+    sql: &str,
+) -> DbResult<&'s mut CachedStatement<'t>> {
+    let stmt = match slot.take() {
+        Some(s) => s,
+        None => tx.prepare_cached(sql)?,
+    };
+    Ok(slot.insert(stmt))
 }
 
 impl<'t> Applier<'t> {
@@ -130,26 +169,82 @@ impl<'t> Applier<'t> {
             tz,
             now_ms,
             received: received.and_then(|v| v.parse().ok()).unwrap_or(0),
+            stmts: Stmts::default(),
         })
     }
 
     /// Applies one event; returns the skus whose price or promotions it may have changed.
     pub fn apply(&mut self, ev: &HqEvent) -> Result<Vec<String>, ApplyError> {
-        let tx = self.tx;
-        match ev.event_type.as_str() {
+        let checked = self
+            .check(&ev.event_type, &ev.payload)
+            .map_err(ApplyError::Invalid)?;
+        Ok(self.write(checked)?)
+    }
+
+    /// Parses and validates one event without touching the database; the error says why the
+    /// event is invalid (naming the field).
+    pub fn check(&self, event_type: &str, payload: &Value) -> Result<Checked, String> {
+        match event_type {
             "catalog.upsert" => {
-                let item: CatalogItem = parse_payload(&ev.event_type, &ev.payload)?;
+                let item: CatalogItem = parse_payload(event_type, payload)?;
                 check_id("sku", &item.sku)?;
                 if item.name.trim().is_empty() || item.name.chars().count() > 256 {
-                    return Err(invalid(format!(
+                    return Err(format!(
                         "catalog.upsert {}: name must be 1-256 characters",
                         item.sku
-                    )));
+                    ));
                 }
                 for b in &item.barcodes {
                     check_id("barcode", b)?;
                 }
-                tx.prepare_cached(
+                Ok(Checked::Upsert(item))
+            }
+            "catalog.delete" => {
+                let SkuOnly { sku } = parse_payload(event_type, payload)?;
+                Ok(Checked::Delete(sku))
+            }
+            "price.set" => {
+                let p: PriceSetPayload = parse_payload(event_type, payload)?;
+                check_id("price id", &p.id)?;
+                check_id("sku", &p.sku)?;
+                let r = p
+                    .to_record(&self.tz, 0)
+                    .map_err(|e| format!("price.set {}: {e}", p.id))?;
+                Ok(Checked::PriceSet(r))
+            }
+            "price.cancel" => {
+                let IdOnly { id } = parse_payload(event_type, payload)?;
+                Ok(Checked::PriceCancel(id))
+            }
+            "promotion.upsert" => {
+                let p: PromotionPayload = parse_payload(event_type, payload)?;
+                check_id("promotion id", &p.id)?;
+                for s in &p.skus {
+                    check_id("sku", s)?;
+                }
+                let promo = p
+                    .to_promotion(&self.tz)
+                    .map_err(|e| format!("promotion.upsert {}: {e}", p.id))?;
+                Ok(Checked::PromotionUpsert(promo))
+            }
+            "promotion.cancel" => {
+                let IdOnly { id } = parse_payload(event_type, payload)?;
+                Ok(Checked::PromotionCancel(id))
+            }
+            other => Err(format!(
+                "unknown event type {other:?}; expected one of {}",
+                CATALOG_EVENT_TYPES.join(", ")
+            )),
+        }
+    }
+
+    /// Writes a checked event; returns the skus whose price or promotions it may have changed.
+    pub fn write(&mut self, checked: Checked) -> DbResult<Vec<String>> {
+        let tx = self.tx;
+        match checked {
+            Checked::Upsert(item) => {
+                let st = &mut self.stmts;
+                held(&mut st.item_upsert, tx,
                     "INSERT INTO items (sku, name, department, unit, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (sku) DO UPDATE SET name = excluded.name, department = excluded.department,
                        unit = excluded.unit, attributes = excluded.attributes, updated_ms = excluded.updated_ms",
@@ -159,12 +254,18 @@ impl<'t> Applier<'t> {
                     item.name,
                     item.department,
                     item.unit.as_str(),
-                    Value::Object(item.attributes.clone()).to_string(),
+                    serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()),
                     self.now_ms
                 ])?;
-                tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
-                    .execute([&item.sku])?;
-                let mut ins = tx.prepare_cached(
+                held(
+                    &mut st.barcodes_delete,
+                    tx,
+                    "DELETE FROM barcodes WHERE sku = ?1",
+                )?
+                .execute([&item.sku])?;
+                let ins = held(
+                    &mut st.barcode_insert,
+                    tx,
                     "INSERT OR REPLACE INTO barcodes (barcode, sku) VALUES (?1, ?2)",
                 )?;
                 for b in &item.barcodes {
@@ -172,28 +273,26 @@ impl<'t> Applier<'t> {
                 }
                 Ok(vec![item.sku])
             }
-            "catalog.delete" => {
-                let SkuOnly { sku } = parse_payload(&ev.event_type, &ev.payload)?;
+            Checked::Delete(sku) => {
                 tx.prepare_cached("DELETE FROM items WHERE sku = ?1")?
                     .execute([&sku])?;
                 tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
                     .execute([&sku])?;
                 Ok(vec![sku])
             }
-            "price.set" => {
-                let p: PriceSetPayload = parse_payload(&ev.event_type, &ev.payload)?;
-                check_id("price id", &p.id)?;
-                check_id("sku", &p.sku)?;
+            Checked::PriceSet(mut r) => {
                 self.received += 1;
-                let r = p
-                    .to_record(&self.tz, self.received)
-                    .map_err(|e| invalid(format!("price.set {}: {e}", p.id)))?;
+                r.received = self.received;
                 // A replaced record may have belonged to another sku: both change.
-                let old_sku: Option<String> = tx
-                    .prepare_cached("SELECT sku FROM prices WHERE id = ?1")?
-                    .query_row([&r.id], |row| row.get(0))
-                    .optional()?;
-                tx.prepare_cached(
+                let st = &mut self.stmts;
+                let old_sku: Option<String> = held(
+                    &mut st.price_sku,
+                    tx,
+                    "SELECT sku FROM prices WHERE id = ?1",
+                )?
+                .query_row([&r.id], |row| row.get(0))
+                .optional()?;
+                held(&mut st.price_insert, tx,
                     "INSERT OR REPLACE INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![
@@ -208,23 +307,14 @@ impl<'t> Applier<'t> {
                 skus.extend(old_sku.filter(|s| s != &skus[0]));
                 Ok(skus)
             }
-            "price.cancel" => {
-                let IdOnly { id } = parse_payload(&ev.event_type, &ev.payload)?;
+            Checked::PriceCancel(id) => {
                 let sku: Option<String> = tx
                     .prepare_cached("DELETE FROM prices WHERE id = ?1 RETURNING sku")?
                     .query_row([&id], |r| r.get(0))
                     .optional()?;
                 Ok(sku.into_iter().collect())
             }
-            "promotion.upsert" => {
-                let p: PromotionPayload = parse_payload(&ev.event_type, &ev.payload)?;
-                check_id("promotion id", &p.id)?;
-                for s in &p.skus {
-                    check_id("sku", s)?;
-                }
-                let promo = p
-                    .to_promotion(&self.tz)
-                    .map_err(|e| invalid(format!("promotion.upsert {}: {e}", p.id)))?;
+            Checked::PromotionUpsert(promo) => {
                 let mut skus = self.promotion_skus(&promo.id)?;
                 self.delete_promotion(&promo.id)?;
                 self.received += 1;
@@ -255,16 +345,11 @@ impl<'t> Applier<'t> {
                 skus.dedup();
                 Ok(skus)
             }
-            "promotion.cancel" => {
-                let IdOnly { id } = parse_payload(&ev.event_type, &ev.payload)?;
+            Checked::PromotionCancel(id) => {
                 let skus = self.promotion_skus(&id)?;
                 self.delete_promotion(&id)?;
                 Ok(skus)
             }
-            other => Err(invalid(format!(
-                "unknown event type {other:?}; expected one of {}",
-                CATALOG_EVENT_TYPES.join(", ")
-            ))),
         }
     }
 
@@ -289,11 +374,12 @@ impl<'t> Applier<'t> {
     }
 
     pub fn finish(self) -> DbResult<()> {
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('catalog_received', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [self.received.to_string()],
-        )?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('catalog_received', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([self.received.to_string()])?;
         Ok(())
     }
 }

@@ -134,6 +134,10 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Ap
     } else {
         bytes.to_vec()
     };
+    // Fast path without path tracking; a body that fails is parsed again to name the place.
+    if let Ok(v) = serde_json::from_slice(&data) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(&data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad_request("bad_body", format!("body at {}: {}", e.path(), e.inner()))

@@ -399,7 +399,8 @@ pub fn ingest(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for ev in &batch.events {
-            let payload = ev.payload.to_string();
+            // Stored as the store sent it (valid JSON: the body parsed).
+            let payload = ev.payload.get();
             let n = ins.execute(params![
                 store,
                 ev.seq,
@@ -417,7 +418,7 @@ pub fn ingest(
             stored += 1;
             match ev.event_type.as_str() {
                 "ticket.opened" => {
-                    let p = &ev.payload;
+                    let p = &ev.payload_value();
                     let id = p.get("ticket_id").and_then(Value::as_str).unwrap_or(&ev.id);
                     let subject = p.get("subject").and_then(Value::as_str).unwrap_or("");
                     tx.prepare_cached(
@@ -686,7 +687,7 @@ mod tests {
                     id: format!("e{seq}"),
                     event_type: "checkout.completed".into(),
                     class: "business".into(),
-                    payload: json!({}),
+                    payload: crate::sync::protocol::raw_payload("{}"),
                     at: "2026-01-01T00:00:00Z".into(),
                 })
                 .collect(),

@@ -2,12 +2,14 @@
 //! new cursor, so that every HQ event is applied exactly once and in order across crashes. Catalog,
 //! price and promotion events go through [`crate::catalog::Applier`] (the same function as
 //! `storebox import`). An event that fails validation is quarantined with its reason (and reported
-//! to HQ as `sync.quarantined`) inside a savepoint, and the batch goes on with the next event.
+//! to HQ as `sync.quarantined`), and the batch goes on with the next event: a catalog event is
+//! checked completely before it writes anything ([`Applier::check`]), any other event is applied
+//! inside a savepoint that is rolled back if it turns out invalid.
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
-use crate::catalog::{Applier, ApplyError, HqEvent, CATALOG_EVENT_TYPES};
+use crate::catalog::{Applier, CATALOG_EVENT_TYPES};
 use crate::db::DbResult;
 use crate::sync::outbox::{self, Class};
 use crate::sync::protocol::{FeedEvent, HQ_EVENT_TYPES};
@@ -60,31 +62,16 @@ fn release_version(payload: &Value) -> Result<&str, String> {
     }
 }
 
-/// Applies one event; `Ok(Err(reason))` means it is invalid (the caller quarantines it).
-fn apply_one(
+/// Applies one event that is not a catalog event (those take [`Applier::check`] and
+/// [`Applier::write`]); `Ok(Err(reason))` means it is invalid (the caller rolls back its savepoint
+/// and quarantines it).
+fn apply_other(
     tx: &Transaction<'_>,
-    applier: &mut Applier<'_>,
     ev: &FeedEvent,
     now_ms: i64,
     out: &mut Applied,
 ) -> DbResult<Result<(), String>> {
-    let t = ev.event_type.as_str();
-    if CATALOG_EVENT_TYPES.contains(&t) {
-        let hq = HqEvent {
-            id: Some(ev.id.clone()),
-            event_type: ev.event_type.clone(),
-            payload: ev.payload.clone(),
-        };
-        return match applier.apply(&hq) {
-            Ok(skus) => {
-                out.skus.extend(skus);
-                Ok(Ok(()))
-            }
-            Err(ApplyError::Invalid(m)) => Ok(Err(m)),
-            Err(ApplyError::Db(e)) => Err(e),
-        };
-    }
-    Ok(match t {
+    Ok(match ev.event_type.as_str() {
         "notice.post" => notice_message(&ev.payload).map(|_| {
             let mut n = ev.payload.clone();
             n["id"] = json!(ev.id);
@@ -140,8 +127,23 @@ fn apply_events(
             out.skipped += 1;
             continue;
         }
+        if CATALOG_EVENT_TYPES.contains(&ev.event_type.as_str()) {
+            // Checked completely before anything is written, so a bad event leaves no partial
+            // writes and needs no savepoint (the bulk of a catch-up takes this path).
+            match applier.check(&ev.event_type, &ev.payload) {
+                Ok(checked) => {
+                    out.skus.extend(applier.write(checked)?);
+                    out.applied += 1;
+                }
+                Err(reason) => {
+                    quarantine(tx, ev, &reason, now_ms)?;
+                    out.quarantined += 1;
+                }
+            }
+            continue;
+        }
         tx.execute_batch("SAVEPOINT hq_event")?;
-        match apply_one(tx, &mut applier, ev, now_ms, &mut out) {
+        match apply_other(tx, ev, now_ms, &mut out) {
             Ok(Ok(())) => {
                 tx.execute_batch("RELEASE hq_event")?;
                 out.applied += 1;
@@ -271,6 +273,68 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reported, 2);
+    }
+
+    #[test]
+    fn a_bad_catalog_event_writes_nothing_and_the_batch_goes_on() {
+        let mut c = db();
+        let tz = jiff::tz::TimeZone::UTC;
+        let events = vec![
+            ev(
+                1,
+                "catalog.upsert",
+                json!({"sku":"1","name":"Milk","unit":"each","barcodes":["b1"]}),
+            ),
+            // Valid up to its second barcode: neither the item nor its barcodes may change.
+            ev(
+                2,
+                "catalog.upsert",
+                json!({"sku":"1","name":"Changed","unit":"each","barcodes":["b2","bad code"]}),
+            ),
+            // Valid record, bad instant.
+            ev(
+                3,
+                "price.set",
+                json!({"id":"p1","sku":"1","price":100,"starts_at":"yesterday"}),
+            ),
+            ev(
+                4,
+                "price.set",
+                json!({"id":"p2","sku":"1","price":129,"starts_at":"2026-01-01T00:00:00Z"}),
+            ),
+        ];
+        let a = apply_batch(&mut c, &events, 4, tz, 0).unwrap();
+        assert_eq!((a.applied, a.quarantined), (2, 2));
+        let name: String = c
+            .query_row("SELECT name FROM items WHERE sku='1'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(name, "Milk");
+        let barcodes: Vec<String> = c
+            .prepare("SELECT barcode FROM barcodes ORDER BY barcode")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(barcodes, vec!["b1".to_string()]);
+        let prices: Vec<(String, i64)> = c
+            .prepare("SELECT id, received FROM prices")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(prices, vec![("p2".to_string(), 1)]);
+        let reasons: Vec<String> = c
+            .prepare("SELECT reason FROM sync_quarantine ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(reasons[0].contains("barcode"), "{reasons:?}");
+        assert!(reasons[1].contains("price.set"), "{reasons:?}");
+        assert_eq!(cursor(&c).unwrap(), Some(4));
     }
 
     #[test]

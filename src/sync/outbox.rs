@@ -40,12 +40,15 @@ pub fn enqueue(
 
 /// Unsent events by class.
 pub fn depth(conn: &Connection) -> DbResult<(i64, i64)> {
-    Ok(conn.query_row(
-        "SELECT coalesce(sum(class = 'business'), 0), coalesce(sum(class = 'telemetry'), 0)
-         FROM outbox WHERE sent_ms IS NULL",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
+    // Two counts over the partial index of unsent events (`outbox_unsent`): a scan of the table
+    // itself would also read every payload and every sent row still kept (the push reads the
+    // depth with each batch; a table scan took a third of a drain's CPU time).
+    Ok(conn
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM outbox WHERE class = 'business' AND sent_ms IS NULL),
+                    (SELECT count(*) FROM outbox WHERE class = 'telemetry' AND sent_ms IS NULL)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 pub fn new_id(prefix: &str) -> String {

@@ -2,6 +2,7 @@
 //! the reference HQ so that both sides read and write exactly the same JSON.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Protocol version, in every path (`/sync/v1/…`) and sent as the `x-storebox-protocol` header.
@@ -54,7 +55,7 @@ pub struct Snapshot {
 }
 
 /// One store event in a push.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreEvent {
     pub seq: i64,
     pub id: String,
@@ -62,7 +63,9 @@ pub struct StoreEvent {
     pub event_type: String,
     /// `business` or `telemetry`.
     pub class: String,
-    pub payload: Value,
+    /// The payload as the JSON text the outbox holds: the store sends it and HQ stores it without
+    /// parsing it into a tree and printing it again (byte for byte what the store recorded).
+    pub payload: Box<RawValue>,
     /// When the store recorded it (RFC 3339).
     pub at: String,
 }
@@ -80,7 +83,7 @@ pub struct StoreReport {
 }
 
 /// `POST /sync/v1/events` body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushBatch {
     pub report: StoreReport,
     pub events: Vec<StoreEvent>,
@@ -98,6 +101,23 @@ pub struct PushAck {
     pub stored: u64,
     /// Events of the batch HQ already had (a retry after a lost answer).
     pub duplicates: u64,
+}
+
+impl StoreEvent {
+    /// The payload parsed (HQ reads fields of a few event types, e.g. `ticket.opened`).
+    pub fn payload_value(&self) -> Value {
+        serde_json::from_str(self.payload.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// A stored payload text as a raw JSON value: as it is when it is valid JSON (always, for what
+/// storebox itself enqueues), else as a JSON string holding the text.
+pub fn raw_payload(text: &str) -> Box<RawValue> {
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => raw.to_owned(),
+        // Serializing a &str cannot fail (the default would be `null`).
+        Err(_) => serde_json::value::to_raw_value(text).unwrap_or_default(),
+    }
 }
 
 /// Authoring target (`POST /hq/v1/events`): all stores, some groups, or some stores.
