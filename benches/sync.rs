@@ -6,7 +6,8 @@
 //! 2. Outbox drain: M business events queued at a store, then the real store (`app::serve`) pushes
 //!    them to a real reference HQ (`hq::serve`) over loopback HTTP; events/s until HQ holds all.
 //!
-//! `SYNC_BENCH_EVENTS` (default 1000000) and `SYNC_BENCH_DRAIN` (default 200000) set N and M.
+//! `SYNC_BENCH_EVENTS` (default 1000000) and `SYNC_BENCH_DRAIN` (default 200000) set N and M;
+//! `SYNC_BENCH_BATCH` (default 1000) the events per feed batch (and per raw transaction).
 
 use std::time::{Duration, Instant};
 
@@ -45,12 +46,12 @@ fn events(n: usize) -> Vec<FeedEvent> {
     v
 }
 
-fn catch_up(n: usize) -> (f64, f64) {
+fn catch_up(n: usize, batch: usize) -> (f64, f64) {
     let evs = events(n);
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("store.db")).unwrap();
     let start = Instant::now();
-    for chunk in evs.chunks(1000) {
+    for chunk in evs.chunks(batch) {
         let next = chunk.last().unwrap().seq;
         db.write_blocking(|c| {
             storebox::sync::apply::apply_batch(c, chunk, next, jiff::tz::TimeZone::UTC, 0)
@@ -59,10 +60,10 @@ fn catch_up(n: usize) -> (f64, f64) {
     }
     let applied = n as f64 / start.elapsed().as_secs_f64();
 
-    // Raw baseline: the same rows, prepared INSERTs, 1000 per transaction, same pragmas.
+    // Raw baseline: the same rows, prepared INSERTs, as many per transaction, same pragmas.
     let db2 = Db::open(&dir.path().join("raw.db")).unwrap();
     let start = Instant::now();
-    for chunk in evs.chunks(1000) {
+    for chunk in evs.chunks(batch) {
         db2.write_blocking(|c| {
             let tx = storebox::db::immediate(c)?;
             {
@@ -217,9 +218,10 @@ fn main() {
     let n = env_n("SYNC_BENCH_EVENTS", 1_000_000);
     let m = env_n("SYNC_BENCH_DRAIN", 200_000);
     println!("sync benchmark: {n} HQ events applied, {m} store events drained");
-    let (applied, raw) = catch_up(n);
+    let batch = env_n("SYNC_BENCH_BATCH", 1000);
+    let (applied, raw) = catch_up(n, batch);
     println!(
-        "catch-up apply (feed batches of 1000 + cursor): {applied:>10.0} events/s\n\
+        "catch-up apply (feed batches of {batch} + cursor): {applied:>10.0} events/s\n\
          raw SQLite batched insert of the same rows:     {raw:>10.0} rows/s  (apply = {:.0}% of raw)",
         applied / raw * 100.0
     );
