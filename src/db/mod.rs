@@ -158,9 +158,18 @@ impl Db {
 
     /// Runs `f` with a pooled reader on the calling async worker, for reads that take tens of
     /// microseconds (a few indexed lookups), where a trip to the blocking pool costs more than
-    /// the work. Anything that scans, sorts or may take longer goes through [`Db::read`].
-    pub fn read_inline<T>(&self, f: impl FnOnce(&Connection) -> DbResult<T>) -> DbResult<T> {
-        self.read_blocking(f)
+    /// the work. When all pooled readers are busy it waits for one like [`Db::read`] (never opens
+    /// a connection on the worker). Anything that scans, sorts or may take longer goes through
+    /// [`Db::read`].
+    pub async fn read_inline<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        match self.inner.read_permits.try_acquire() {
+            Ok(_permit) => self.read_blocking(f),
+            Err(_) => self.read(f).await,
+        }
     }
 
     /// Runs `f` with the writer connection on a blocking thread.

@@ -173,7 +173,8 @@ pub async fn price(
     // than the query itself (docs/benchmarks.md).
     let answer = state
         .db
-        .read_inline(move |c| price_answer(c, &promos, &sku, at, &currency))?;
+        .read_inline(move |c| price_answer(c, &promos, &sku, at, &currency))
+        .await?;
     answer
         .map(Json)
         .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))
