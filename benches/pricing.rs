@@ -13,7 +13,9 @@
 //!    (`src/db/migrations/0003_catalog.sql` and `0006_price_lookup.sql`, one transaction, prepared statements, same pragmas);
 //! 3. start `storebox serve` on that data dir with an admin bearer token; check a sample of
 //!    `GET /api/v1/prices/{sku}` answers against prices computed here;
-//! 4. price lookups: `BENCH_CLIENTS` (32) tasks sharing one keep-alive reqwest client, closed loop
+//! 4. price lookups: `BENCH_CLIENTS` (32) tasks, each with its own keep-alive HTTP/1.1 connection
+//!    (hyper's client connection, the lightest maintained client: the load generator shares the
+//!    server's cores, so every microsecond it spends is taken from the server), closed loop
 //!    for `BENCH_DURATION_S` (10) on `GET /api/v1/prices/{random sku}`, then the same on
 //!    `GET /healthz` (reference), and the lookups again with `BENCH_FEW_CLIENTS` (4, 0 = skip)
 //!    clients as a diagnostic; then an open-loop phase at `BENCH_RATE` (10000) req/s, plus one at
@@ -204,12 +206,12 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Peak resident set size (VmHWM) of a live process, in MiB.
-fn vm_hwm_mib(pid: u32) -> Option<f64> {
+/// A `/proc/PID/status` field in kB (`VmHWM`, `RssAnon`, `RssFile`, ...) of a live process, in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kib| kib / 1024.0)
 }
@@ -774,8 +776,10 @@ enum Target {
 }
 
 struct Shared {
+    /// For the correctness sample (not measured).
     client: reqwest::Client,
-    base: String,
+    /// The server's address: measured phases use [`Conn`]s to it.
+    addr: std::net::SocketAddr,
     auth: String,
     skus: Vec<String>,
     kg: Vec<bool>,
@@ -830,14 +834,91 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-async fn one_request(sh: &Shared, target: Target, rng: &mut StdRng) -> Result<Duration, String> {
+/// One keep-alive HTTP/1.1 connection of one load task (hyper's client connection: no pool, no
+/// redirect or proxy logic, so the load generator takes as little of the shared CPU as it can).
+/// Reconnects on the next request after an error.
+#[derive(Default)]
+struct Conn {
+    send: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+}
+
+impl Conn {
+    async fn sender(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Result<
+        &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+        String,
+    > {
+        if self.send.as_ref().is_none_or(|s| s.is_closed()) {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            self.send = Some(send);
+        }
+        Ok(self.send.as_mut().expect("connected above"))
+    }
+
+    /// Sends `req` and reads the whole answer; the latency is send → last body byte.
+    async fn request(
+        &mut self,
+        addr: std::net::SocketAddr,
+        req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Result<(Duration, hyper::StatusCode, bytes::Bytes), String> {
+        use http_body_util::BodyExt;
+        let send = self.sender(addr).await?;
+        let t0 = Instant::now();
+        let exchange = async {
+            send.ready().await.map_err(|e| format!("ready: {e}"))?;
+            let res = send
+                .send_request(req)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            let status = res.status();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let r = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| Err("no answer within 10 s".into()));
+        match r {
+            Ok((status, body)) => Ok((t0.elapsed(), status, body)),
+            Err(e) => {
+                self.send = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn one_request(
+    sh: &Shared,
+    conn: &mut Conn,
+    target: Target,
+    rng: &mut StdRng,
+) -> Result<Duration, String> {
+    let builder = hyper::Request::builder().header(hyper::header::HOST, sh.addr.to_string());
     let req = match target {
-        Target::Healthz => sh.client.get(format!("{}/healthz", sh.base)),
+        Target::Healthz => builder
+            .uri("/healthz")
+            .body(http_body_util::Full::default()),
         Target::Price => {
             let sku = &sh.skus[rng.random_range(0..sh.skus.len())];
-            sh.client
-                .get(format!("{}/api/v1/prices/{sku}", sh.base))
-                .header(reqwest::header::AUTHORIZATION, &sh.auth)
+            builder
+                .uri(format!("/api/v1/prices/{sku}"))
+                .header(hyper::header::AUTHORIZATION, &sh.auth)
+                .body(http_body_util::Full::default())
         }
         Target::Basket => {
             let mut body = String::from("{\"lines\":[");
@@ -856,19 +937,17 @@ async fn one_request(sh: &Shared, target: Target, rng: &mut StdRng) -> Result<Du
                 let _ = write!(body, "{{\"sku\":\"{}\",\"quantity\":{qty}}}", sh.skus[i]);
             }
             body.push_str("]}");
-            sh.client
-                .post(format!("{}/api/v1/baskets/price", sh.base))
-                .header(reqwest::header::AUTHORIZATION, &sh.auth)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
+            builder
+                .method(hyper::Method::POST)
+                .uri("/api/v1/baskets/price")
+                .header(hyper::header::AUTHORIZATION, &sh.auth)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         }
-    };
-    let t0 = Instant::now();
-    let res = req.send().await.map_err(|e| format!("send: {e}"))?;
-    let status = res.status();
-    let body = res.bytes().await.map_err(|e| format!("body: {e}"))?;
-    let took = t0.elapsed();
-    if status != reqwest::StatusCode::OK {
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    let (took, status, body) = conn.request(sh.addr, req).await?;
+    if status != hyper::StatusCode::OK {
         return Err(format!(
             "{status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(300)])
@@ -876,6 +955,12 @@ async fn one_request(sh: &Shared, target: Target, rng: &mut StdRng) -> Result<Du
     }
     if target == Target::Basket && !body.starts_with(b"{") {
         return Err("basket answer is not an object".into());
+    }
+    if target == Target::Price && !body.starts_with(b"{\"sku\"") {
+        return Err(format!(
+            "price answer is not a price: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
     }
     Ok(took)
 }
@@ -911,8 +996,9 @@ async fn closed_loop(
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(1_000 + c as u64);
             let mut stats = Stats::default();
+            let mut conn = Conn::default();
             while Instant::now() < deadline {
-                let r = one_request(&sh, target, &mut rng).await;
+                let r = one_request(&sh, &mut conn, target, &mut rng).await;
                 record(&mut stats, r);
             }
             stats
@@ -960,6 +1046,7 @@ async fn fixed_rate(
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(50_000 + w as u64);
             let mut stats = Stats::default();
+            let mut conn = Conn::default();
             let mut k = w as u64;
             while k < total {
                 let due = start + Duration::from_secs_f64(k as f64 / rate);
@@ -973,7 +1060,7 @@ async fn fixed_rate(
                 stats
                     .lag_us
                     .push(lag.as_micros().min(u32::MAX as u128) as u32);
-                let r = one_request(&sh, target, &mut rng).await;
+                let r = one_request(&sh, &mut conn, target, &mut rng).await;
                 record(&mut stats, r);
                 k += workers as u64;
             }
@@ -1340,9 +1427,13 @@ fn run() -> anyhow::Result<()> {
         .pool_idle_timeout(Duration::from_secs(120))
         .timeout(Duration::from_secs(10))
         .build()?;
+    let addr = base
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("server address in {base}"))?;
     let sh = Arc::new(Shared {
         client,
-        base: base.clone(),
+        addr,
         auth: format!("Bearer {token}"),
         skus: ds.items.iter().map(|i| i.sku.clone()).collect(),
         kg: ds.items.iter().map(|i| i.kg).collect(),
@@ -1395,7 +1486,7 @@ fn run() -> anyhow::Result<()> {
         &[server_pid],
         Duration::ZERO,
     ));
-    let server_hwm = vm_hwm_mib(server_pid);
+    let server_mem = ["VmHWM", "RssAnon", "RssFile"].map(|f| status_mib(server_pid, f));
     server.stop();
     drop(rt);
 
@@ -1456,8 +1547,13 @@ fn run() -> anyhow::Result<()> {
     for n in &notes {
         let _ = writeln!(out, "- {n}");
     }
-    if let Some(hwm) = server_hwm {
-        let _ = writeln!(out, "- storebox serve peak RSS (VmHWM): {hwm:.0} MiB");
+    if let [Some(hwm), Some(anon), Some(file)] = server_mem {
+        // Readers map the database file (`mmap_size`): those pages are the kernel's page cache of
+        // the file (RssFile), the process's own memory is RssAnon.
+        let _ = writeln!(
+            out,
+            "- storebox serve peak RSS (VmHWM): {hwm:.0} MiB; at the end RssAnon {anon:.0} MiB (own memory), RssFile {file:.0} MiB (mapped database file and binary)"
+        );
     }
     for r in &rows {
         if let Some(e) = &r.stats.first_error {

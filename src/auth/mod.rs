@@ -266,12 +266,25 @@ pub fn check_token(conn: &Connection, token: &str) -> DbResult<Option<(String, R
 /// A token removed with `storebox token remove` (another process) stops working within this time.
 pub const TOKEN_CACHE_MS: i64 = 1_000;
 
+/// After this age the next request for a token re-verifies it against the database while all the
+/// other requests keep using the cached entry (until [`TOKEN_CACHE_MS`]): a busy token is checked
+/// by one request about twice a second, not by every request in flight when its entry expires.
+pub const TOKEN_REFRESH_MS: i64 = TOKEN_CACHE_MS / 2;
+
 /// Verified bearer tokens kept in memory for [`TOKEN_CACHE_MS`], so a busy lane asking prices many
 /// times a second does not cost a database read per request for its token. Keyed by the token's
 /// hash; unknown tokens are never cached (each attempt is checked against the database).
 #[derive(Default)]
 pub struct TokenCache {
-    entries: parking_lot::Mutex<std::collections::HashMap<String, (String, Role, i64)>>,
+    entries: parking_lot::Mutex<std::collections::HashMap<String, CachedToken>>,
+}
+
+struct CachedToken {
+    name: String,
+    role: Role,
+    verified_ms: i64,
+    /// A request is re-verifying this token (claimed after [`TOKEN_REFRESH_MS`]).
+    refreshing: bool,
 }
 
 impl TokenCache {
@@ -279,12 +292,21 @@ impl TokenCache {
     const MAX: usize = 4096;
 
     /// The cached name and role of `token` if it was verified at most [`TOKEN_CACHE_MS`] before
-    /// `now_ms` (a clock that went backwards makes the entry stale).
+    /// `now_ms` (a clock that went backwards makes the entry stale). `None` also tells the first
+    /// caller after [`TOKEN_REFRESH_MS`] to verify the token again (and [`TokenCache::put`] it).
     pub fn get(&self, token: &str, now_ms: i64) -> Option<(String, Role)> {
         let key = hash_secret(token);
-        let entries = self.entries.lock();
-        let (name, role, at) = entries.get(&key)?;
-        (now_ms >= *at && now_ms - *at <= TOKEN_CACHE_MS).then(|| (name.clone(), *role))
+        let mut entries = self.entries.lock();
+        let e = entries.get_mut(&key)?;
+        let age = now_ms - e.verified_ms;
+        if !(0..=TOKEN_CACHE_MS).contains(&age) {
+            return None;
+        }
+        if age > TOKEN_REFRESH_MS && !e.refreshing {
+            e.refreshing = true;
+            return None;
+        }
+        Some((e.name.clone(), e.role))
     }
 
     /// Remembers `token` as verified at `now_ms`.
@@ -293,7 +315,15 @@ impl TokenCache {
         if entries.len() >= Self::MAX {
             entries.clear();
         }
-        entries.insert(hash_secret(token), (name.to_string(), role, now_ms));
+        entries.insert(
+            hash_secret(token),
+            CachedToken {
+                name: name.to_string(),
+                role,
+                verified_ms: now_ms,
+                refreshing: false,
+            },
+        );
     }
 
     /// Forgets `token` (it failed verification).
@@ -316,18 +346,42 @@ mod tests {
     #[test]
     fn token_cache_trusts_a_verified_token_for_one_second_only() {
         let cache = TokenCache::default();
+        let lane = Some(("lane-1".to_string(), Role::Staff));
         assert_eq!(cache.get("sbt_a", 10_000), None, "nothing verified yet");
         cache.put("sbt_a", "lane-1", Role::Staff, 10_000);
-        assert_eq!(
-            cache.get("sbt_a", 10_000 + TOKEN_CACHE_MS),
-            Some(("lane-1".to_string(), Role::Staff))
-        );
+        assert_eq!(cache.get("sbt_a", 10_000 + TOKEN_REFRESH_MS), lane);
         assert_eq!(cache.get("sbt_b", 10_000), None, "another token");
-        assert_eq!(cache.get("sbt_a", 10_001 + TOKEN_CACHE_MS), None, "expired");
         assert_eq!(cache.get("sbt_a", 9_999), None, "clock stepped back");
+        // Past the refresh age exactly one caller is told to verify again; the others go on
+        // using the entry until it expires.
+        assert_eq!(
+            cache.get("sbt_a", 10_001 + TOKEN_REFRESH_MS),
+            None,
+            "refresh"
+        );
+        assert_eq!(cache.get("sbt_a", 10_002 + TOKEN_REFRESH_MS), lane);
+        assert_eq!(cache.get("sbt_a", 10_000 + TOKEN_CACHE_MS), lane);
+        assert_eq!(cache.get("sbt_a", 10_001 + TOKEN_CACHE_MS), None, "expired");
+        assert_eq!(
+            cache.get("sbt_a", 10_002 + TOKEN_CACHE_MS),
+            None,
+            "still expired"
+        );
+        // The refresh succeeded: trusted again from its time.
         cache.put("sbt_a", "lane-1", Role::Staff, 20_000);
+        assert_eq!(cache.get("sbt_a", 20_000 + TOKEN_REFRESH_MS), lane);
+        assert_eq!(
+            cache.get("sbt_a", 20_001 + TOKEN_REFRESH_MS),
+            None,
+            "refresh"
+        );
+        // The refresh found the token removed.
         cache.forget("sbt_a");
-        assert_eq!(cache.get("sbt_a", 20_000), None, "forgotten");
+        assert_eq!(
+            cache.get("sbt_a", 20_002 + TOKEN_REFRESH_MS),
+            None,
+            "forgotten"
+        );
     }
 
     #[test]
