@@ -1,13 +1,16 @@
 //! Sync benchmark (not a test): `cargo bench --bench sync` (release build).
 //!
 //! 1. Catch-up: N HQ events (half `catalog.upsert`, half `price.set`) applied through the store's
-//!    feed apply (`sync::apply::apply_batch`, batches of 1000 with the cursor, as the client does),
-//!    against a raw SQLite batched insert of the same rows into the same tables, in the same run.
+//!    feed apply (`sync::apply::apply_batch`, pages of `[hq] feed_batch_size` events with the cursor,
+//!    as the client does),
+//!    against a raw SQLite batched insert of the same rows into the same tables, in the same run
+//!    (batch by batch in turn with the apply, each side timed on its own).
 //! 2. Outbox drain: M business events queued at a store, then the real store (`app::serve`) pushes
 //!    them to a real reference HQ (`hq::serve`) over loopback HTTP; events/s until HQ holds all.
 //!
 //! `SYNC_BENCH_EVENTS` (default 1000000) and `SYNC_BENCH_DRAIN` (default 200000) set N and M;
-//! `SYNC_BENCH_BATCH` (default 1000) the events per feed batch (and per raw transaction).
+//! `SYNC_BENCH_BATCH` (default: the default `[hq] feed_batch_size`, 5000) the events per feed
+//! batch (and per raw transaction).
 
 use std::time::{Duration, Instant};
 
@@ -50,20 +53,20 @@ fn catch_up(n: usize, batch: usize) -> (f64, f64) {
     let evs = events(n);
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("store.db")).unwrap();
-    let start = Instant::now();
+    // Raw baseline: the same rows, prepared INSERTs, as many per transaction, same pragmas. Each
+    // feed batch is followed by the raw transaction of the same rows, and each side's time is
+    // summed, so that both see the same moments of a shared, noisy machine.
+    let db2 = Db::open(&dir.path().join("raw.db")).unwrap();
+    let (mut t_apply, mut t_raw) = (Duration::ZERO, Duration::ZERO);
     for chunk in evs.chunks(batch) {
         let next = chunk.last().unwrap().seq;
+        let start = Instant::now();
         db.write_blocking(|c| {
             storebox::sync::apply::apply_batch(c, chunk, next, jiff::tz::TimeZone::UTC, 0)
         })
         .unwrap();
-    }
-    let applied = n as f64 / start.elapsed().as_secs_f64();
-
-    // Raw baseline: the same rows, prepared INSERTs, as many per transaction, same pragmas.
-    let db2 = Db::open(&dir.path().join("raw.db")).unwrap();
-    let start = Instant::now();
-    for chunk in evs.chunks(batch) {
+        t_apply += start.elapsed();
+        let start = Instant::now();
         db2.write_blocking(|c| {
             let tx = storebox::db::immediate(c)?;
             {
@@ -96,8 +99,10 @@ fn catch_up(n: usize, batch: usize) -> (f64, f64) {
             Ok(())
         })
         .unwrap();
+        t_raw += start.elapsed();
     }
-    let raw = n as f64 / start.elapsed().as_secs_f64();
+    let applied = n as f64 / t_apply.as_secs_f64();
+    let raw = n as f64 / t_raw.as_secs_f64();
     (applied, raw)
 }
 
@@ -218,7 +223,10 @@ fn main() {
     let n = env_n("SYNC_BENCH_EVENTS", 1_000_000);
     let m = env_n("SYNC_BENCH_DRAIN", 200_000);
     println!("sync benchmark: {n} HQ events applied, {m} store events drained");
-    let batch = env_n("SYNC_BENCH_BATCH", 1000);
+    let batch = env_n(
+        "SYNC_BENCH_BATCH",
+        storebox::config::HqConfig::default().feed_batch_size as usize,
+    );
     let (applied, raw) = catch_up(n, batch);
     println!(
         "catch-up apply (feed batches of {batch} + cursor): {applied:>10.0} events/s\n\

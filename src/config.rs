@@ -180,8 +180,11 @@ pub struct HqConfig {
     pub poll_wait_secs: u64,
     /// Upper bound of the retry back-off after a failed request, in seconds.
     pub retry_max_secs: u64,
-    /// Events per feed request and per outbox push.
+    /// Events per outbox push.
     pub batch_size: u32,
+    /// Events per feed request (HQ → store): a catch-up applies each page in one transaction, so
+    /// larger pages mean fewer commits.
+    pub feed_batch_size: u32,
     /// Unsent telemetry older than this is dropped (and counted), in seconds.
     pub telemetry_ttl_secs: u64,
     /// How often the box sends its `telemetry.rollup`, in seconds.
@@ -198,6 +201,7 @@ impl Default for HqConfig {
             poll_wait_secs: 25,
             retry_max_secs: 60,
             batch_size: 1000,
+            feed_batch_size: 5000,
             telemetry_ttl_secs: 86_400,
             rollup_interval_secs: 60,
         }
@@ -554,6 +558,12 @@ impl Config {
                 format!("{} must be between 1 and 10000", self.hq.batch_size),
             );
         }
+        if !(1..=10_000).contains(&self.hq.feed_batch_size) {
+            return bad(
+                "hq.feed_batch_size",
+                format!("{} must be between 1 and 10000", self.hq.feed_batch_size),
+            );
+        }
         if !(60..=30 * 86_400).contains(&self.hq.telemetry_ttl_secs) {
             return bad(
                 "hq.telemetry_ttl_secs",
@@ -680,6 +690,25 @@ mod tests {
             e.starts_with("environment: log.level") && e.contains("loud"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn feed_page_size_is_checked_and_separate_from_the_push_batch() {
+        let c = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!((c.hq.batch_size, c.hq.feed_batch_size), (1000, 5000));
+        let c = load_str("[hq]\nfeed_batch_size = 10000\n", &[]).unwrap();
+        assert_eq!((c.hq.batch_size, c.hq.feed_batch_size), (1000, 10_000));
+        let c = load_str("", &[("STOREBOX_HQ__FEED_BATCH_SIZE", "500")]).unwrap();
+        assert_eq!(c.hq.feed_batch_size, 500);
+        for bad in ["0", "10001"] {
+            let e = load_str(&format!("[hq]\nfeed_batch_size = {bad}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("hq.feed_batch_size") && e.contains("between 1 and 10000"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

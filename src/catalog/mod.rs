@@ -135,11 +135,14 @@ pub struct Applier<'t> {
 
 #[derive(Default)]
 struct Stmts<'t> {
-    item_upsert: Option<CachedStatement<'t>>,
-    barcodes_delete: Option<CachedStatement<'t>>,
+    item_insert: Option<CachedStatement<'t>>,
+    item_update: Option<CachedStatement<'t>>,
+    barcodes_of: Option<CachedStatement<'t>>,
+    barcode_delete: Option<CachedStatement<'t>>,
     barcode_insert: Option<CachedStatement<'t>>,
     price_sku: Option<CachedStatement<'t>>,
     price_insert: Option<CachedStatement<'t>>,
+    price_replace: Option<CachedStatement<'t>>,
 }
 
 /// The statement in `slot`, prepared on first use.
@@ -244,31 +247,58 @@ impl<'t> Applier<'t> {
         match checked {
             Checked::Upsert(item) => {
                 let st = &mut self.stmts;
-                held(&mut st.item_upsert, tx,
-                    "INSERT INTO items (sku, name, department, unit, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (sku) DO UPDATE SET name = excluded.name, department = excluded.department,
-                       unit = excluded.unit, attributes = excluded.attributes, updated_ms = excluded.updated_ms",
-                )?
-                .execute(params![
+                let attributes = if item.attributes.is_empty() {
+                    "{}".to_string()
+                } else {
+                    serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into())
+                };
+                let values = params![
                     item.sku,
                     item.name,
                     item.department,
                     item.unit.as_str(),
-                    serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()),
+                    attributes,
                     self.now_ms
-                ])?;
-                held(
-                    &mut st.barcodes_delete,
-                    tx,
-                    "DELETE FROM barcodes WHERE sku = ?1",
+                ];
+                // A new item (the bulk of a catch-up or a snapshot) is one insert, and it has no
+                // barcodes yet: barcodes are written only with their item and deleted with it.
+                let new = held(&mut st.item_insert, tx,
+                    "INSERT INTO items (sku, name, department, unit, attributes, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (sku) DO NOTHING",
                 )?
-                .execute([&item.sku])?;
+                .execute(values)?
+                    == 1;
+                let mut had: Vec<String> = Vec::new();
+                if !new {
+                    held(&mut st.item_update, tx,
+                        "UPDATE items SET name = ?2, department = ?3, unit = ?4, attributes = ?5, updated_ms = ?6
+                         WHERE sku = ?1",
+                    )?
+                    .execute(values)?;
+                    // Only the barcodes that change are written: the ones dropped are deleted,
+                    // the ones already on this item stay as they are.
+                    had = held(
+                        &mut st.barcodes_of,
+                        tx,
+                        "SELECT barcode FROM barcodes WHERE sku = ?1",
+                    )?
+                    .query_map([&item.sku], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                    let del = held(
+                        &mut st.barcode_delete,
+                        tx,
+                        "DELETE FROM barcodes WHERE barcode = ?1 AND sku = ?2",
+                    )?;
+                    for b in had.iter().filter(|b| !item.barcodes.contains(b)) {
+                        del.execute(params![b, item.sku])?;
+                    }
+                }
                 let ins = held(
                     &mut st.barcode_insert,
                     tx,
                     "INSERT OR REPLACE INTO barcodes (barcode, sku) VALUES (?1, ?2)",
                 )?;
-                for b in &item.barcodes {
+                for b in item.barcodes.iter().filter(|b| !had.contains(b)) {
                     ins.execute(params![b, item.sku])?;
                 }
                 Ok(vec![item.sku])
@@ -283,26 +313,39 @@ impl<'t> Applier<'t> {
             Checked::PriceSet(mut r) => {
                 self.received += 1;
                 r.received = self.received;
-                // A replaced record may have belonged to another sku: both change.
                 let st = &mut self.stmts;
-                let old_sku: Option<String> = held(
-                    &mut st.price_sku,
-                    tx,
-                    "SELECT sku FROM prices WHERE id = ?1",
-                )?
-                .query_row([&r.id], |row| row.get(0))
-                .optional()?;
-                held(&mut st.price_insert, tx,
-                    "INSERT OR REPLACE INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
+                let values = params![
                     r.id,
                     r.sku,
                     r.price,
                     r.starts_at.as_millisecond(),
                     r.ends_at.map(|t| t.as_millisecond()),
                     r.received
-                ])?;
+                ];
+                // A new record, or one replaced on the same sku, is this one statement; a record
+                // that moves to another sku is left alone here (no row changed) and replaced below,
+                // after reading its old sku: both skus change.
+                let written = held(&mut st.price_insert, tx,
+                    "INSERT INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET price = excluded.price, starts_ms = excluded.starts_ms,
+                       ends_ms = excluded.ends_ms, received = excluded.received
+                     WHERE prices.sku = excluded.sku",
+                )?
+                .execute(values)?;
+                let mut old_sku: Option<String> = None;
+                if written == 0 {
+                    old_sku = held(
+                        &mut st.price_sku,
+                        tx,
+                        "SELECT sku FROM prices WHERE id = ?1",
+                    )?
+                    .query_row([&r.id], |row| row.get(0))
+                    .optional()?;
+                    held(&mut st.price_replace, tx,
+                        "INSERT OR REPLACE INTO prices (id, sku, price, starts_ms, ends_ms, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(values)?;
+                }
                 let mut skus = vec![r.sku];
                 skus.extend(old_sku.filter(|s| s != &skus[0]));
                 Ok(skus)
@@ -605,4 +648,169 @@ pub fn apply_all(
     }
     tx.commit().map_err(|e| (0, e.into()))?;
     Ok(events.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrations::migrate(&mut c, crate::db::migrations::MIGRATIONS.len()).unwrap();
+        c
+    }
+
+    /// Applies each event in its own transaction and returns the skus each one reported.
+    fn apply(c: &mut Connection, events: &[(&str, Value)]) -> Vec<Vec<String>> {
+        let tx = crate::db::immediate(c).unwrap();
+        let mut out = Vec::new();
+        {
+            let mut a = Applier::begin(&tx, jiff::tz::TimeZone::UTC, 7).unwrap();
+            for (t, p) in events {
+                let ev = HqEvent {
+                    id: None,
+                    event_type: t.to_string(),
+                    payload: p.clone(),
+                };
+                out.push(a.apply(&ev).unwrap());
+            }
+            a.finish().unwrap();
+        }
+        tx.commit().unwrap();
+        out
+    }
+
+    fn rows(c: &Connection, sql: &str) -> Vec<(String, String)> {
+        c.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn barcodes(c: &Connection) -> Vec<(String, String)> {
+        rows(c, "SELECT barcode, sku FROM barcodes ORDER BY barcode")
+    }
+
+    fn upsert(sku: &str, name: &str, barcodes: &[&str]) -> (&'static str, Value) {
+        (
+            "catalog.upsert",
+            json!({"sku": sku, "name": name, "unit": "each", "department": "d", "barcodes": barcodes}),
+        )
+    }
+
+    #[test]
+    fn upserts_of_an_existing_item_keep_add_drop_and_move_barcodes() {
+        let mut c = db();
+        apply(
+            &mut c,
+            &[upsert("1", "Milk", &["a", "b"]), upsert("2", "Tea", &["t"])],
+        );
+        assert_eq!(
+            barcodes(&c),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "1".into()),
+                ("t".into(), "2".into())
+            ]
+        );
+        // Item 1 keeps "b", drops "a", gains "c" and takes "t" from item 2; the same barcode
+        // listed twice is harmless.
+        let skus = apply(
+            &mut c,
+            &[(
+                "catalog.upsert",
+                json!({"sku": "1", "name": "Whole milk", "unit": "kg", "barcodes": ["b", "c", "t", "c"],
+                       "attributes": {"fat": 3.5}}),
+            )],
+        );
+        assert_eq!(skus, vec![vec!["1".to_string()]]);
+        assert_eq!(
+            barcodes(&c),
+            vec![
+                ("b".into(), "1".into()),
+                ("c".into(), "1".into()),
+                ("t".into(), "1".into())
+            ]
+        );
+        let item = item_view(&c, "1").unwrap().unwrap();
+        assert_eq!(
+            (item.name.as_str(), item.department, item.unit.as_str()),
+            ("Whole milk", None, "kg")
+        );
+        assert_eq!(item.attributes, json!({"fat": 3.5}));
+        // No barcodes at all: all dropped; a deleted and re-created item starts without any.
+        apply(&mut c, &[upsert("1", "Whole milk", &[])]);
+        assert_eq!(barcodes(&c), vec![]);
+        apply(
+            &mut c,
+            &[
+                upsert("2", "Tea", &["t2"]),
+                ("catalog.delete", json!({"sku": "2"})),
+                upsert("2", "Green tea", &["g"]),
+            ],
+        );
+        assert_eq!(barcodes(&c), vec![("g".into(), "2".into())]);
+    }
+
+    fn price(id: &str, sku: &str, price: i64) -> (&'static str, Value) {
+        (
+            "price.set",
+            json!({"id": id, "sku": sku, "price": price, "starts_at": "2026-01-01T00:00:00Z"}),
+        )
+    }
+
+    #[test]
+    fn a_price_record_replaced_on_its_sku_or_moved_to_another_reports_every_changed_sku() {
+        let mut c = db();
+        let skus = apply(
+            &mut c,
+            &[
+                price("p1", "A", 100),
+                price("p1", "A", 120),
+                price("p1", "B", 130),
+                price("p2", "B", 90),
+            ],
+        );
+        assert_eq!(
+            skus,
+            vec![
+                vec!["A".to_string()],
+                vec!["A".to_string()],
+                vec!["B".to_string(), "A".to_string()],
+                vec!["B".to_string()],
+            ]
+        );
+        let prices: Vec<(String, String, i64, i64)> = c
+            .prepare("SELECT id, sku, price, received FROM prices ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            prices,
+            vec![
+                ("p1".to_string(), "B".to_string(), 130, 3),
+                ("p2".to_string(), "B".to_string(), 90, 4)
+            ]
+        );
+        // Nothing of the record stays under its old sku.
+        let on_a: i64 = c
+            .query_row("SELECT count(*) FROM prices WHERE sku = 'A'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(on_a, 0);
+        // A later batch continues the arrival counter.
+        apply(&mut c, &[price("p2", "B", 95)]);
+        let received: i64 = c
+            .query_row("SELECT received FROM prices WHERE id = 'p2'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(received, 5);
+    }
 }

@@ -281,7 +281,7 @@ impl Link {
         let cfg = &self.ctx.config.hq;
         let req = self.get(&format!(
             "/sync/v1/feed?after={after}&limit={}&wait={}",
-            cfg.batch_size, cfg.poll_wait_secs
+            cfg.feed_batch_size, cfg.poll_wait_secs
         ));
         let page: FeedPage = match self.send(req).await {
             Err(SyncError::Gone) => {
@@ -299,7 +299,7 @@ impl Link {
                 page.next
             )));
         }
-        let full = page.events.len() as u32 >= cfg.batch_size;
+        let full = page.events.len() as u32 >= cfg.feed_batch_size;
         let empty = page.events.is_empty();
         let oldest_pending = if full {
             page.events.last().and_then(|e| e.at.clone())

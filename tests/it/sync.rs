@@ -275,7 +275,7 @@ async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_c
     let hq = Hq::start();
     let ta = hq.add_store("crashy", "");
     let tb = hq.add_store("steady", "");
-    let extra = [("STOREBOX_HQ__BATCH_SIZE", "500")];
+    let extra = [("STOREBOX_HQ__FEED_BATCH_SIZE", "500")];
     let mut a = start_store(&hq, "crashy", &ta, &extra);
     let b = start_store(&hq, "steady", &tb, &extra);
     synced_to(&a, 0, 20).await;
