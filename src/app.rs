@@ -60,6 +60,11 @@ where
 
     let device_changes = devices::live::DeviceChanges::default();
     let promotions = Arc::new(crate::catalog::promo_cache::PromotionCache::default());
+    let price_answers = Arc::new(crate::catalog::answer_cache::AnswerCache::new(
+        config.storage.price_cache_mb * 1024 * 1024,
+        metrics.price_cache_hits.clone(),
+        metrics.price_cache_misses.clone(),
+    ));
     let ctx = Arc::new(ingest::IngestCtx {
         queued_bytes: shared.ingest_bytes.clone(),
         changes: device_changes.clone(),
@@ -124,7 +129,7 @@ where
         .await
         .with_context(|| format!("http.listen {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let state = AppState {
+    let state = AppState::new(web::AppStateInner {
         db: db.clone(),
         clock: clock.clone(),
         config: config.clone(),
@@ -139,7 +144,8 @@ where
         device_changes: device_changes.clone(),
         tokens: Arc::default(),
         promotions,
-    };
+        price_answers: price_answers.clone(),
+    });
     let live_changes = device_changes;
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();

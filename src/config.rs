@@ -216,6 +216,8 @@ pub struct StorageConfig {
     pub telemetry_keep_days: u32,
     /// Rejected device/HQ messages kept for staff and support (oldest removed first).
     pub dead_letter_keep: u32,
+    /// Memory for price answers kept between lookups (`catalog::answer_cache`); 0 turns it off.
+    pub price_cache_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -225,6 +227,7 @@ impl Default for StorageConfig {
             outbox_max_mb: 512,
             telemetry_keep_days: 7,
             dead_letter_keep: 10_000,
+            price_cache_mb: 32,
         }
     }
 }
@@ -504,6 +507,15 @@ impl Config {
                 ),
             );
         }
+        if self.storage.price_cache_mb > 4096 {
+            return bad(
+                "storage.price_cache_mb",
+                format!(
+                    "{} must be between 0 (off) and 4096",
+                    self.storage.price_cache_mb
+                ),
+            );
+        }
         if self.storage.outbox_max_mb == 0 {
             return bad("storage.outbox_max_mb", "must be at least 1".into());
         }
@@ -709,6 +721,21 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn price_cache_size_is_checked() {
+        let c = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(c.storage.price_cache_mb, 32);
+        let c = load_str("[storage]\nprice_cache_mb = 0\n", &[]).unwrap();
+        assert_eq!(c.storage.price_cache_mb, 0);
+        let e = load_str("[storage]\nprice_cache_mb = 5000\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.price_cache_mb") && e.contains("between 0 (off) and 4096"),
+            "{e}"
+        );
     }
 
     #[test]

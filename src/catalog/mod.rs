@@ -4,6 +4,7 @@
 //! `promotion.cancel`) — the same path for the HQ feed and for `storebox import` — and read with
 //! [`load`] into the plain data the pricing engine works on.
 
+pub mod answer_cache;
 pub mod import;
 pub mod promo_cache;
 pub mod scheduler;
@@ -160,6 +161,12 @@ fn held<'s, 't>(
 
 impl<'t> Applier<'t> {
     pub fn begin(tx: &'t Transaction<'t>, tz: jiff::tz::TimeZone, now_ms: i64) -> DbResult<Self> {
+        // Whatever this transaction applies, price answers kept in memory by a running box are
+        // stale once it commits (`answer_cache`); rolled back, the bump is too.
+        tx.prepare_cached(
+            "UPDATE catalog_state SET catalog_version = catalog_version + 1 WHERE id = 1",
+        )?
+        .execute([])?;
         let received: Option<String> = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'catalog_received'",

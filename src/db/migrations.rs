@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_price_lookup",
         include_str!("migrations/0006_price_lookup.sql"),
     ),
+    (
+        "0007_catalog_version",
+        include_str!("migrations/0007_catalog_version.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

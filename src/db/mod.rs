@@ -179,6 +179,32 @@ impl Db {
         }
     }
 
+    /// Runs `f` with a pooled reader on the calling async worker *without* a read transaction:
+    /// for a single statement, which is its own transaction and sees everything committed
+    /// before it (e.g. the version check that decides whether a kept price answer may be served;
+    /// `BEGIN` and `COMMIT` around it cost twice the statement). Several statements that must
+    /// agree take [`Db::read_inline`]. Waits like it when every pooled reader is busy.
+    pub async fn read_one_inline<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<T> + Send + 'static,
+    {
+        let run = |db: &Db, f: F| {
+            let conn = db.reader()?;
+            let out = f(&conn);
+            db.give_back(conn);
+            out
+        };
+        match self.inner.read_permits.try_acquire() {
+            Ok(_permit) => run(self, f),
+            Err(_) => {
+                let _permit = self.inner.read_permits.acquire().await.ok();
+                let db = self.clone();
+                run_blocking(move || run(&db, f)).await
+            }
+        }
+    }
+
     /// Runs `f` with the writer connection on a blocking thread.
     pub async fn write<T, F>(&self, f: F) -> DbResult<T>
     where

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub devices_total: Gauge,
     pub alerts_open: Gauge,
     pub db_size_bytes: Gauge<u64, AtomicU64>,
+    pub price_cache_hits: Counter,
+    pub price_cache_misses: Counter,
+    pub price_cache_entries: Gauge,
+    pub price_cache_bytes: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
     pub sync_connected: Gauge,
     pub sync_cursor: Gauge,
@@ -87,6 +91,10 @@ impl Metrics {
             devices_total: Gauge::default(),
             alerts_open: Gauge::default(),
             db_size_bytes: Gauge::default(),
+            price_cache_hits: Counter::default(),
+            price_cache_misses: Counter::default(),
+            price_cache_entries: Gauge::default(),
+            price_cache_bytes: Gauge::default(),
             http_requests: Family::new_with_constructor(http_histogram as fn() -> Histogram),
             sync_connected: Gauge::default(),
             sync_cursor: Gauge::default(),
@@ -169,6 +177,26 @@ impl Metrics {
             "db_size_bytes",
             "SQLite database size including WAL",
             m.db_size_bytes.clone(),
+        );
+        registry.register(
+            "price_cache_hits",
+            "Price lookups answered from the answers kept in memory",
+            m.price_cache_hits.clone(),
+        );
+        registry.register(
+            "price_cache_misses",
+            "Price lookups computed from the database (none kept, or stale)",
+            m.price_cache_misses.clone(),
+        );
+        registry.register(
+            "price_cache_entries",
+            "Price answers kept in memory",
+            m.price_cache_entries.clone(),
+        );
+        registry.register(
+            "price_cache_bytes",
+            "Memory the kept price answers are weighed at (bounded by storage.price_cache_mb)",
+            m.price_cache_bytes.clone(),
         );
         registry.register(
             "http_request_duration_seconds",

@@ -305,6 +305,23 @@ pub fn boundaries_between(
     out
 }
 
+/// The first boundary (`starts_at` or `ends_at` of a record or promotion) strictly after `after`:
+/// everything a price answer says (effective record, active promotions, next change) stays the same
+/// from `after` until that instant, so an answer computed at `after` may be served until then.
+pub fn next_boundary(
+    records: &[PriceRecord],
+    promos: &[Promotion],
+    after: Timestamp,
+) -> Option<Timestamp> {
+    records
+        .iter()
+        .flat_map(|r| [Some(r.starts_at), r.ends_at])
+        .chain(promos.iter().flat_map(|p| [Some(p.starts_at), p.ends_at]))
+        .flatten()
+        .filter(|t| *t > after)
+        .min()
+}
+
 /// The pricing part of `GET /api/v1/prices/{sku}?at=T`: effective price, active promotion ids and
 /// the next change. `NoPrice` when the sku has no effective price at `at`.
 pub fn quote(
@@ -1083,8 +1100,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn boundaries_between_is_half_open_sorted_dedup() {
+    /// A base price, a Black Friday price (27th–30th) and a 10 % promotion from `promo_start` to
+    /// December 1st.
+    fn black_friday(promo_start: &str) -> ([PriceRecord; 2], Promotion) {
         let records = [
             rec("base", 129, "2026-11-01T00:00:00Z", None, 1),
             rec(
@@ -1096,8 +1114,14 @@ mod tests {
             ),
         ];
         let mut p = promo("p", PromoKind::PercentOff { percent: 10 });
-        p.starts_at = ts("2026-11-27T00:00:00Z");
+        p.starts_at = ts(promo_start);
         p.ends_at = Some(ts("2026-12-01T00:00:00Z"));
+        (records, p)
+    }
+
+    #[test]
+    fn boundaries_between_is_half_open_sorted_dedup() {
+        let (records, p) = black_friday("2026-11-27T00:00:00Z");
         let got = boundaries_between(
             &records,
             &[p],
@@ -1115,6 +1139,20 @@ mod tests {
             ts("2030-01-01T00:00:00Z"),
         );
         assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn next_boundary_covers_records_and_promotions() {
+        let (records, p) = black_friday("2026-11-20T00:00:00Z");
+        let promos = [p];
+        let nb = |at: &str| next_boundary(&records, &promos, ts(at));
+        // A promotion start is a boundary even though the price record does not change there.
+        assert_eq!(nb("2026-11-10T00:00:00Z"), Some(ts("2026-11-20T00:00:00Z")));
+        // Strictly after: at a boundary instant, the next one.
+        assert_eq!(nb("2026-11-27T00:00:00Z"), Some(ts("2026-11-30T00:00:00Z")));
+        assert_eq!(nb("2026-11-30T00:00:00Z"), Some(ts("2026-12-01T00:00:00Z")));
+        // Nothing ahead: the answer holds until the data changes.
+        assert_eq!(nb("2026-12-01T00:00:00Z"), None);
     }
 
     #[test]
@@ -1274,6 +1312,28 @@ mod tests {
                 prop_assert!(0 <= l.discount && l.discount <= l.regular, "{:?}", l);
                 prop_assert_eq!(l.total, l.regular - l.discount);
                 prop_assert_eq!(l.promotion_id.is_some(), l.discount > 0);
+            }
+        }
+
+        #[test]
+        fn quote_holds_until_next_boundary(cat in arb_catalog(), minutes in 0i64..(26 * 60)) {
+            let at = t(0) + jiff::SignedDuration::from_mins(minutes);
+            for (item, records, promos) in cat.values() {
+                let q = quote(item, records, promos, at);
+                let until = next_boundary(records, promos, at)
+                    .unwrap_or(at + jiff::SignedDuration::from_hours(24 * 400));
+                let span = until.duration_since(at);
+                for k in 1..=4 {
+                    // Probes through the interval, the last one 1 ms before its end.
+                    let probe = if k == 4 {
+                        until - jiff::SignedDuration::from_millis(1)
+                    } else {
+                        at + span / 4 * k
+                    };
+                    prop_assert_eq!(&quote(item, records, promos, probe), &q, "at {} probe {}", at, probe);
+                }
+                // And at the boundary itself something may change: the answer is not reused there.
+                prop_assert!(until > at);
             }
         }
 

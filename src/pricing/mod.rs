@@ -25,8 +25,8 @@ pub mod model;
 pub mod time;
 
 pub use engine::{
-    active_promotions, boundaries_between, effective_price, next_price_change, price_basket,
-    price_line, quote, round_half_up_div, MAX_EACH_QUANTITY, MAX_GRAMS,
+    active_promotions, boundaries_between, effective_price, next_boundary, next_price_change,
+    price_basket, price_line, quote, round_half_up_div, MAX_EACH_QUANTITY, MAX_GRAMS,
 };
 pub use model::{
     BasketLine, Item, NextChange, ParseUnitError, PriceQuote, PriceRecord, PriceSetPayload,

@@ -3,9 +3,10 @@
 //! the answers of DESIGN §5.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,6 +15,7 @@ use super::caller::Caller;
 use super::error::JsonBody;
 use super::{ApiError, AppState};
 use crate::auth::Role;
+use crate::catalog::answer_cache::{self, AnswerCache};
 use crate::catalog::promo_cache::PromotionCache;
 use crate::catalog::{self, ItemView};
 use crate::db::DbResult;
@@ -139,11 +141,22 @@ pub fn price_answer(
     at: jiff::Timestamp,
     currency: &str,
 ) -> DbResult<Result<PriceAnswer, PricingError>> {
+    Ok(compute_answer(conn, promos, sku, at, currency)?.map(|(answer, _)| answer))
+}
+
+/// The answer and the instant until which it holds ([`pricing::next_boundary`]).
+fn compute_answer(
+    conn: &rusqlite::Connection,
+    promos: &PromotionCache,
+    sku: &str,
+    at: jiff::Timestamp,
+    currency: &str,
+) -> DbResult<Result<(PriceAnswer, Option<jiff::Timestamp>), PricingError>> {
     let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)? else {
         return Ok(Err(PricingError::UnknownSku { sku: sku.into() }));
     };
-    Ok(
-        pricing::quote(&item, &records, &promos, at).map(|q| PriceAnswer {
+    Ok(pricing::quote(&item, &records, &promos, at).map(|q| {
+        let answer = PriceAnswer {
             sku: q.sku,
             price: q.price,
             currency: currency.to_string(),
@@ -151,6 +164,46 @@ pub fn price_answer(
             price_id: q.price_id,
             promotions: q.promotions,
             next_change: q.next_change,
+        };
+        (answer, pricing::next_boundary(&records, &promos, at))
+    }))
+}
+
+/// The answer kept in `answers` for `sku` at `at`, if it is still what the database says: the
+/// versions are read in one statement, so they are those of the latest commit by any process
+/// (see `catalog::answer_cache`).
+pub fn kept_answer(
+    conn: &rusqlite::Connection,
+    answers: &AnswerCache,
+    sku: &str,
+    at: jiff::Timestamp,
+) -> DbResult<Option<Bytes>> {
+    let versions = answer_cache::versions(conn)?;
+    Ok(answers.get(sku, versions, at.as_millisecond()))
+}
+
+/// [`price_answer`] as the JSON the API sends, computed and kept in `answers` with the versions
+/// read in the same read transaction as the data.
+pub fn fresh_answer_json(
+    conn: &rusqlite::Connection,
+    promos: &PromotionCache,
+    answers: &AnswerCache,
+    sku: &str,
+    at: jiff::Timestamp,
+    currency: &str,
+) -> DbResult<Result<Bytes, PricingError>> {
+    let versions = answer_cache::versions(conn)?;
+    Ok(
+        compute_answer(conn, promos, sku, at, currency)?.map(|(answer, until)| {
+            let body = Bytes::from(serde_json::to_vec(&answer).expect("a price answer serializes"));
+            answers.put(
+                sku,
+                versions,
+                at.as_millisecond(),
+                until.map(|t| t.as_millisecond()),
+                body.clone(),
+            );
+            body
         }),
     )
 }
@@ -163,20 +216,31 @@ pub async fn price(
     caller: Caller,
     Path(sku): Path<String>,
     Query(q): Query<AtQuery>,
-) -> Result<Json<PriceAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
+    let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    // Both run on this worker: one indexed read when the answer is kept, a few (~30 µs) when it
+    // is computed, within tokio's guidance of at most 10–100 µs between awaits; a hand-off to the
+    // blocking pool cost more than the query itself (docs/benchmarks.md).
+    let answers = state.price_answers.clone();
+    let key = sku.clone();
+    if let Some(body) = state
+        .db
+        .read_one_inline(move |c| kept_answer(c, &answers, &key, at))
+        .await?
+    {
+        return Ok(json(body));
+    }
     let currency = state.config.store.currency.clone();
     let promos = state.promotions.clone();
-    // A price lookup is a few indexed reads (~30 µs): it runs on this worker, within tokio's
-    // guidance of at most 10–100 µs between awaits; a hand-off to the blocking pool cost more
-    // than the query itself (docs/benchmarks.md).
+    let answers = state.price_answers.clone();
     let answer = state
         .db
-        .read_inline(move |c| price_answer(c, &promos, &sku, at, &currency))
+        .read_inline(move |c| fresh_answer_json(c, &promos, &answers, &sku, at, &currency))
         .await?;
     answer
-        .map(Json)
+        .map(json)
         .map_err(|e| pricing_error(e, StatusCode::NOT_FOUND))
 }
 

@@ -37,9 +37,26 @@ use crate::ops::metrics::{HttpLabels, Metrics};
 
 pub use error::ApiError;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; one reference count to clone (every extractor of every
+/// request clones it, and one count instead of one per field kept that off the profile).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub db: Db,
     pub clock: SharedClock,
     pub config: Arc<Config>,
@@ -60,9 +77,11 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::TokenCache>,
     /// Parsed promotions for price lookups (`catalog::promo_cache`).
     pub promotions: Arc<crate::catalog::promo_cache::PromotionCache>,
+    /// Price answers kept between lookups (`catalog::answer_cache`).
+    pub price_answers: Arc<crate::catalog::answer_cache::AnswerCache>,
 }
 
-impl AppState {
+impl AppStateInner {
     pub fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
     }

@@ -41,6 +41,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     m.db_size_bytes.set(state.db.size_bytes());
     m.ingest_queue_depth.set(state.broker.queue_depth() as i64);
+    let answers = state.price_answers.stats();
+    m.price_cache_entries.set(answers.entries as i64);
+    m.price_cache_bytes.set(answers.bytes);
     if let Ok((total, online, alerts)) = state
         .db
         .read(|c| {

@@ -82,6 +82,83 @@ async fn import_lookup_and_prices() {
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_time")));
 }
 
+/// A `storebox_…` sample from the /metrics text (0 when absent).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_price_answers_never_outlive_a_write_or_a_boundary() {
+    let sb = StoreBox::start();
+    let (ok, out) = import(&sb, "catalog.jsonl", EVENTS);
+    assert!(ok, "{out}");
+    let at = "/api/v1/prices/1001?at=2026-11-20T12:00:00Z";
+    let (s, first) = sb.get(at).await;
+    assert_eq!((s, first["price"].as_i64()), (200, Some(129)), "{first}");
+    let before = metrics(&sb).await;
+    let (_, again) = sb.get(at).await;
+    assert_eq!(again, first);
+    let after = metrics(&sb).await;
+    let hits = "storebox_price_cache_hits_total";
+    assert_eq!(sample(&after, hits) - sample(&before, hits), 1.0, "{after}");
+    assert!(
+        sample(&after, "storebox_price_cache_entries") >= 1.0,
+        "{after}"
+    );
+
+    // Another process (`storebox import`) writes a price: the very next lookup sees it.
+    let (ok, out) = import(
+        &sb,
+        "flash.jsonl",
+        r#"{"id":"e-9","type":"price.set","payload":{"id":"pr-1001-flash","sku":"1001","price":99,"starts_at":"2026-11-20T00:00:00Z","ends_at":"2026-11-21T00:00:00Z"}}
+"#,
+    );
+    assert!(ok, "{out}");
+    let (_, p) = sb.get(at).await;
+    assert_eq!(
+        (p["price"].as_i64(), p["price_id"].as_str()),
+        (Some(99), Some("pr-1001-flash")),
+        "{p}"
+    );
+    // Kept from 12:00 on; at 23:59:59.999 still the flash price, at its end the base price again.
+    let (_, p) = sb
+        .get("/api/v1/prices/1001?at=2026-11-20T23:59:59.999Z")
+        .await;
+    assert_eq!(p["price"], 99, "{p}");
+    let (_, p) = sb.get("/api/v1/prices/1001?at=2026-11-21T00:00:00Z").await;
+    assert_eq!(p["price"], 129, "{p}");
+    // An earlier instant than the one an answer was kept for is computed again (a clock stepped
+    // back), not answered from it.
+    let (_, p) = sb.get("/api/v1/prices/1001?at=2026-11-19T12:00:00Z").await;
+    assert_eq!(p["price"], 129, "{p}");
+
+    // A change to promotions only.
+    let (ok, out) = import(
+        &sb,
+        "cancel.jsonl",
+        r#"{"id":"e-10","type":"promotion.cancel","payload":{"id":"promo-3for2"}}
+"#,
+    );
+    assert!(ok, "{out}");
+    let (_, p) = sb.get(at).await;
+    assert_eq!(p["promotions"], json!([]), "{p}");
+    // The answer is the same JSON as computed, with its content type.
+    let r = sb
+        .client()
+        .get(format!("{}{at}", sb.http))
+        .bearer_auth(&sb.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baskets_checkouts_and_device_price_requests() {
     let sb = StoreBox::start_with(&[("STOREBOX_STORE__TIMEZONE", "Europe/Rome")]);
