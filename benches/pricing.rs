@@ -1142,6 +1142,12 @@ fn row_line(r: &Row) -> String {
 /// The server's kept-answer counters (`storebox_price_cache_{hits,misses}_total`), read from
 /// `/metrics` between phases (not measured).
 async fn cache_counts(sh: &Shared) -> anyhow::Result<(f64, f64)> {
+    let m = cache_metrics(sh).await?;
+    Ok((m[0], m[1]))
+}
+
+/// Hits, misses, entries and bytes of the kept answers, from `/metrics`.
+async fn cache_metrics(sh: &Shared) -> anyhow::Result<[f64; 4]> {
     let text = sh
         .client
         .get(format!("http://{}/metrics", sh.addr))
@@ -1154,10 +1160,13 @@ async fn cache_counts(sh: &Shared) -> anyhow::Result<(f64, f64)> {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok((
-        get("storebox_price_cache_hits_total"),
-        get("storebox_price_cache_misses_total"),
-    ))
+    Ok([
+        "storebox_price_cache_hits_total",
+        "storebox_price_cache_misses_total",
+        "storebox_price_cache_entries",
+        "storebox_price_cache_bytes",
+    ]
+    .map(get))
 }
 
 /// "answers kept: N % hits" between two [`cache_counts`] readings.
@@ -1383,6 +1392,12 @@ async fn http_phases(
         stats: baskets,
         unit: "basket",
     });
+    let [hits, misses, entries, bytes] = cache_metrics(&sh).await?;
+    notes.push(format!(
+        "kept price answers at the end: {entries:.0} entries weighed at {:.1} MiB \
+         (storage.price_cache_mb bounds the weight); {hits:.0} hits / {misses:.0} misses in all",
+        bytes / 1_048_576.0
+    ));
     Ok(())
 }
 

@@ -74,10 +74,27 @@ where
         price: {
             let currency = config.store.currency.clone();
             let promotions = promotions.clone();
+            let answers = price_answers.clone();
             Arc::new(move |conn, sku, at_ms| {
                 let at = crate::db::ts_from_ms(at_ms);
-                match web::catalog::price_answer(conn, &promotions, sku, at, &currency) {
-                    Ok(Ok(answer)) => json!(answer),
+                // The same kept answers as HTTP lookups (`conn` is the ingest's transaction,
+                // which writes no catalog data).
+                let answer = match web::catalog::kept_answer(conn, &answers, sku, at) {
+                    Ok(Some(body)) => Ok(Ok(body)),
+                    Ok(None) => web::catalog::fresh_answer_json(
+                        conn,
+                        &promotions,
+                        &answers,
+                        sku,
+                        at,
+                        &currency,
+                    ),
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(Ok(body)) => {
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+                    }
                     Ok(Err(e)) => {
                         json!({"sku": sku, "error": {"code": e.code(), "message": e.to_string()}})
                     }

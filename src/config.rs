@@ -227,7 +227,7 @@ impl Default for StorageConfig {
             outbox_max_mb: 512,
             telemetry_keep_days: 7,
             dead_letter_keep: 10_000,
-            price_cache_mb: 32,
+            price_cache_mb: 40,
         }
     }
 }
@@ -726,7 +726,7 @@ mod tests {
     #[test]
     fn price_cache_size_is_checked() {
         let c = Config::load_with_env(None, Vec::new()).unwrap();
-        assert_eq!(c.storage.price_cache_mb, 32);
+        assert_eq!(c.storage.price_cache_mb, 40);
         let c = load_str("[storage]\nprice_cache_mb = 0\n", &[]).unwrap();
         assert_eq!(c.storage.price_cache_mb, 0);
         let e = load_str("[storage]\nprice_cache_mb = 5000\n", &[])

@@ -55,8 +55,11 @@ struct Entry {
     body: Bytes,
 }
 
-/// Bookkeeping a kept answer costs besides its key and body (entry, hash slot), an estimate.
-const ENTRY_OVERHEAD: u64 = 96;
+/// What a kept answer costs besides the bytes of its key and body: the entry and its hash slot,
+/// the allocator's rounding and headers of the key and the body, the body's shared-buffer header.
+/// Measured: the resident memory of a box grows ~330 bytes per ~165-byte answer kept
+/// (docs/benchmarks.md), so the configured megabytes are what the process really spends.
+const ENTRY_OVERHEAD: u64 = 176;
 
 #[derive(Clone)]
 struct ByBytes;
@@ -90,8 +93,8 @@ impl AnswerCache {
     /// its hits and misses in the given counters.
     pub fn new(capacity_bytes: u64, hits: Counter, misses: Counter) -> Self {
         let cache = (capacity_bytes > 0).then(|| {
-            // Sized for answers of ~250 bytes with their key and bookkeeping.
-            let items = (capacity_bytes / 256).max(16) as usize;
+            // Sized for answers of ~350 bytes with their key and bookkeeping.
+            let items = (capacity_bytes / 350).max(16) as usize;
             Cache::with_weighter(items, capacity_bytes, ByBytes)
         });
         AnswerCache {

@@ -23,9 +23,10 @@ pub struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
-    pub route: String,
-    pub status: String,
+    /// Borrowed for the standard methods: no allocation per request.
+    pub method: std::borrow::Cow<'static, str>,
+    pub route: std::borrow::Cow<'static, str>,
+    pub status: u16,
 }
 
 fn http_histogram() -> Histogram {

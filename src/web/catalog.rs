@@ -132,19 +132,9 @@ pub struct PriceAnswer {
     pub next_change: Option<pricing::NextChange>,
 }
 
-/// The price answer of `sku` at `at`: the outer error is the database's (a server fault), the
-/// inner one the pricing answer's.
-pub fn price_answer(
-    conn: &rusqlite::Connection,
-    promos: &PromotionCache,
-    sku: &str,
-    at: jiff::Timestamp,
-    currency: &str,
-) -> DbResult<Result<PriceAnswer, PricingError>> {
-    Ok(compute_answer(conn, promos, sku, at, currency)?.map(|(answer, _)| answer))
-}
-
-/// The answer and the instant until which it holds ([`pricing::next_boundary`]).
+/// The price answer of `sku` at `at` and the instant until which it holds
+/// ([`pricing::next_boundary`]): the outer error is the database's (a server fault), the inner one
+/// the pricing answer's.
 fn compute_answer(
     conn: &rusqlite::Connection,
     promos: &PromotionCache,
@@ -182,7 +172,7 @@ pub fn kept_answer(
     Ok(answers.get(sku, versions, at.as_millisecond()))
 }
 
-/// [`price_answer`] as the JSON the API sends, computed and kept in `answers` with the versions
+/// The price answer as the JSON the API sends, computed and kept in `answers` with the versions
 /// read in the same read transaction as the data.
 pub fn fresh_answer_json(
     conn: &rusqlite::Connection,
@@ -195,7 +185,10 @@ pub fn fresh_answer_json(
     let versions = answer_cache::versions(conn)?;
     Ok(
         compute_answer(conn, promos, sku, at, currency)?.map(|(answer, until)| {
-            let body = Bytes::from(serde_json::to_vec(&answer).expect("a price answer serializes"));
+            // Copied to an allocation of its exact size: it may be kept for days.
+            let body = Bytes::copy_from_slice(
+                &serde_json::to_vec(&answer).expect("a price answer serializes"),
+            );
             answers.put(
                 sku,
                 versions,

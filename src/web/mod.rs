@@ -17,11 +17,13 @@ pub mod support;
 pub mod ui;
 pub mod users;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, patch, post};
@@ -150,18 +152,20 @@ pub fn router(state: AppState) -> Router {
 /// so ids do not explode the label set).
 async fn track_latency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| {
-            if req.uri().path().starts_with("/api/") {
-                "/api/unknown".into()
-            } else {
-                "/ui".into()
-            }
-        });
+    let method = match *req.method() {
+        Method::GET => Cow::Borrowed("GET"),
+        Method::POST => Cow::Borrowed("POST"),
+        Method::PATCH => Cow::Borrowed("PATCH"),
+        Method::DELETE => Cow::Borrowed("DELETE"),
+        Method::PUT => Cow::Borrowed("PUT"),
+        Method::HEAD => Cow::Borrowed("HEAD"),
+        ref other => Cow::Owned(other.to_string()),
+    };
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => Cow::Owned(p.as_str().to_string()),
+        None if req.uri().path().starts_with("/api/") => Cow::Borrowed("/api/unknown"),
+        None => Cow::Borrowed("/ui"),
+    };
     let res = next.run(req).await;
     state
         .metrics
@@ -169,7 +173,7 @@ async fn track_latency(State(state): State<AppState>, req: Request, next: Next) 
         .get_or_create(&HttpLabels {
             method,
             route,
-            status: res.status().as_u16().to_string(),
+            status: res.status().as_u16(),
         })
         .observe(start.elapsed().as_secs_f64());
     res
