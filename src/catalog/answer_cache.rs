@@ -5,8 +5,8 @@
 //!
 //! An answer is served again only while both hold:
 //! - the catalog and promotions versions in the database, read in the lookup's own read
-//!   transaction, are those it was computed from. `catalog::Applier::begin` bumps the catalog
-//!   version once per transaction that applies HQ events and triggers bump the promotions version
+//!   transaction, are those it was computed from. `catalog::Applier::write` bumps the catalog
+//!   version once per transaction that writes HQ events and triggers bump the promotions version
 //!   (migrations 0006, 0007), so a write by any process (the sync client, `storebox import`, a
 //!   snapshot) is seen by the very next lookup;
 //! - the instant asked about lies in `[computed at, next boundary)`: the first `starts_at` or
@@ -218,7 +218,18 @@ mod tests {
         crate::db::migrations::migrate(&mut conn, crate::db::migrations::MIGRATIONS.len()).unwrap();
         let before = versions(&conn).unwrap();
         let tx = conn.transaction().unwrap();
+        // A transaction that writes nothing (an empty feed page) keeps the answers.
         let applier = super::super::Applier::begin(&tx, jiff::tz::TimeZone::UTC, 0).unwrap();
+        applier.finish().unwrap();
+        assert_eq!(versions(&tx).unwrap(), before);
+        let mut applier = super::super::Applier::begin(&tx, jiff::tz::TimeZone::UTC, 0).unwrap();
+        let item = applier
+            .check(
+                "catalog.upsert",
+                &serde_json::json!({"sku": "1", "name": "Milk", "unit": "each"}),
+            )
+            .unwrap();
+        applier.write(item).unwrap();
         applier.finish().unwrap();
         tx.execute(
             "INSERT INTO promotions (id, name, kind, params, skus, department, starts_ms, ends_ms, received)

@@ -132,6 +132,19 @@ pub struct Applier<'t> {
     /// The statements of the frequent events, held for the whole batch instead of taken from and
     /// returned to the connection's statement cache (a hash of the SQL text) once per event.
     stmts: Stmts<'t>,
+    /// [`bump_catalog_version`] ran in this transaction.
+    version_bumped: bool,
+}
+
+/// Marks the price answers a running box keeps in memory stale once the caller's transaction
+/// commits (`answer_cache`; rolled back, the bump is too). [`Applier::write`] does it at the first
+/// write of a transaction; anything else that changes items, barcodes or prices calls it itself.
+pub fn bump_catalog_version(tx: &Connection) -> DbResult<()> {
+    tx.prepare_cached(
+        "UPDATE catalog_state SET catalog_version = catalog_version + 1 WHERE id = 1",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 #[derive(Default)]
@@ -161,12 +174,6 @@ fn held<'s, 't>(
 
 impl<'t> Applier<'t> {
     pub fn begin(tx: &'t Transaction<'t>, tz: jiff::tz::TimeZone, now_ms: i64) -> DbResult<Self> {
-        // Whatever this transaction applies, price answers kept in memory by a running box are
-        // stale once it commits (`answer_cache`); rolled back, the bump is too.
-        tx.prepare_cached(
-            "UPDATE catalog_state SET catalog_version = catalog_version + 1 WHERE id = 1",
-        )?
-        .execute([])?;
         let received: Option<String> = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'catalog_received'",
@@ -180,6 +187,7 @@ impl<'t> Applier<'t> {
             now_ms,
             received: received.and_then(|v| v.parse().ok()).unwrap_or(0),
             stmts: Stmts::default(),
+            version_bumped: false,
         })
     }
 
@@ -251,6 +259,12 @@ impl<'t> Applier<'t> {
     /// Writes a checked event; returns the skus whose price or promotions it may have changed.
     pub fn write(&mut self, checked: Checked) -> DbResult<Vec<String>> {
         let tx = self.tx;
+        if !self.version_bumped {
+            // Once per transaction, at its first write (an empty feed page or one of notices
+            // only keeps the answers).
+            bump_catalog_version(tx)?;
+            self.version_bumped = true;
+        }
         match checked {
             Checked::Upsert(item) => {
                 let st = &mut self.stmts;

@@ -193,6 +193,7 @@ pub fn apply_snapshot(
         "DELETE FROM items; DELETE FROM barcodes; DELETE FROM prices; DELETE FROM promotions;
          DELETE FROM promotion_skus;",
     )?;
+    crate::catalog::bump_catalog_version(&tx)?;
     let out = apply_events(&tx, events, i64::MIN, tz, now_ms)?;
     set_cursor(&tx, snapshot_cursor)?;
     crate::ops::audit::record(
@@ -374,5 +375,18 @@ mod tests {
             .unwrap();
         assert_eq!(skus, vec!["new".to_string()]);
         assert_eq!(cursor(&c).unwrap(), Some(9));
+
+        // An empty snapshot (HQ's catalog is empty) empties the store's catalog, and the price
+        // answers a running box keeps are stale after it; an empty feed page keeps them.
+        let before = crate::catalog::answer_cache::versions(&c).unwrap();
+        apply_batch(&mut c, &[], 9, jiff::tz::TimeZone::UTC, 0).unwrap();
+        assert_eq!(crate::catalog::answer_cache::versions(&c).unwrap(), before);
+        apply_snapshot(&mut c, &[], 10, jiff::tz::TimeZone::UTC, 0).unwrap();
+        let after = crate::catalog::answer_cache::versions(&c).unwrap();
+        assert!(after.catalog > before.catalog, "{before:?} {after:?}");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }
