@@ -134,6 +134,9 @@ pub struct Applier<'t> {
     stmts: Stmts<'t>,
     /// [`bump_catalog_version`] ran in this transaction.
     version_bumped: bool,
+    /// The time texts resolved last, with their instants: the prices of a feed batch mostly start
+    /// (and end) at a few instants, and resolving one is a parse and a zone lookup.
+    times: TimeMemo,
 }
 
 /// Marks the price answers a running box keeps in memory stale once the caller's transaction
@@ -145,6 +148,29 @@ pub fn bump_catalog_version(tx: &Connection) -> DbResult<()> {
     )?
     .execute([])?;
     Ok(())
+}
+
+/// The last few store times resolved in one zone ([`crate::pricing::parse_store_time`]).
+#[derive(Default)]
+struct TimeMemo {
+    recent: [Option<(String, jiff::Timestamp)>; 4],
+    next: usize,
+}
+
+impl TimeMemo {
+    fn resolve(
+        &mut self,
+        s: &str,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<jiff::Timestamp, crate::pricing::TimeError> {
+        if let Some((_, ts)) = self.recent.iter().flatten().find(|(t, _)| t == s) {
+            return Ok(*ts);
+        }
+        let ts = crate::pricing::parse_store_time(s, tz)?;
+        self.recent[self.next] = Some((s.to_owned(), ts));
+        self.next = (self.next + 1) % self.recent.len();
+        Ok(ts)
+    }
 }
 
 #[derive(Default)]
@@ -188,6 +214,7 @@ impl<'t> Applier<'t> {
             received: received.and_then(|v| v.parse().ok()).unwrap_or(0),
             stmts: Stmts::default(),
             version_bumped: false,
+            times: TimeMemo::default(),
         })
     }
 
@@ -201,7 +228,7 @@ impl<'t> Applier<'t> {
 
     /// Parses and validates one event without touching the database; the error says why the
     /// event is invalid (naming the field).
-    pub fn check(&self, event_type: &str, payload: &Value) -> Result<Checked, String> {
+    pub fn check(&mut self, event_type: &str, payload: &Value) -> Result<Checked, String> {
         match event_type {
             "catalog.upsert" => {
                 let item: CatalogItem = parse_payload(event_type, payload)?;
@@ -225,10 +252,11 @@ impl<'t> Applier<'t> {
                 let p: PriceSetPayload = parse_payload(event_type, payload)?;
                 check_id("price id", &p.id)?;
                 check_id("sku", &p.sku)?;
-                let r = p
-                    .to_record(&self.tz, 0)
+                let (tz, times) = (&self.tz, &mut self.times);
+                let (starts_at, ends_at) = p
+                    .times(|s| times.resolve(s, tz))
                     .map_err(|e| format!("price.set {}: {e}", p.id))?;
-                Ok(Checked::PriceSet(r))
+                Ok(Checked::PriceSet(p.into_record(starts_at, ends_at, 0)))
             }
             "price.cancel" => {
                 let IdOnly { id } = parse_payload(event_type, payload)?;
@@ -258,6 +286,13 @@ impl<'t> Applier<'t> {
 
     /// Writes a checked event; returns the skus whose price or promotions it may have changed.
     pub fn write(&mut self, checked: Checked) -> DbResult<Vec<String>> {
+        let mut skus = Vec::new();
+        self.write_to(checked, &mut skus)?;
+        Ok(skus)
+    }
+
+    /// [`Applier::write`] that appends the skus to `skus` (a batch collects them in one list).
+    pub fn write_to(&mut self, checked: Checked, skus: &mut Vec<String>) -> DbResult<()> {
         let tx = self.tx;
         if !self.version_bumped {
             // Once per transaction, at its first write (an empty feed page or one of notices
@@ -268,17 +303,19 @@ impl<'t> Applier<'t> {
         match checked {
             Checked::Upsert(item) => {
                 let st = &mut self.stmts;
-                let attributes = if item.attributes.is_empty() {
-                    "{}".to_string()
+                let attributes: std::borrow::Cow<'static, str> = if item.attributes.is_empty() {
+                    "{}".into()
                 } else {
-                    serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into())
+                    serde_json::to_string(&item.attributes)
+                        .unwrap_or_else(|_| "{}".into())
+                        .into()
                 };
                 let values = params![
                     item.sku,
                     item.name,
                     item.department,
                     item.unit.as_str(),
-                    attributes,
+                    attributes.as_ref(),
                     self.now_ms
                 ];
                 // A new item (the bulk of a catch-up or a snapshot) is one insert, and it has no
@@ -322,14 +359,16 @@ impl<'t> Applier<'t> {
                 for b in item.barcodes.iter().filter(|b| !had.contains(b)) {
                     ins.execute(params![b, item.sku])?;
                 }
-                Ok(vec![item.sku])
+                skus.push(item.sku);
+                Ok(())
             }
             Checked::Delete(sku) => {
                 tx.prepare_cached("DELETE FROM items WHERE sku = ?1")?
                     .execute([&sku])?;
                 tx.prepare_cached("DELETE FROM barcodes WHERE sku = ?1")?
                     .execute([&sku])?;
-                Ok(vec![sku])
+                skus.push(sku);
+                Ok(())
             }
             Checked::PriceSet(mut r) => {
                 self.received += 1;
@@ -367,19 +406,21 @@ impl<'t> Applier<'t> {
                     )?
                     .execute(values)?;
                 }
-                let mut skus = vec![r.sku];
-                skus.extend(old_sku.filter(|s| s != &skus[0]));
-                Ok(skus)
+                let old_sku = old_sku.filter(|s| s != &r.sku);
+                skus.push(r.sku);
+                skus.extend(old_sku);
+                Ok(())
             }
             Checked::PriceCancel(id) => {
                 let sku: Option<String> = tx
                     .prepare_cached("DELETE FROM prices WHERE id = ?1 RETURNING sku")?
                     .query_row([&id], |r| r.get(0))
                     .optional()?;
-                Ok(sku.into_iter().collect())
+                skus.extend(sku);
+                Ok(())
             }
             Checked::PromotionUpsert(promo) => {
-                let mut skus = self.promotion_skus(&promo.id)?;
+                let mut reached = self.promotion_skus(&promo.id)?;
                 self.delete_promotion(&promo.id)?;
                 self.received += 1;
                 let (kind, params_json) = promo.kind.to_wire();
@@ -404,15 +445,16 @@ impl<'t> Applier<'t> {
                 for s in &promo.skus {
                     ins.execute(params![s, promo.id])?;
                 }
-                skus.extend(self.promotion_skus(&promo.id)?);
-                skus.sort();
-                skus.dedup();
-                Ok(skus)
+                reached.extend(self.promotion_skus(&promo.id)?);
+                reached.sort();
+                reached.dedup();
+                skus.append(&mut reached);
+                Ok(())
             }
             Checked::PromotionCancel(id) => {
-                let skus = self.promotion_skus(&id)?;
+                skus.append(&mut self.promotion_skus(&id)?);
                 self.delete_promotion(&id)?;
-                Ok(skus)
+                Ok(())
             }
         }
     }
@@ -702,7 +744,10 @@ mod tests {
         out
     }
 
-    fn rows(c: &Connection, sql: &str) -> Vec<(String, String)> {
+    fn rows<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+        c: &Connection,
+        sql: &str,
+    ) -> Vec<(A, B)> {
         c.prepare(sql)
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -781,6 +826,43 @@ mod tests {
             "price.set",
             json!({"id": id, "sku": sku, "price": price, "starts_at": "2026-01-01T00:00:00Z"}),
         )
+    }
+
+    #[test]
+    fn remembered_times_resolve_like_fresh_ones() {
+        // More distinct texts than the memo holds, each seen twice, and one the memo never keeps.
+        let texts: Vec<String> = (1..=6)
+            .map(|d| format!("2026-01-0{d}T00:00:00Z"))
+            .chain(["2026-01-01T01:00:00+01:00".to_string()])
+            .collect();
+        let mut c = db();
+        let events: Vec<(&str, Value)> = texts
+            .iter()
+            .chain(&texts)
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    "price.set",
+                    json!({"id": format!("p{i}"), "sku": "A", "price": 1, "starts_at": t, "ends_at": t}),
+                )
+            })
+            .collect();
+        apply(&mut c, &events);
+        let got: Vec<(i64, i64)> = rows(
+            &c,
+            "SELECT starts_ms, ends_ms FROM prices ORDER BY received",
+        );
+        let want: Vec<(i64, i64)> = texts
+            .iter()
+            .chain(&texts)
+            .map(|t| {
+                let ms = crate::pricing::parse_store_time(t, &jiff::tz::TimeZone::UTC)
+                    .unwrap()
+                    .as_millisecond();
+                (ms, ms)
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -407,23 +407,48 @@ impl PriceSetPayload {
     /// order the caller assigns. An `ends_at` at or before `starts_at` is accepted: the record is never
     /// effective.
     pub fn to_record(&self, tz: &TimeZone, received: i64) -> Result<PriceRecord, PricingError> {
+        let (starts_at, ends_at) = self.times(|s| parse_store_time(s, tz))?;
+        Ok(self.clone().into_record(starts_at, ends_at, received))
+    }
+
+    /// The checks of [`PriceSetPayload::to_record`]: the price (>= 0) and the times, each resolved
+    /// by `resolve` ([`parse_store_time`] in the store's zone, or a memo of it), as
+    /// `(starts_at, ends_at)`.
+    pub fn times(
+        &self,
+        mut resolve: impl FnMut(&str) -> Result<Timestamp, TimeError>,
+    ) -> Result<(Timestamp, Option<Timestamp>), PricingError> {
         if self.price < 0 {
             return Err(PricingError::BadPrice {
                 sku: self.sku.clone(),
                 price: self.price,
             });
         }
-        Ok(PriceRecord {
-            id: self.id.clone(),
-            sku: self.sku.clone(),
+        let bad = |field| move |source| PricingError::BadTime { field, source };
+        let starts_at = resolve(&self.starts_at).map_err(bad("starts_at"))?;
+        let ends_at = match &self.ends_at {
+            Some(s) => Some(resolve(s).map_err(bad("ends_at"))?),
+            None => None,
+        };
+        Ok((starts_at, ends_at))
+    }
+
+    /// The record, with the times that [`PriceSetPayload::times`] resolved; takes the payload's
+    /// strings instead of copying them.
+    pub fn into_record(
+        self,
+        starts_at: Timestamp,
+        ends_at: Option<Timestamp>,
+        received: i64,
+    ) -> PriceRecord {
+        PriceRecord {
+            id: self.id,
+            sku: self.sku,
             price: self.price,
-            starts_at: store_time("starts_at", &self.starts_at, tz)?,
-            ends_at: match &self.ends_at {
-                Some(s) => Some(store_time("ends_at", s, tz)?),
-                None => None,
-            },
+            starts_at,
+            ends_at,
             received,
-        })
+        }
     }
 }
 

@@ -132,7 +132,7 @@ fn apply_events(
             // writes and needs no savepoint (the bulk of a catch-up takes this path).
             match applier.check(&ev.event_type, &ev.payload) {
                 Ok(checked) => {
-                    out.skus.extend(applier.write(checked)?);
+                    applier.write_to(checked, &mut out.skus)?;
                     out.applied += 1;
                 }
                 Err(reason) => {
