@@ -687,10 +687,20 @@ pub fn load_with(
     sku: &str,
     promos: &promo_cache::PromotionCache,
 ) -> DbResult<Option<PricingData>> {
+    load_with_version(conn, sku, promos, promo_cache::version(conn)?)
+}
+
+/// [`load_with`] when the caller has read the promotions version in this read transaction.
+pub fn load_with_version(
+    conn: &Connection,
+    sku: &str,
+    promos: &promo_cache::PromotionCache,
+    promotions_version: i64,
+) -> DbResult<Option<PricingData>> {
     let Some((item, records)) = load_item(conn, sku)? else {
         return Ok(None);
     };
-    let promotions = promos.for_item(conn, &item)?;
+    let promotions = promos.for_item_at(conn, &item, promotions_version)?;
     Ok(Some((item, records, promotions)))
 }
 

@@ -37,8 +37,8 @@ pub fn version(conn: &Connection) -> DbResult<i64> {
 }
 
 impl PromotionCache {
-    fn current(&self, conn: &Connection) -> DbResult<Arc<Index>> {
-        let v = version(conn)?;
+    /// The index of promotions version `v` (read by the caller in this read transaction).
+    fn current(&self, conn: &Connection, v: i64) -> DbResult<Arc<Index>> {
         if let Some(ix) = self.index.lock().as_ref() {
             if ix.version == v {
                 return Ok(ix.clone());
@@ -80,9 +80,15 @@ impl PromotionCache {
 
     /// The promotions that target `item` by sku or by department, as [`super::load`] returns
     /// them; each one's `skus` holds only `item.sku` (when it targets it), which is all the
-    /// pricing engine looks at for this item.
-    pub fn for_item(&self, conn: &Connection, item: &Item) -> DbResult<Vec<Promotion>> {
-        let ix = self.current(conn)?;
+    /// pricing engine looks at for this item. `version` is the promotions version the caller
+    /// read in this read transaction.
+    pub fn for_item_at(
+        &self,
+        conn: &Connection,
+        item: &Item,
+        version: i64,
+    ) -> DbResult<Vec<Promotion>> {
+        let ix = self.current(conn, version)?;
         let by_sku = ix.by_sku.get(&item.sku).map(Vec::as_slice).unwrap_or(&[]);
         let by_dept = item
             .department

@@ -138,11 +138,14 @@ pub struct PriceAnswer {
 fn compute_answer(
     conn: &rusqlite::Connection,
     promos: &PromotionCache,
+    promotions_version: i64,
     sku: &str,
     at: jiff::Timestamp,
     currency: &str,
 ) -> DbResult<Result<(PriceAnswer, Option<jiff::Timestamp>), PricingError>> {
-    let Some((item, records, promos)) = catalog::load_with(conn, sku, promos)? else {
+    let Some((item, records, promos)) =
+        catalog::load_with_version(conn, sku, promos, promotions_version)?
+    else {
         return Ok(Err(PricingError::UnknownSku { sku: sku.into() }));
     };
     Ok(pricing::quote(&item, &records, &promos, at).map(|q| {
@@ -184,20 +187,22 @@ pub fn fresh_answer_json(
 ) -> DbResult<Result<Bytes, PricingError>> {
     let versions = answer_cache::versions(conn)?;
     Ok(
-        compute_answer(conn, promos, sku, at, currency)?.map(|(answer, until)| {
-            // Copied to an allocation of its exact size: it may be kept for days.
-            let body = Bytes::copy_from_slice(
-                &serde_json::to_vec(&answer).expect("a price answer serializes"),
-            );
-            answers.put(
-                sku,
-                versions,
-                at.as_millisecond(),
-                until.map(|t| t.as_millisecond()),
-                body.clone(),
-            );
-            body
-        }),
+        compute_answer(conn, promos, versions.promotions, sku, at, currency)?.map(
+            |(answer, until)| {
+                // Copied to an allocation of its exact size: it may be kept for days.
+                let body = Bytes::copy_from_slice(
+                    &serde_json::to_vec(&answer).expect("a price answer serializes"),
+                );
+                answers.put(
+                    sku,
+                    versions,
+                    at.as_millisecond(),
+                    until.map(|t| t.as_millisecond()),
+                    body.clone(),
+                );
+                body
+            },
+        ),
     )
 }
 
