@@ -4,11 +4,14 @@
 //! promotions read and priced, then serialized) was most of a lookup's cost above the HTTP work.
 //!
 //! An answer is served again only while both hold:
-//! - the catalog and promotions versions in the database, read in the lookup's own read
-//!   transaction, are those it was computed from. `catalog::Applier::write` bumps the catalog
-//!   version once per transaction that writes HQ events and triggers bump the promotions version
-//!   (migrations 0006, 0007), so a write by any process (the sync client, `storebox import`, a
-//!   snapshot) is seen by the very next lookup;
+//! - the catalog and promotions versions in the database are those it was computed from.
+//!   `catalog::Applier::write` bumps the catalog version once per transaction that writes HQ
+//!   events and triggers bump the promotions version (migrations 0006, 0007), so a write by any
+//!   process (the sync client, `storebox import`, a snapshot) is seen by the very next lookup.
+//!   Reading the versions is a statement, which cost a kept lookup more than the rest of its
+//!   handler; [`AnswerCache::versions_now`] reads them only when the database's commit stamp
+//!   ([`crate::db::Db::commit_stamp`], one `pread` of the WAL-index header) moved since they
+//!   were last read;
 //! - the instant asked about lies in `[computed at, next boundary)`: the first `starts_at` or
 //!   `ends_at` of the sku's records and promotions after the instant it was computed for
 //!   ([`crate::pricing::next_boundary`]), so a scheduled change is never answered late, and a
@@ -23,7 +26,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use rusqlite::Connection;
 
-use crate::db::DbResult;
+use crate::db::{CommitStamp, Db, DbResult};
 
 /// The versions an answer was computed from (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,9 @@ pub struct AnswerCache {
     /// Shared with `/metrics` (`storebox_price_cache_hits_total`, `…_misses_total`).
     hits: Counter,
     misses: Counter,
+    /// The versions read by a statement started after this stamp was read: valid for as long as
+    /// the database shows the same stamp.
+    confirmed: parking_lot::Mutex<Option<(CommitStamp, Versions)>>,
 }
 
 /// Figures for `/metrics`.
@@ -101,7 +107,32 @@ impl AnswerCache {
             cache,
             hits,
             misses,
+            confirmed: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// False when configured off: then no lookup needs the versions.
+    pub fn keeps_answers(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The catalog and promotions versions of the latest commit by any process: those read
+    /// earlier while the commit stamp has not moved since, otherwise one statement (its stamp
+    /// read first, so the pair kept never claims more than the statement saw).
+    pub async fn versions_now(&self, db: &Db) -> DbResult<Versions> {
+        let stamp = db.commit_stamp();
+        if let Some(stamp) = stamp {
+            if let Some((seen, v)) = *self.confirmed.lock() {
+                if seen == stamp {
+                    return Ok(v);
+                }
+            }
+        }
+        let v = db.read_one_inline(versions).await?;
+        if let Some(stamp) = stamp {
+            *self.confirmed.lock() = Some((stamp, v));
+        }
+        Ok(v)
     }
 
     /// The kept answer for `sku` at `at_ms`, if it was computed from `versions` and `at_ms` lies
@@ -210,6 +241,38 @@ mod tests {
         off.put("1001", V1, 0, None, body);
         assert!(off.get("1001", V1, 1).is_none());
         assert_eq!(off.stats().entries, 0);
+    }
+
+    /// The versions a lookup uses are those of the latest commit, also when another connection
+    /// (another process) wrote since they were last read, and also once nothing moves.
+    #[tokio::test]
+    async fn versions_now_follow_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let db = Db::open(&path).unwrap();
+        let c = AnswerCache::new(1 << 20, Counter::default(), Counter::default());
+        let other = Connection::open(&path).unwrap();
+        let mut last = c.versions_now(&db).await.unwrap();
+        for i in 0..6 {
+            let column = if i % 2 == 0 {
+                "catalog_version"
+            } else {
+                "promotions_version"
+            };
+            other
+                .execute(
+                    &format!("UPDATE catalog_state SET {column} = {column} + 1"),
+                    [],
+                )
+                .unwrap();
+            let now = c.versions_now(&db).await.unwrap();
+            assert_ne!(now, last, "write {i} not seen");
+            assert_eq!(now, db.read_blocking(versions).unwrap());
+            // Nothing written since: the same, twice (the second without a statement).
+            assert_eq!(c.versions_now(&db).await.unwrap(), now);
+            assert_eq!(c.versions_now(&db).await.unwrap(), now);
+            last = now;
+        }
     }
 
     #[test]

@@ -218,17 +218,15 @@ pub async fn price(
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
     let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-    // Both run on this worker: one indexed read when the answer is kept, a few (~30 µs) when it
-    // is computed, within tokio's guidance of at most 10–100 µs between awaits; a hand-off to the
-    // blocking pool cost more than the query itself (docs/benchmarks.md).
-    let answers = state.price_answers.clone();
-    let key = sku.clone();
-    if let Some(body) = state
-        .db
-        .read_one_inline(move |c| kept_answer(c, &answers, &key, at))
-        .await?
-    {
-        return Ok(json(body));
+    // Both run on this worker: no query or one indexed read when the answer is kept, a few
+    // (~30 µs) when it is computed, within tokio's guidance of at most 10–100 µs between awaits;
+    // a hand-off to the blocking pool cost more than the query itself (docs/benchmarks.md).
+    let answers = &state.price_answers;
+    if answers.keeps_answers() {
+        let versions = answers.versions_now(&state.db).await?;
+        if let Some(body) = answers.get(&sku, versions, at.as_millisecond()) {
+            return Ok(json(body));
+        }
     }
     let currency = state.config.store.currency.clone();
     let promos = state.promotions.clone();
