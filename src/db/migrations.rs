@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_catalog_version",
         include_str!("migrations/0007_catalog_version.sql"),
     ),
+    (
+        "0008_promotion_times",
+        include_str!("migrations/0008_promotion_times.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {
