@@ -1137,10 +1137,10 @@ async fn fixed_rate(
 
 /// [`fixed_rate`] on a runtime of its own with `threads` client threads (1: a current-thread
 /// runtime), started on a thread of its own; the closed-loop runtime idles meanwhile. The open
-/// loop measures latency, and on two cores shared with the server the generator's own
-/// cross-thread wake-ups were its largest source: with the two threads of the closed loop its
-/// send lateness p99 was ~1.05 ms and the lookups' p99 1.0–1.3 ms; one thread keeps up with
-/// 10k req/s at about half a core (docs/benchmarks.md).
+/// loop measures latency on two cores shared with the server, so the generator should take as
+/// little of them as it can: one thread keeps up with 10k req/s at ~0.5 core, two took ~0.65
+/// (the p99 was the same within noise once the server's own 3 ms bursts were gone;
+/// docs/benchmarks.md, `BENCH_RATE_CLIENT_THREADS=2`).
 async fn fixed_rate_apart(
     sh: &Arc<Shared>,
     target: Target,
