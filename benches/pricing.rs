@@ -1256,8 +1256,8 @@ async fn http_phases(
     eprintln!("bench: warm-up {} s", knobs.warmup.as_secs());
     closed_loop(&sh, Target::Price, knobs.clients, knobs.warmup, server_pid).await?;
 
-    // Lookups and the `/healthz` reference in alternating slices (lookups first in odd pairs,
-    // `/healthz` first in even ones), so drift in what else the host runs weighs on both alike:
+    // Lookups and the `/healthz` reference in alternating slices (lookups first in the 1st, 3rd,
+    // … pair, `/healthz` first in the others), so drift in what else the host runs weighs on both alike:
     // measured one after the other, `/healthz` alone varied 51k–75k req/s between runs of the
     // same build (docs/benchmarks.md).
     let pairs = knobs.pairs.max(1);
