@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use storebox::db::Db;
-use storebox::sync::protocol::FeedEvent;
+use storebox::proto::FeedEvent;
 
 fn env_n(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -147,15 +147,15 @@ async fn drain(m: usize) -> f64 {
         storebox::config::Config::load_with_env(None, v).unwrap()
     };
     let hq_config = env(vec![]);
-    let hq_db = storebox::hq::open_db(&hq_config).unwrap();
-    let token = hq_db
-        .write_blocking(|c| storebox::hq::store::add_store(c, "bench", "", 0))
-        .unwrap()
+    let hq_storage = storebox::hq::open_storage(&hq_config.hq_server)
+        .await
         .unwrap();
+    let token = hq_storage.add_store("bench", "", 0).await.unwrap();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let (stop_hq, hq_stopped) = tokio::sync::oneshot::channel::<()>();
     let hq_task = tokio::spawn(storebox::hq::serve(
-        hq_config,
+        hq_config.hq_server,
+        hq_storage.clone(),
         storebox::clock::system(),
         async {
             let _ = hq_stopped.await;
@@ -180,11 +180,11 @@ async fn drain(m: usize) -> f64 {
                     json!({"checkout_id": format!("co-{i}"), "lane": "lane-1", "total": 129,
                     "lines": [{"sku": "1001", "quantity": 1, "unit_price": 129, "total": 129}]})
                     .to_string();
-                storebox::sync::outbox::enqueue(
+                storebox::outbox::enqueue(
                     &tx,
                     &format!("checkout:co-{i}"),
-                    "checkout.completed",
-                    storebox::sync::outbox::Class::Business,
+                    storebox::proto::StoreEventType::CheckoutCompleted,
+                    storebox::outbox::Class::Business,
                     &payload,
                     0,
                 )?;
@@ -205,17 +205,14 @@ async fn drain(m: usize) -> f64 {
         },
         |_| {},
     ));
-    let hq_db2 = hq_db.clone();
     loop {
-        let held: i64 = hq_db2
-            .read_blocking(|c| {
-                Ok(c.query_row(
-                    "SELECT coalesce(max(seq), 0) FROM store_events WHERE store_id = 'bench'",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .unwrap();
+        let held: i64 = hq_storage
+            .list_stores()
+            .await
+            .unwrap()
+            .iter()
+            .find(|s| s.id == "bench")
+            .map_or(0, |s| s.held);
         if held >= m as i64 {
             break;
         }

@@ -268,6 +268,10 @@ pub struct HqServerConfig {
     /// Authored events kept in the feed log (0: all). Stores whose cursor is older get 410 and
     /// rebuild from the snapshot.
     pub retain_events: u64,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`: keep all HQ state in PostgreSQL (several HQ
+    /// nodes may share it); empty: the SQLite file in `data_dir`.
+    pub database_url: Secret,
+    pub database_url_file: Option<PathBuf>,
 }
 
 impl Default for HqServerConfig {
@@ -278,6 +282,8 @@ impl Default for HqServerConfig {
             admin_token: Secret::default(),
             admin_token_file: None,
             retain_events: 0,
+            database_url: Secret::default(),
+            database_url_file: None,
         }
     }
 }
@@ -400,6 +406,9 @@ impl Config {
         }
         if let Some(path) = &self.hq_server.admin_token_file {
             self.hq_server.admin_token = read_secret("hq_server.admin_token_file", path)?;
+        }
+        if let Some(path) = &self.hq_server.database_url_file {
+            self.hq_server.database_url = read_secret("hq_server.database_url_file", path)?;
         }
         Ok(())
     }
@@ -601,6 +610,13 @@ impl Config {
                     format!("{h:?} must be a host name or address without scheme, port or path"),
                 );
             }
+        }
+        let url = self.hq_server.database_url.expose();
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad(
+                "hq_server.database_url",
+                "must be a postgres://USER@HOST/DB URL (or empty for the SQLite file)".into(),
+            );
         }
         Ok(())
     }

@@ -10,13 +10,16 @@
 //! - [`devices`]: registry, ingest of device messages, presence, commands
 //! - [`catalog`]: the local catalog, prices and promotions; import
 //! - [`pricing`]: pure pricing rules (effective prices, promotions, baskets, store time)
+//! - [`proto`]: the wire protocol between store and HQ (types and pure validation), shared by both
 //! - [`auth`]: staff users, sessions, API tokens, device credentials
 //! - [`web`]: HTTP API, staff UI, health and metrics endpoints
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
-//! - [`sync`]: store → HQ outbox (and the HQ client)
+//! - [`sync`]: the store's HQ sync client: feed apply, outbox push, status
 //! - [`hq`]: the reference HQ (`storebox hq`) that stores sync with
 //! - [`tickets`]: support tickets opened at the store, answered by HQ
 //! - [`sim`]: virtual devices with control ports (`storebox simulate`) and `storebox demo`
+//! - [`outbox`]: the store → HQ outbox every producer writes to
+//! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
 
 pub mod app;
@@ -29,7 +32,10 @@ pub mod db;
 pub mod devices;
 pub mod hq;
 pub mod ops;
+pub mod outbox;
 pub mod pricing;
+pub mod proto;
+pub mod secrets;
 pub mod sim;
 pub mod sync;
 pub mod tickets;

@@ -196,46 +196,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: Some(HqCmd::Store(cmd)),
         } => {
             logging::init_stderr("warn");
-            let db = storebox::hq::open_db(&config)?;
-            use storebox::hq::store as hqs;
-            match cmd {
-                HqStoreCmd::Add { id, group } => {
-                    let token = db
-                        .write_blocking(|c| hqs::add_store(c, &id, &group, now_ms()))?
-                        .map_err(anyhow::Error::msg)?;
-                    println!(
-                        "store {id} registered{}; its HQ token, shown only now:\n{token}",
-                        if group.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" in group {group}")
-                        }
-                    );
-                }
-                HqStoreCmd::Group { id, group } => {
-                    db.write_blocking(|c| hqs::set_group(c, &id, &group))?
-                        .map_err(anyhow::Error::msg)?;
-                    println!("store {id} is now in group {group:?}");
-                }
-                HqStoreCmd::List => {
-                    println!(
-                        "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
-                        "id", "group", "last seen", "cursor", "lag", "outbox", "held"
-                    );
-                    for s in db.read_blocking(hqs::list_stores)? {
-                        println!(
-                            "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
-                            s.id,
-                            s.group,
-                            s.last_seen.unwrap_or_else(|| "never".into()),
-                            s.cursor.map_or("-".into(), |v| v.to_string()),
-                            s.lag_events.map_or("-".into(), |v| v.to_string()),
-                            s.outbox_business.map_or("-".into(), |v| v.to_string()),
-                            s.held
-                        );
-                    }
-                }
-            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(hq_store_command(&config, cmd))?;
             Ok(())
         }
         Command::Device(cmd) => {
@@ -444,6 +408,47 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storebox hq store …` against whichever storage HQ is configured with.
+async fn hq_store_command(config: &Config, cmd: HqStoreCmd) -> anyhow::Result<()> {
+    let storage = storebox::hq::open_storage(&config.hq_server).await?;
+    match cmd {
+        HqStoreCmd::Add { id, group } => {
+            let token = storage.add_store(&id, &group, now_ms()).await?;
+            println!(
+                "store {id} registered{}; its HQ token, shown only now:\n{token}",
+                if group.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in group {group}")
+                }
+            );
+        }
+        HqStoreCmd::Group { id, group } => {
+            storage.set_group(&id, &group).await?;
+            println!("store {id} is now in group {group:?}");
+        }
+        HqStoreCmd::List => {
+            println!(
+                "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
+                "id", "group", "last seen", "cursor", "lag", "outbox", "held"
+            );
+            for s in storage.list_stores().await? {
+                println!(
+                    "{:<20} {:<10} {:<26} {:>10} {:>8} {:>8} {:>10}",
+                    s.id,
+                    s.group,
+                    s.last_seen.unwrap_or_else(|| "never".into()),
+                    s.cursor.map_or("-".into(), |v| v.to_string()),
+                    s.lag_events.map_or("-".into(), |v| v.to_string()),
+                    s.outbox_business.map_or("-".into(), |v| v.to_string()),
+                    s.held
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn serve_hq(config: Config) -> anyhow::Result<()> {
     let log_dir = config.hq_server.data_dir.join("logs");
     let _log = logging::init_service(
@@ -457,8 +462,10 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
         .thread_name("storebox-hq")
         .build()?;
     rt.block_on(async {
+        let storage = storebox::hq::open_storage(&config.hq_server).await?;
         storebox::hq::serve(
-            config,
+            config.hq_server,
+            storage,
             storebox::clock::system(),
             shutdown_signal(),
             |addr| {

@@ -288,8 +288,11 @@ mod tests {
         let mut applier = super::super::Applier::begin(&tx, jiff::tz::TimeZone::UTC, 0).unwrap();
         let item = applier
             .check(
-                "catalog.upsert",
-                &serde_json::json!({"sku": "1", "name": "Milk", "unit": "each"}),
+                crate::proto::validate(
+                    "catalog.upsert",
+                    &serde_json::json!({"sku": "1", "name": "Milk", "unit": "each"}),
+                )
+                .unwrap(),
             )
             .unwrap();
         applier.write(item).unwrap();

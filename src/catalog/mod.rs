@@ -10,34 +10,15 @@ pub mod promo_cache;
 pub mod scheduler;
 
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Transaction};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::db::{DbError, DbResult};
-use crate::pricing::{
-    Item, PriceRecord, PriceSetPayload, PromoKind, Promotion, PromotionPayload, Unit,
-};
+use crate::pricing::{Item, PriceRecord, PromoKind, Promotion, Unit};
+use crate::proto::HqBody;
 
-/// An HQ event as it travels (sync feed, import files): DESIGN §4 wire shape.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HqEvent {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    #[serde(default)]
-    pub payload: Value,
-}
-
-/// Event types this module applies.
-pub const CATALOG_EVENT_TYPES: [&str; 6] = [
-    "catalog.upsert",
-    "catalog.delete",
-    "price.set",
-    "price.cancel",
-    "promotion.upsert",
-    "promotion.cancel",
-];
+pub use crate::proto::events::CatalogItem;
+pub use crate::proto::HqEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -52,59 +33,6 @@ impl From<rusqlite::Error> for ApplyError {
     fn from(e: rusqlite::Error) -> Self {
         ApplyError::Db(e.into())
     }
-}
-
-/// `catalog.upsert` payload.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogItem {
-    pub sku: String,
-    pub name: String,
-    #[serde(default)]
-    pub barcodes: Vec<String>,
-    #[serde(default)]
-    pub department: Option<String>,
-    pub unit: Unit,
-    #[serde(default)]
-    pub attributes: serde_json::Map<String, Value>,
-}
-
-fn check_id(what: &str, id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "{what} {id:?} must be 1-128 characters without spaces or control characters"
-        ));
-    }
-    Ok(())
-}
-
-fn parse_payload<'v, T: Deserialize<'v>>(
-    event_type: &str,
-    payload: &'v Value,
-) -> Result<T, String> {
-    // Fast path without path tracking; a payload that fails is parsed again to name the field.
-    if let Ok(v) = T::deserialize(payload) {
-        return Ok(v);
-    }
-    serde_path_to_error::deserialize(payload).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!(" at {path}")
-        };
-        format!("{event_type} payload{at}: {}", e.inner())
-    })
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct SkuOnly {
-    sku: String,
 }
 
 /// A catalog event that passed every check ([`Applier::check`]). Writing it ([`Applier::write`])
@@ -220,68 +148,40 @@ impl<'t> Applier<'t> {
 
     /// Applies one event; returns the skus whose price or promotions it may have changed.
     pub fn apply(&mut self, ev: &HqEvent) -> Result<Vec<String>, ApplyError> {
-        let checked = self
-            .check(&ev.event_type, &ev.payload)
-            .map_err(ApplyError::Invalid)?;
+        let body = HqBody::from_wire(&ev.event_type, &ev.payload).map_err(ApplyError::Invalid)?;
+        let checked = self.check(body).map_err(ApplyError::Invalid)?;
         Ok(self.write(checked)?)
     }
 
-    /// Parses and validates one event without touching the database; the error says why the
-    /// event is invalid (naming the field).
-    pub fn check(&mut self, event_type: &str, payload: &Value) -> Result<Checked, String> {
-        match event_type {
-            "catalog.upsert" => {
-                let item: CatalogItem = parse_payload(event_type, payload)?;
-                check_id("sku", &item.sku)?;
-                if item.name.trim().is_empty() || item.name.chars().count() > 256 {
-                    return Err(format!(
-                        "catalog.upsert {}: name must be 1-256 characters",
-                        item.sku
-                    ));
-                }
-                for b in &item.barcodes {
-                    check_id("barcode", b)?;
-                }
-                Ok(Checked::Upsert(item))
-            }
-            "catalog.delete" => {
-                let SkuOnly { sku } = parse_payload(event_type, payload)?;
-                Ok(Checked::Delete(sku))
-            }
-            "price.set" => {
-                let p: PriceSetPayload = parse_payload(event_type, payload)?;
-                check_id("price id", &p.id)?;
-                check_id("sku", &p.sku)?;
+    /// Completes the checks of a parsed catalog event ([`HqBody::from_wire`] made the others):
+    /// resolves its store times in this store's zone. Touches no database; the error names the
+    /// event and the field. A non-catalog event is refused.
+    pub fn check(&mut self, body: HqBody) -> Result<Checked, String> {
+        Ok(match body {
+            HqBody::CatalogUpsert(item) => Checked::Upsert(item),
+            HqBody::CatalogDelete(d) => Checked::Delete(d.sku),
+            HqBody::PriceSet(p) => {
                 let (tz, times) = (&self.tz, &mut self.times);
                 let (starts_at, ends_at) = p
                     .times(|s| times.resolve(s, tz))
                     .map_err(|e| format!("price.set {}: {e}", p.id))?;
-                Ok(Checked::PriceSet(p.into_record(starts_at, ends_at, 0)))
+                Checked::PriceSet(p.into_record(starts_at, ends_at, 0))
             }
-            "price.cancel" => {
-                let IdOnly { id } = parse_payload(event_type, payload)?;
-                Ok(Checked::PriceCancel(id))
-            }
-            "promotion.upsert" => {
-                let p: PromotionPayload = parse_payload(event_type, payload)?;
-                check_id("promotion id", &p.id)?;
-                for s in &p.skus {
-                    check_id("sku", s)?;
-                }
+            HqBody::PriceCancel(r) => Checked::PriceCancel(r.id),
+            HqBody::PromotionUpsert(p) => {
                 let promo = p
                     .to_promotion(&self.tz)
                     .map_err(|e| format!("promotion.upsert {}: {e}", p.id))?;
-                Ok(Checked::PromotionUpsert(promo))
+                Checked::PromotionUpsert(promo)
             }
-            "promotion.cancel" => {
-                let IdOnly { id } = parse_payload(event_type, payload)?;
-                Ok(Checked::PromotionCancel(id))
+            HqBody::PromotionCancel(r) => Checked::PromotionCancel(r.id),
+            other => {
+                return Err(format!(
+                    "{} is not a catalog, price or promotion event",
+                    other.event_type()
+                ))
             }
-            other => Err(format!(
-                "unknown event type {other:?}; expected one of {}",
-                CATALOG_EVENT_TYPES.join(", ")
-            )),
-        }
+        })
     }
 
     /// Writes a checked event; returns the skus whose price or promotions it may have changed.

@@ -14,7 +14,7 @@ use crate::broker::guard::{Inbound, IngestItem, Signal};
 use crate::broker::Publisher;
 use crate::db::{Db, DbResult};
 use crate::ops::{audit, metrics::Metrics};
-use crate::sync::outbox::{self, Class};
+use crate::outbox::{self, Class};
 
 /// Most items written in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -264,7 +264,7 @@ fn apply(
                     outbox::enqueue(
                         tx,
                         &format!("evt:{device}:{id}"),
-                        "checkout.completed",
+                        crate::proto::StoreEventType::CheckoutCompleted,
                         Class::Business,
                         &payload,
                         m.received_ms,
@@ -360,7 +360,7 @@ fn apply(
                 outbox::enqueue(
                     tx,
                     &outbox::new_id("alert"),
-                    "device.alert",
+                    crate::proto::StoreEventType::DeviceAlert,
                     Class::Business,
                     &payload.to_string(),
                     m.received_ms,
@@ -417,7 +417,7 @@ fn status_event(
     outbox::enqueue(
         tx,
         &outbox::new_id("status"),
-        "device.status",
+        crate::proto::StoreEventType::DeviceStatus,
         Class::Business,
         &payload.to_string(),
         at_ms,

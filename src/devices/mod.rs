@@ -250,7 +250,7 @@ pub fn record_command(
             "command args must be a JSON object".into(),
         ));
     }
-    let id = crate::sync::outbox::new_id("cmd");
+    let id = crate::outbox::new_id("cmd");
     conn.execute(
         "INSERT INTO commands (id, device_id, name, args, sent_ms, sent_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![id, device, name, args.to_string(), now_ms, actor],

@@ -2,10 +2,16 @@
 //! someone to sync with — a registry of stores with per-store tokens, an authoring API whose events
 //! are delivered to all stores, a group or one store through per-store feeds, idempotent ingest of
 //! the events stores push, a fleet view and support tickets. It speaks exactly the protocol in
-//! docs/sync-protocol.md, so a retailer can replace it with its own implementation.
+//! docs/sync-protocol.md and shares nothing with the store but that protocol ([`crate::proto`]),
+//! so a retailer can replace it with its own implementation.
+//!
+//! - [`storage`]: the [`storage::HqStorage`] trait and its SQLite and PostgreSQL engines
+//! - [`server`]: the HTTP face (sync endpoints for stores, authoring and fleet API)
+//! - [`error`]: domain errors, mapped once to HTTP answers
 
+pub mod error;
 pub mod server;
-pub mod store;
+pub mod storage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,22 +20,30 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::db::Db;
+use crate::config::HqServerConfig;
+use crate::proto::{FeedEvent, FeedPage, HqBody, Target};
+use error::{HqError, HqResult};
+use storage::{Authored, Storage, TicketReply};
 
-pub fn db_path(config: &Config) -> std::path::PathBuf {
-    config.hq_server.data_dir.join("hq.db")
+/// Opens the storage `config` names: PostgreSQL when `database_url` is set, else the SQLite file
+/// in `data_dir`.
+pub async fn open_storage(config: &HqServerConfig) -> anyhow::Result<Storage> {
+    if !config.database_url.is_empty() {
+        anyhow::bail!("hq_server.database_url: PostgreSQL storage is not built yet");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("hq.db");
+    let db = storage::sqlite::SqliteStorage::open(&path, config.retain_events)
+        .await
+        .with_context(|| format!("opening HQ database {}", path.display()))?;
+    Ok(Arc::new(db))
 }
 
-pub fn open_db(config: &Config) -> anyhow::Result<Db> {
-    let path = db_path(config);
-    Db::open_with(&path, store::MIGRATIONS)
-        .with_context(|| format!("opening HQ database {}", path.display()))
-}
-
-/// Runs HQ until `shutdown` resolves; `on_ready` gets the bound HTTP address.
+/// Runs HQ on `storage` until `shutdown` resolves; `on_ready` gets the bound HTTP address.
 pub async fn serve<S, R>(
-    config: Config,
+    config: HqServerConfig,
+    storage: Storage,
     clock: SharedClock,
     shutdown: S,
     on_ready: R,
@@ -38,37 +52,124 @@ where
     S: Future<Output = ()> + Send + 'static,
     R: FnOnce(SocketAddr),
 {
-    let admin = config.hq_server.admin_token.expose().to_string();
+    let admin = config.admin_token.expose().to_string();
     if admin.is_empty() {
         anyhow::bail!(
             "hq_server.admin_token: required for `storebox hq` (set hq_server.admin_token or hq_server.admin_token_file)"
         );
     }
-    let cfg = config.clone();
-    let db = crate::db::run_blocking(move || open_db(&cfg)).await?;
-    let head = db.read(store::head).await?;
-    let spool_dir = config.hq_server.data_dir.join("spool");
+    let spool_dir = config.data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)
         .with_context(|| format!("creating {}", spool_dir.display()))?;
     let state = server::HqState {
-        db: db.clone(),
+        storage,
         clock,
-        admin_token_hash: Arc::new(crate::auth::hash_secret(&admin)),
-        retain_events: config.hq_server.retain_events,
-        head: Arc::new(tokio::sync::watch::channel(head).0),
+        admin_token_hash: Arc::new(crate::secrets::hash_secret(&admin)),
         spool_dir,
     };
-    let listener = tokio::net::TcpListener::bind(config.hq_server.listen)
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("hq_server.listen {}", config.hq_server.listen))?;
+        .with_context(|| format!("hq_server.listen {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(http = %addr, "storebox hq ready");
+    tracing::info!(http = %addr, engine = state.storage.engine(), "storebox hq ready");
     on_ready(addr);
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
-    let _ = db
-        .write(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?))
-        .await;
     Ok(())
+}
+
+/// The checks of a target that need no database: not empty, group names well formed.
+pub fn check_target_shape(target: &Target) -> HqResult<()> {
+    let bad = |m: String| Err(HqError::invalid("bad_target", m));
+    match target {
+        Target::All { all: true } => Ok(()),
+        Target::All { all: false } => bad("target {\"all\": false} targets nobody".into()),
+        Target::Groups { groups } if groups.is_empty() => bad("target groups is empty".into()),
+        Target::Stores { stores } if stores.is_empty() => bad("target stores is empty".into()),
+        Target::Groups { groups } => {
+            for g in groups {
+                crate::proto::check_name("group", g)
+                    .map_err(|m| HqError::invalid("bad_target", m))?;
+            }
+            Ok(())
+        }
+        Target::Stores { .. } => Ok(()),
+    }
+}
+
+/// A feed page from the events read after `after` with `head` the newest seq: a full page ends at
+/// its last event, a short one at the head (nothing for this store in between).
+pub fn page(events: Vec<FeedEvent>, after: i64, head: i64, limit: i64) -> FeedPage {
+    let next = if events.len() as i64 >= limit {
+        events.last().map_or(after, |e| e.seq)
+    } else {
+        head.max(after)
+    };
+    FeedPage { events, next, head }
+}
+
+/// The `ticket.update` event that carries a reply to a store.
+pub fn reply_event(ticket: &str, reply: &TicketReply) -> HqResult<Authored> {
+    let payload = serde_json::json!({
+        "ticket_id": ticket,
+        "message": reply.message,
+        "author": reply.author,
+        "status": reply.status,
+    });
+    let body = crate::proto::validate("ticket.update", &payload)
+        .map_err(|m| HqError::invalid("invalid_reply", m))?;
+    Ok(Authored {
+        id: reply.event_id.clone(),
+        body,
+    })
+}
+
+/// The one store a ticket id belongs to, among `stores` found with it.
+pub fn one_ticket_store(stores: Vec<String>, store: Option<&str>, id: &str) -> HqResult<String> {
+    match stores.len() {
+        0 => Err(HqError::not_found(
+            "unknown_ticket",
+            match store {
+                Some(s) => format!("no ticket {id:?} from store {s:?}"),
+                None => format!("no ticket {id:?}"),
+            },
+        )),
+        1 => Ok(stores.into_iter().next().unwrap_or_default()),
+        _ => Err(HqError::Conflict(format!(
+            "ticket id {id:?} exists at several stores ({}); name the store (?store=ID)",
+            stores.join(", ")
+        ))),
+    }
+}
+
+/// A new unique event id.
+pub fn new_event_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Validates authored events (pure): the error names the index and the field.
+pub fn validate_events(events: Vec<crate::proto::HqEvent>) -> HqResult<Vec<Authored>> {
+    if events.is_empty() {
+        return Err(HqError::invalid("invalid_event", "events is empty"));
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let body: HqBody = ev
+                .body()
+                .map_err(|m| HqError::invalid("invalid_event", format!("events[{i}]: {m}")))?;
+            let id = match ev.id {
+                Some(id) => {
+                    crate::proto::check_id("event id", &id).map_err(|m| {
+                        HqError::invalid("invalid_event", format!("events[{i}]: {m}"))
+                    })?;
+                    id
+                }
+                None => new_event_id("hq"),
+            };
+            Ok(Authored { id, body })
+        })
+        .collect()
 }

@@ -14,24 +14,19 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::store::{self, EventQuery, FeedError, Validator};
-use crate::catalog::HqEvent;
+use super::error::{HqError, HqResult};
+use super::storage::{EventQuery, Storage, StoreIdent, TicketReply};
 use crate::clock::SharedClock;
-use crate::db::Db;
-use crate::sync::protocol::{PushBatch, Target};
-use crate::web::ApiError;
+use crate::proto::{HqEvent, PushBatch, Target};
 
 /// Largest push or authoring JSON body accepted (CSV imports are streamed to disk instead).
 const MAX_JSON_BODY: usize = 64 << 20;
 
 #[derive(Clone)]
 pub struct HqState {
-    pub db: Db,
+    pub storage: Storage,
     pub clock: SharedClock,
     pub admin_token_hash: Arc<String>,
-    pub retain_events: u64,
-    /// The newest authored seq; feed long-polls wait for it to change.
-    pub head: Arc<tokio::sync::watch::Sender<i64>>,
     pub spool_dir: std::path::PathBuf,
 }
 
@@ -66,26 +61,42 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn require_store(state: &HqState, headers: &HeaderMap) -> Result<(String, String), ApiError> {
-    let Some(token) = bearer(headers).map(str::to_string) else {
-        return Err(ApiError::unauthorized());
+async fn require_store(state: &HqState, headers: &HeaderMap) -> HqResult<StoreIdent> {
+    let Some(token) = bearer(headers) else {
+        return Err(missing_token());
     };
     state
-        .db
-        .read(move |c| store::store_by_token(c, &token))
+        .storage
+        .store_by_token(token)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "unknown store token"))
+        .ok_or(HqError::Unauthorized {
+            code: "bad_token",
+            message: "unknown store token",
+        })
 }
 
-fn require_admin(state: &HqState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn missing_token() -> HqError {
+    HqError::Unauthorized {
+        code: "unauthorized",
+        message: "send a bearer token",
+    }
+}
+
+fn require_admin(state: &HqState, headers: &HeaderMap) -> HqResult<()> {
     match bearer(headers) {
-        Some(t) if crate::auth::hash_secret(t) == *state.admin_token_hash => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "wrong admin token",
-        )),
-        None => Err(ApiError::unauthorized()),
+        Some(t)
+            if crate::secrets::digest_eq(
+                &crate::secrets::hash_secret(t),
+                &state.admin_token_hash,
+            ) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(HqError::Unauthorized {
+            code: "bad_token",
+            message: "wrong admin token",
+        }),
+        None => Err(missing_token()),
     }
 }
 
@@ -115,7 +126,7 @@ fn json_response(headers: &HeaderMap, v: &impl serde::Serialize) -> Response {
 }
 
 /// Reads a JSON body (optionally `Content-Encoding: gzip`), bounded.
-async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> HqResult<T> {
     let gzip = req
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -123,13 +134,13 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Ap
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BODY)
         .await
-        .map_err(|e| ApiError::bad_request("bad_body", format!("cannot read body: {e}")))?;
+        .map_err(|e| HqError::invalid("bad_body", format!("cannot read body: {e}")))?;
     let data = if gzip {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .take(MAX_JSON_BODY as u64 * 4)
             .read_to_end(&mut out)
-            .map_err(|e| ApiError::bad_request("bad_body", format!("bad gzip body: {e}")))?;
+            .map_err(|e| HqError::invalid("bad_body", format!("bad gzip body: {e}")))?;
         out
     } else {
         bytes.to_vec()
@@ -139,9 +150,8 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Ap
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(&data);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        ApiError::bad_request("bad_body", format!("body at {}: {}", e.path(), e.inner()))
-    })
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| HqError::invalid("bad_body", format!("body at {}: {}", e.path(), e.inner())))
 }
 
 #[derive(Deserialize)]
@@ -158,70 +168,45 @@ async fn feed(
     State(state): State<HqState>,
     headers: HeaderMap,
     Query(q): Query<FeedQuery>,
-) -> Result<Response, ApiError> {
-    let (id, group) = require_store(&state, &headers).await?;
+) -> HqResult<Response> {
+    let store = require_store(&state, &headers).await?;
     if q.after < 0 {
-        return Err(ApiError::bad_request("bad_cursor", "after must be >= 0"));
+        return Err(HqError::invalid("bad_cursor", "after must be >= 0"));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(60));
     let deadline = tokio::time::Instant::now() + wait;
-    let mut head_rx = state.head.subscribe();
-    let now = state.now_ms();
-    {
-        let id = id.clone();
-        state.db.write(move |c| store::touch(c, &id, now)).await?;
-    }
+    let mut changes = state.storage.changes();
+    state.storage.touch(&store.id, state.now_ms()).await?;
     loop {
-        head_rx.borrow_and_update();
-        let (id2, group2) = (id.clone(), group.clone());
-        let after = q.after;
-        let page = state
-            .db
-            .read(move |c| store::feed(c, &id2, &group2, after, limit))
-            .await?;
-        match page {
-            Err(FeedError::Gone { pruned_through }) => {
-                return Err(ApiError::new(
-                    StatusCode::GONE,
-                    "cursor_gone",
-                    format!(
-                        "cursor {after} is older than the feed HQ keeps (events up to {pruned_through} were pruned); rebuild from /sync/v1/snapshot"
-                    ),
-                ))
-            }
-            Ok(page) => {
-                if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
-                    return Ok(json_response(&headers, &page));
-                }
-                // Nothing for this store yet: wait for new events or the deadline.
-                if tokio::time::timeout_at(deadline, head_rx.changed())
-                    .await
-                    .is_err()
-                {
-                    return Ok(json_response(&headers, &page));
-                }
-            }
+        changes.borrow_and_update();
+        let page = state.storage.feed(&store, q.after, limit).await?;
+        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(json_response(&headers, &page));
+        }
+        // Nothing for this store yet: wait for events authored on any node, or the deadline.
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Ok(json_response(&headers, &page));
         }
     }
 }
 
-async fn snapshot(State(state): State<HqState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (id, group) = require_store(&state, &headers).await?;
-    let snap = state
-        .db
-        .read(move |c| store::snapshot(c, &id, &group))
-        .await?;
+async fn snapshot(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
+    let store = require_store(&state, &headers).await?;
+    let snap = state.storage.snapshot(&store).await?;
     Ok(json_response(&headers, &snap))
 }
 
-async fn push(State(state): State<HqState>, req: Request) -> Result<Response, ApiError> {
-    let (id, _) = require_store(&state, req.headers()).await?;
+async fn push(State(state): State<HqState>, req: Request) -> HqResult<Response> {
+    let store = require_store(&state, req.headers()).await?;
     let headers = req.headers().clone();
     let batch: PushBatch = json_body(req).await?;
     for w in batch.events.windows(2) {
         if w[1].seq <= w[0].seq {
-            return Err(ApiError::bad_request(
+            return Err(HqError::invalid(
                 "bad_order",
                 format!(
                     "events must be in increasing seq order ({} after {})",
@@ -230,68 +215,32 @@ async fn push(State(state): State<HqState>, req: Request) -> Result<Response, Ap
             ));
         }
     }
-    let now = state.now_ms();
     let ack = state
-        .db
-        .write(move |c| {
-            let tx = crate::db::immediate(c)?;
-            let ack = store::ingest(&tx, &id, &batch, now)?;
-            tx.commit()?;
-            Ok(ack)
-        })
+        .storage
+        .ingest(&store.id, batch, state.now_ms())
         .await?;
     Ok(json_response(&headers, &ack))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuthorRequest {
     target: Target,
     events: Vec<HqEvent>,
 }
 
-fn bad_event(index: usize, msg: String) -> ApiError {
-    ApiError::bad_request("invalid_event", format!("events[{index}]: {msg}"))
-}
-
-async fn author(State(state): State<HqState>, req: Request) -> Result<Response, ApiError> {
+async fn author(State(state): State<HqState>, req: Request) -> HqResult<Response> {
     require_admin(&state, req.headers())?;
     let r: AuthorRequest = json_body(req).await?;
-    if r.events.is_empty() {
-        return Err(ApiError::bad_request("invalid_event", "events is empty"));
-    }
-    let now = state.now_ms();
-    let retain = state.retain_events;
-    let result = state
-        .db
-        .write(move |c| {
-            if let Err(m) = store::check_target(c, &r.target)? {
-                return Ok(Err(ApiError::bad_request("bad_target", m)));
-            }
-            let mut v = Validator::new()?;
-            let checked = v.with(|applier| {
-                for (i, ev) in r.events.iter().enumerate() {
-                    store::validate_event(applier, ev).map_err(|m| (i, m))?;
-                }
-                Ok::<_, (usize, String)>(())
-            })?;
-            if let Err((i, m)) = checked {
-                return Ok(Err(bad_event(i, m)));
-            }
-            let tx = crate::db::immediate(c)?;
-            let mut seqs = Vec::with_capacity(r.events.len());
-            for ev in &r.events {
-                seqs.push(store::append(&tx, &r.target, ev, now)?);
-            }
-            store::prune(&tx, retain)?;
-            tx.commit()?;
-            Ok(Ok(seqs))
-        })
-        .await??;
-    let head = result.last().copied().unwrap_or(0);
-    state.head.send_replace(head);
+    super::check_target_shape(&r.target)?;
+    let events = super::validate_events(r.events)?;
+    let seqs = state
+        .storage
+        .author(&r.target, events, state.now_ms())
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"accepted": result.len(), "first_seq": result.first(), "last_seq": head})),
+        Json(json!({"accepted": seqs.len(), "first_seq": seqs.first(), "last_seq": seqs.last()})),
     )
         .into_response())
 }
@@ -301,123 +250,123 @@ struct ImportQuery {
     target: String,
 }
 
-/// CSV bulk authoring: the body is streamed to a spool file (constant memory), then every row is
-/// validated and appended in one transaction: all or nothing.
+/// Largest CSV accepted by `/hq/v1/import` (about a million price rows).
+const MAX_CSV_BODY: u64 = 128 << 20;
+
+/// CSV bulk authoring: the body is streamed to a spool file (bounded), every row is validated
+/// (pure: line-numbered errors, nothing applied on the first bad row), then all rows are appended
+/// in one transaction: all or nothing.
 async fn import_csv(
     State(state): State<HqState>,
     Query(q): Query<ImportQuery>,
     req: Request,
-) -> Result<Response, ApiError> {
+) -> HqResult<Response> {
     require_admin(&state, req.headers())?;
-    let target =
-        Target::parse_query(&q.target).map_err(|m| ApiError::bad_request("bad_target", m))?;
+    let target = Target::parse_query(&q.target).map_err(|m| HqError::invalid("bad_target", m))?;
+    super::check_target_shape(&target)?;
     let spool = state
         .spool_dir
         .join(format!("import-{}.csv", uuid::Uuid::new_v4().simple()));
-    let mut file = tokio::fs::File::create(&spool).await.map_err(|e| {
-        tracing::error!(error = %e, path = %spool.display(), "cannot create import spool file");
-        ApiError::internal()
-    })?;
+    let mut file = tokio::fs::File::create(&spool)
+        .await
+        .map_err(|e| HqError::storage(format!("cannot create {}: {e}", spool.display())))?;
     let mut stream = req.into_body().into_data_stream();
-    let write_result: Result<(), ApiError> = async {
+    let write_result: HqResult<()> = async {
         use tokio::io::AsyncWriteExt;
+        let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
-                .map_err(|e| ApiError::bad_request("bad_body", format!("cannot read body: {e}")))?;
-            file.write_all(&chunk).await.map_err(|e| {
-                tracing::error!(error = %e, "import spool write failed");
-                ApiError::internal()
-            })?;
+                .map_err(|e| HqError::invalid("bad_body", format!("cannot read body: {e}")))?;
+            total += chunk.len() as u64;
+            if total > MAX_CSV_BODY {
+                return Err(HqError::invalid(
+                    "too_large",
+                    format!("CSV body is larger than {MAX_CSV_BODY} bytes; split the file"),
+                ));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| HqError::storage(format!("import spool write: {e}")))?;
         }
-        file.flush().await.map_err(|_| ApiError::internal())?;
+        file.flush()
+            .await
+            .map_err(|e| HqError::storage(format!("import spool flush: {e}")))?;
         Ok(())
     }
     .await;
     drop(file);
-    if let Err(e) = write_result {
-        let _ = tokio::fs::remove_file(&spool).await;
-        return Err(e);
-    }
-    let now = state.now_ms();
-    let retain = state.retain_events;
-    let spool2 = spool.clone();
-    let result = state
-        .db
-        .write(move |c| {
-            if let Err(m) = store::check_target(c, &target)? {
-                return Ok(Err(ApiError::bad_request("bad_target", m)));
-            }
-            let file = std::fs::File::open(&spool2).map_err(|e| crate::db::DbError::Open {
-                path: spool2.clone(),
-                source: rusqlite::Error::InvalidPath(format!("{e}").into()),
-            })?;
-            let reader = std::io::BufReader::with_capacity(1 << 16, file);
-            let mut v = Validator::new()?;
-            let tx = crate::db::immediate(c)?;
-            let mut last = 0i64;
-            let mut db_err = None;
-            let outcome = v.with(|applier| {
-                crate::catalog::import::csv_events(reader, |_, ev| {
-                    store::validate_event(applier, &ev)?;
-                    match store::append(&tx, &target, &ev, now) {
-                        Ok(seq) => {
-                            last = seq;
-                            Ok(())
-                        }
-                        Err(e) => {
-                            db_err = Some(e);
-                            Err("database error".into())
-                        }
-                    }
-                })
-            })?;
-            if let Some(e) = db_err {
-                return Err(e);
-            }
-            match outcome {
-                Err((line, m)) => Ok(Err(ApiError::bad_request(
-                    "invalid_row",
-                    format!("line {line}: {m}; nothing was applied"),
-                ))),
-                Ok(n) => {
-                    store::prune(&tx, retain)?;
-                    tx.commit()?;
-                    Ok(Ok((n, last)))
-                }
-            }
-        })
-        .await;
+    let parsed = match write_result {
+        Ok(()) => {
+            let spool2 = spool.clone();
+            tokio::task::spawn_blocking(move || read_csv(&spool2))
+                .await
+                .map_err(HqError::storage)
+                .and_then(|r| r)
+        }
+        Err(e) => Err(e),
+    };
     let _ = tokio::fs::remove_file(&spool).await;
-    let (n, last) = result??;
-    if last > 0 {
-        state.head.send_replace(last);
-    }
+    let events = parsed?;
+    let n = events.len();
+    let seqs = state
+        .storage
+        .author(&target, events, state.now_ms())
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"accepted": n, "last_seq": last})),
+        Json(json!({"accepted": n, "last_seq": seqs.last().copied().unwrap_or(0)})),
     )
         .into_response())
 }
 
-async fn stores(State(state): State<HqState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Parses and validates a spooled CSV (proto's CSV form; the same checks as the JSON API).
+fn read_csv(path: &std::path::Path) -> HqResult<Vec<super::storage::Authored>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| HqError::storage(format!("cannot open {}: {e}", path.display())))?;
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut out = Vec::new();
+    crate::proto::csv_events(reader, |_, ev| {
+        let body = ev.body()?;
+        out.push(super::storage::Authored {
+            id: super::new_event_id("hq"),
+            body,
+        });
+        Ok(())
+    })
+    .map_err(|(line, m)| {
+        HqError::invalid(
+            "invalid_row",
+            format!("line {line}: {m}; nothing was applied"),
+        )
+    })?;
+    if out.is_empty() {
+        return Err(HqError::invalid("invalid_row", "the CSV has no rows"));
+    }
+    Ok(out)
+}
+
+async fn stores(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
     require_admin(&state, &headers)?;
-    let list = state.db.read(store::list_stores).await?;
-    let head = state.db.read(store::head).await?;
-    Ok(Json(json!({"head": head, "stores": list})).into_response())
+    let list = state.storage.list_stores().await?;
+    let head = state.storage.head().await?;
+    Ok(
+        Json(json!({"head": head, "stores": list, "engine": state.storage.engine()}))
+            .into_response(),
+    )
 }
 
 async fn store_events(
     State(state): State<HqState>,
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
-) -> Result<Response, ApiError> {
+) -> HqResult<Response> {
     require_admin(&state, &headers)?;
     let since_ms = match &q.since {
         None => None,
         Some(s) => Some(
             s.parse::<jiff::Timestamp>()
                 .map_err(|e| {
-                    ApiError::bad_request(
+                    HqError::invalid(
                         "bad_since",
                         format!("since {s:?} is not an RFC 3339 instant: {e}"),
                     )
@@ -425,16 +374,13 @@ async fn store_events(
                 .as_millisecond(),
         ),
     };
-    let events = state
-        .db
-        .read(move |c| store::store_events(c, &q, since_ms))
-        .await?;
+    let events = state.storage.store_events(q, since_ms).await?;
     Ok(json_response(&headers, &json!({"events": events})))
 }
 
-async fn tickets(State(state): State<HqState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn tickets(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
     require_admin(&state, &headers)?;
-    let list = state.db.read(store::tickets).await?;
+    let list = state.storage.tickets().await?;
     Ok(Json(json!({"tickets": list})).into_response())
 }
 
@@ -448,61 +394,35 @@ struct ReplyRequest {
     status: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyQuery {
+    /// The store the ticket came from; needed only when two stores used the same ticket id.
+    #[serde(default)]
+    store: Option<String>,
+}
+
 /// A reply to a store's ticket: recorded at HQ and authored as `ticket.update` for that store.
 async fn reply(
     State(state): State<HqState>,
     Path(ticket): Path<String>,
+    Query(q): Query<ReplyQuery>,
     req: Request,
-) -> Result<Response, ApiError> {
+) -> HqResult<Response> {
     require_admin(&state, req.headers())?;
     let r: ReplyRequest = json_body(req).await?;
-    let now = state.now_ms();
-    let retain = state.retain_events;
+    let reply = TicketReply {
+        event_id: super::new_event_id("reply"),
+        author: r.author.unwrap_or_else(|| "HQ support".into()),
+        message: r.message,
+        status: r.status,
+    };
+    // Checked before anything is stored (the engine checks again inside its transaction).
+    super::reply_event(&ticket, &reply)?;
     let seq = state
-        .db
-        .write(move |c| {
-            let Some(store_id) = store::ticket_store(c, &ticket)? else {
-                return Ok(Err(ApiError::not_found(
-                    "unknown_ticket",
-                    format!("no ticket {ticket:?}"),
-                )));
-            };
-            let mut payload = json!({"ticket_id": ticket, "message": r.message});
-            if let Some(a) = &r.author {
-                payload["author"] = json!(a);
-            }
-            if let Some(s) = &r.status {
-                payload["status"] = json!(s);
-            }
-            let ev = HqEvent {
-                id: Some(crate::sync::outbox::new_id("reply")),
-                event_type: "ticket.update".into(),
-                payload,
-            };
-            let mut v = Validator::new()?;
-            if let Err(m) = v.with(|a| store::validate_event(a, &ev))? {
-                return Ok(Err(ApiError::bad_request("invalid_reply", m)));
-            }
-            let tx = crate::db::immediate(c)?;
-            let target = Target::Stores {
-                stores: vec![store_id],
-            };
-            let seq = store::append(&tx, &target, &ev, now)?;
-            store::record_reply(
-                &tx,
-                &ticket,
-                ev.id.as_deref().unwrap_or(""),
-                r.author.as_deref().unwrap_or("HQ support"),
-                &r.message,
-                r.status.as_deref(),
-                now,
-            )?;
-            store::prune(&tx, retain)?;
-            tx.commit()?;
-            Ok(Ok(seq))
-        })
-        .await??;
-    state.head.send_replace(seq);
+        .storage
+        .reply(q.store.as_deref(), &ticket, reply, state.now_ms())
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({"seq": seq}))).into_response())
 }
 
@@ -513,11 +433,22 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A plain page listing stores and their sync state (no login: it shows no secrets; bind HQ to a
-/// trusted address or put it behind the retailer's proxy).
-async fn fleet_page(State(state): State<HqState>) -> Result<Response, ApiError> {
-    let list = state.db.read(store::list_stores).await?;
-    let head = state.db.read(store::head).await?;
+/// A plain page listing stores and their sync state, for the admin bearer token only: without it
+/// the page shows nothing of the fleet.
+async fn fleet_page(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
+    if require_admin(&state, &headers).is_err() {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            Html(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>storebox HQ</title></head>\
+                 <body><h1>storebox HQ</h1><p>Sign-in required. Scripts send the admin bearer token \
+                 (<code>Authorization: Bearer …</code>); see docs/hq.md.</p></body></html>",
+            ),
+        )
+            .into_response());
+    }
+    let list = state.storage.list_stores().await?;
+    let head = state.storage.head().await?;
     let mut rows = String::new();
     for s in &list {
         let opt = |v: Option<String>| v.map(|v| esc(&v)).unwrap_or_else(|| "—".into());

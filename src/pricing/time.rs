@@ -14,36 +14,11 @@
 //! Both rules amount to: a civil time resolves to the earliest instant at which the store's wall clock
 //! reads that time or later.
 
-use std::fmt;
-
 use jiff::civil::DateTime;
-use jiff::fmt::temporal::Pieces;
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::Timestamp;
 
-/// A store time that could not be parsed or resolved; names the input and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct TimeError {
-    /// The text that was given.
-    pub input: String,
-    /// Why it was rejected.
-    pub reason: String,
-}
-
-impl fmt::Display for TimeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid store time {:?}: {}", self.input, self.reason)
-    }
-}
-
-impl TimeError {
-    fn new(input: &str, reason: impl Into<String>) -> Self {
-        TimeError {
-            input: input.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::proto::time::{StoreTime, TimeError};
 
 /// Parses DESIGN §5 times: RFC 3339 with offset (`"2026-11-27T00:00:00Z"`, `"…+01:00"`) → that
 /// instant; civil time without offset (`"2026-11-27T00:00:00"`) → that wall-clock time in `tz`.
@@ -52,26 +27,10 @@ impl TimeError {
 /// A civil time in a DST fold (it occurs twice) means its first occurrence. A date without a time of
 /// day and bracketed time zone annotations (`[Europe/Rome]`) are rejected.
 pub fn parse_store_time(s: &str, tz: &TimeZone) -> Result<Timestamp, TimeError> {
-    let pieces = Pieces::parse(s)
-        .map_err(|e| TimeError::new(s, format!("not an RFC 3339 date-time: {e}")))?;
-    let Some(time) = pieces.time() else {
-        return Err(TimeError::new(
-            s,
-            "has no time of day (expected e.g. 2026-11-27T00:00:00)",
-        ));
-    };
-    if pieces.time_zone_annotation().is_some() {
-        return Err(TimeError::new(
-            s,
-            "bracketed time zone annotations are not accepted; give an offset or a store-local time",
-        ));
+    match StoreTime::parse(s)? {
+        StoreTime::Instant(t) => Ok(t),
+        StoreTime::Civil(dt) => resolve_civil(dt, tz).map_err(|e| TimeError::new(s, e.reason)),
     }
-    if pieces.offset().is_some() {
-        return s
-            .parse::<Timestamp>()
-            .map_err(|e| TimeError::new(s, format!("not a valid instant: {e}")));
-    }
-    resolve_civil(pieces.date().to_datetime(time), tz).map_err(|e| TimeError::new(s, e.reason))
 }
 
 /// Resolves a store-local civil time to an instant with the gap/fold rules of [`parse_store_time`].

@@ -172,26 +172,23 @@ struct DemoHq {
 /// Starts the reference HQ in this process with its data in `dir/hq`, and registers the demo store
 /// (group `pilot`).
 async fn start_hq(opts: &DemoOptions, dir: &Path, clock: &SharedClock) -> anyhow::Result<DemoHq> {
-    let mut config = Config::default();
-    config.hq_server.listen = opts.hq;
-    config.hq_server.data_dir = dir.join("hq");
+    let mut config = crate::config::HqServerConfig {
+        listen: opts.hq,
+        data_dir: dir.join("hq"),
+        ..Default::default()
+    };
     let admin_token = auth::generate_secret("sbhqa_");
-    config.hq_server.admin_token = crate::config::Secret::new(admin_token.clone());
-    std::fs::create_dir_all(&config.hq_server.data_dir)?;
+    config.admin_token = crate::config::Secret::new(admin_token.clone());
     let now = clock.now().as_millisecond();
-    let cfg = config.clone();
-    let store_token = crate::db::run_blocking(move || {
-        let db = crate::hq::open_db(&cfg)?;
-        db.write_blocking(|c| crate::hq::store::add_store(c, STORE_ID, "pilot", now))?
-            .map_err(|e| anyhow::anyhow!(e))
-    })
-    .await?;
+    let storage = crate::hq::open_storage(&config).await?;
+    let store_token = storage.add_store(STORE_ID, "pilot", now).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let hq_clock = clock.clone();
     let task = tokio::spawn(async move {
         crate::hq::serve(
             config,
+            storage,
             hq_clock,
             async {
                 let _ = stopped.await;

@@ -9,10 +9,10 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
-use crate::catalog::{Applier, CATALOG_EVENT_TYPES};
+use crate::catalog::Applier;
 use crate::db::DbResult;
-use crate::sync::outbox::{self, Class};
-use crate::sync::protocol::{FeedEvent, HQ_EVENT_TYPES};
+use crate::outbox::{self, Class};
+use crate::proto::{FeedEvent, HqBody};
 
 const CURSOR_KEY: &str = "sync_cursor";
 
@@ -47,50 +47,34 @@ pub struct Applied {
     pub skus: Vec<String>,
 }
 
-/// The message of a `notice.post` payload (`{"message": "...", ...}`).
-pub fn notice_message(payload: &Value) -> Result<&str, String> {
-    match payload.get("message").and_then(Value::as_str) {
-        Some(m) if !m.trim().is_empty() && m.len() <= 4096 => Ok(m),
-        _ => Err("notice.post payload: \"message\" must be a string of 1-4096 bytes".into()),
-    }
-}
-
-fn release_version(payload: &Value) -> Result<&str, String> {
-    match payload.get("version").and_then(Value::as_str) {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err("release.assign payload: \"version\" must be a non-empty string".into()),
-    }
-}
-
 /// Applies one event that is not a catalog event (those take [`Applier::check`] and
-/// [`Applier::write`]); `Ok(Err(reason))` means it is invalid (the caller rolls back its savepoint
-/// and quarantines it).
+/// [`Applier::write`]); `Ok(Err(reason))` means it cannot be applied (the caller rolls back its
+/// savepoint and quarantines it).
 fn apply_other(
     tx: &Transaction<'_>,
     ev: &FeedEvent,
+    body: HqBody,
     now_ms: i64,
     out: &mut Applied,
 ) -> DbResult<Result<(), String>> {
-    Ok(match ev.event_type.as_str() {
-        "notice.post" => notice_message(&ev.payload).map(|_| {
-            let mut n = ev.payload.clone();
+    Ok(match body {
+        HqBody::NoticePost(n) => {
+            let mut n = serde_json::to_value(n).unwrap_or_default();
             n["id"] = json!(ev.id);
             out.notices.push(n);
-        }),
-        "ticket.update" => crate::tickets::apply_update(tx, &ev.id, &ev.payload, now_ms)?,
-        "release.assign" => match release_version(&ev.payload) {
-            Ok(_) => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO sync_releases (event_id, payload, received_ms) VALUES (?1, ?2, ?3)",
-                    params![ev.id, ev.payload.to_string(), now_ms],
-                )?;
-                Ok(())
-            }
-            Err(m) => Err(m),
-        },
-        other => Err(format!(
-            "unknown event type {other:?}; expected one of {}",
-            HQ_EVENT_TYPES.join(", ")
+            Ok(())
+        }
+        HqBody::TicketUpdate(u) => crate::tickets::apply_update(tx, &ev.id, &u, now_ms)?,
+        HqBody::ReleaseAssign(_) => {
+            tx.execute(
+                "INSERT OR IGNORE INTO sync_releases (event_id, payload, received_ms) VALUES (?1, ?2, ?3)",
+                params![ev.id, ev.payload.to_string(), now_ms],
+            )?;
+            Ok(())
+        }
+        catalog => Err(format!(
+            "{} reached the non-catalog path",
+            catalog.event_type()
         )),
     })
 }
@@ -104,7 +88,7 @@ fn quarantine(tx: &Transaction<'_>, ev: &FeedEvent, reason: &str, now_ms: i64) -
     outbox::enqueue(
         tx,
         &format!("quarantine:{}:{}", ev.seq, ev.id),
-        "sync.quarantined",
+        crate::proto::StoreEventType::SyncQuarantined,
         Class::Business,
         &report.to_string(),
         now_ms,
@@ -127,10 +111,20 @@ fn apply_events(
             out.skipped += 1;
             continue;
         }
-        if CATALOG_EVENT_TYPES.contains(&ev.event_type.as_str()) {
-            // Checked completely before anything is written, so a bad event leaves no partial
-            // writes and needs no savepoint (the bulk of a catch-up takes this path).
-            match applier.check(&ev.event_type, &ev.payload) {
+        // Parsed and checked completely before anything is written, so a bad event leaves no
+        // partial writes.
+        let body = match HqBody::from_wire(&ev.event_type, &ev.payload) {
+            Ok(b) => b,
+            Err(reason) => {
+                quarantine(tx, ev, &reason, now_ms)?;
+                out.quarantined += 1;
+                continue;
+            }
+        };
+        if body.event_type().is_catalog() {
+            // A catalog event is checked completely (times resolved) before it writes, so it
+            // needs no savepoint (the bulk of a catch-up takes this path).
+            match applier.check(body) {
                 Ok(checked) => {
                     applier.write_to(checked, &mut out.skus)?;
                     out.applied += 1;
@@ -143,7 +137,7 @@ fn apply_events(
             continue;
         }
         tx.execute_batch("SAVEPOINT hq_event")?;
-        match apply_other(tx, ev, now_ms, &mut out) {
+        match apply_other(tx, ev, body, now_ms, &mut out) {
             Ok(Ok(())) => {
                 tx.execute_batch("RELEASE hq_event")?;
                 out.applied += 1;

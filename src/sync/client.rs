@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::broker::Publisher;
@@ -22,17 +22,13 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{ts_from_ms, Db, DbResult};
 use crate::ops::metrics::Metrics;
-use crate::sync::apply;
-use crate::sync::outbox::Class;
-use crate::sync::protocol::{
-    self, FeedPage, PushAck, PushBatch, Snapshot, StoreEvent, StoreReport,
+use crate::outbox::{
+    dropped_total, enforce_telemetry_limits, mark_sent, next_batch_after, After, Class,
+    TELEMETRY_OUTBOX_MAX_ROWS,
 };
+use crate::proto::{self, FeedPage, PushAck, PushBatch, Snapshot, StoreReport};
+use crate::sync::apply;
 use crate::sync::state::SyncState;
-
-/// Unsent telemetry rows kept at most in the outbox (besides the byte cap).
-pub const TELEMETRY_OUTBOX_MAX_ROWS: i64 = 200_000;
-
-const DROPPED_KEY: &str = "outbox_dropped";
 
 #[derive(Clone)]
 pub struct Ctx {
@@ -187,7 +183,7 @@ impl Link {
     async fn backoff(&self, attempt: &mut u32) {
         let max = self.ctx.config.hq.retry_max_secs * 1000;
         let j: f64 = rand::rng().random();
-        let ms = protocol::backoff_ms(*attempt, 250, max, j);
+        let ms = backoff_ms(*attempt, 250, max, j);
         *attempt = attempt.saturating_add(1);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -196,7 +192,7 @@ impl Link {
         self.http
             .get(format!("{}{path}", self.base))
             .bearer_auth(self.ctx.config.hq.token.expose())
-            .header("x-storebox-protocol", protocol::VERSION)
+            .header("x-storebox-protocol", proto::VERSION)
             .header("x-storebox-store", &self.ctx.config.store.id)
     }
 
@@ -352,7 +348,7 @@ impl Link {
             .http
             .post(format!("{}/sync/v1/events", self.base))
             .bearer_auth(self.ctx.config.hq.token.expose())
-            .header("x-storebox-protocol", protocol::VERSION)
+            .header("x-storebox-protocol", proto::VERSION)
             .header("content-type", "application/json")
             .header("content-encoding", "gzip")
             .body(body);
@@ -475,23 +471,6 @@ const DEPTH_EVERY: Duration = Duration::from_secs(1);
 type MarkFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SyncError>> + Send>>;
 
-/// The seqs a push run has already sent (or has in flight), per class: the next batch is read
-/// after them.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct After {
-    pub business: i64,
-    pub telemetry: i64,
-}
-
-impl After {
-    fn passed(&mut self, class: Class, last: i64) {
-        match class {
-            Class::Business => self.business = last,
-            Class::Telemetry => self.telemetry = last,
-        }
-    }
-}
-
 /// A batch read from the outbox, encoded as the gzip'ed `POST /sync/v1/events` body.
 pub struct Prepared {
     pub class: Class,
@@ -516,7 +495,7 @@ pub fn prepare_batch(
     let events = next_batch_after(c, limit, after)?;
     let depth = match depth {
         Some(d) => d,
-        None => crate::sync::outbox::depth(c)?,
+        None => crate::outbox::depth(c)?,
     };
     let dropped = dropped_total(c)?;
     let (Some(head), Some(tail)) = (events.first(), events.last()) else {
@@ -556,21 +535,6 @@ pub fn prepare_batch(
     ))
 }
 
-/// Marks a pushed batch's events up to `upto` as sent.
-pub fn mark_sent(
-    c: &mut Connection,
-    class: Class,
-    first: i64,
-    upto: i64,
-    now_ms: i64,
-) -> DbResult<()> {
-    c.prepare_cached(
-        "UPDATE outbox SET sent_ms = ?1 WHERE class = ?2 AND sent_ms IS NULL AND seq BETWEEN ?3 AND ?4",
-    )?
-    .execute(params![now_ms, class.as_str(), first, upto])?;
-    Ok(())
-}
-
 /// The whole body is serialized first and compressed in one call: serializing straight into the
 /// encoder hands it every JSON token as a separate write, and flate2 zeroes its output buffer's
 /// spare capacity on each (the profile of the drain showed half its CPU time in that memset).
@@ -583,93 +547,6 @@ fn gzip_json(v: &impl serde::Serialize) -> std::io::Result<Vec<u8>> {
     );
     enc.write_all(&json)?;
     enc.finish()
-}
-
-/// The next batch to push: the oldest unsent business events, or when there are none, the oldest
-/// unsent telemetry.
-pub fn next_batch(conn: &Connection, limit: i64) -> DbResult<Vec<StoreEvent>> {
-    next_batch_after(conn, limit, After::default())
-}
-
-/// [`next_batch`] among the events after those a push run already has in flight.
-pub fn next_batch_after(conn: &Connection, limit: i64, after: After) -> DbResult<Vec<StoreEvent>> {
-    for (class, after) in [
-        (Class::Business, after.business),
-        (Class::Telemetry, after.telemetry),
-    ] {
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, type, payload, created_ms FROM outbox
-             WHERE class = ?1 AND sent_ms IS NULL AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt
-            .query_map(params![class.as_str(), after, limit], |r| {
-                let payload = r.get_ref(3)?.as_str()?;
-                Ok(StoreEvent {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    class: class.as_str().to_string(),
-                    payload: protocol::raw_payload(payload),
-                    at: ts_from_ms(r.get(4)?).to_string(),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        if !rows.is_empty() {
-            return Ok(rows);
-        }
-    }
-    Ok(Vec::new())
-}
-
-pub fn dropped_total(conn: &Connection) -> DbResult<i64> {
-    let v: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [DROPPED_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
-}
-
-/// Deletes unsent telemetry older than `ttl_ms`, or beyond `cap_bytes` of payload or `max_rows`
-/// rows (oldest first), and sent events older than a day; returns how many unsent were dropped
-/// (also added to the persistent count). Business events are never touched unless sent.
-pub fn enforce_telemetry_limits(
-    conn: &mut Connection,
-    now_ms: i64,
-    ttl_ms: i64,
-    cap_bytes: i64,
-    max_rows: i64,
-) -> DbResult<i64> {
-    let tx = crate::db::immediate(conn)?;
-    let old = tx.execute(
-        "DELETE FROM outbox WHERE class = 'telemetry' AND sent_ms IS NULL AND created_ms < ?1",
-        [now_ms - ttl_ms],
-    )? as i64;
-    let over = tx.execute(
-        "DELETE FROM outbox WHERE seq IN (
-            SELECT seq FROM (
-              SELECT seq, sum(length(payload)) OVER w AS bytes, row_number() OVER w AS n
-              FROM outbox WHERE class = 'telemetry' AND sent_ms IS NULL
-              WINDOW w AS (ORDER BY seq DESC)
-            ) WHERE bytes > ?1 OR n > ?2)",
-        params![cap_bytes, max_rows],
-    )? as i64;
-    tx.execute(
-        "DELETE FROM outbox WHERE sent_ms IS NOT NULL AND sent_ms < ?1",
-        [now_ms - 86_400_000],
-    )?;
-    let dropped = old + over;
-    if dropped > 0 {
-        let total = dropped_total(&tx)? + dropped;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![DROPPED_KEY, total.to_string()],
-        )?;
-    }
-    tx.commit()?;
-    Ok(dropped)
 }
 
 async fn feed_loop(link: Arc<Link>) {
@@ -736,11 +613,11 @@ async fn rollup_loop(link: Arc<Link>) {
             .write(move |c| {
                 let payload = rollup(c, now, window_ms, &st, uptime)?;
                 let id = format!("rollup:{}", now / window_ms.max(1));
-                crate::sync::outbox::enqueue(
+                crate::outbox::enqueue(
                     c,
                     &id,
-                    "telemetry.rollup",
-                    crate::sync::outbox::Class::Telemetry,
+                    crate::proto::StoreEventType::TelemetryRollup,
+                    crate::outbox::Class::Telemetry,
                     &payload.to_string(),
                     now,
                 )
@@ -791,7 +668,7 @@ pub fn rollup(
         [],
         |r| r.get(0),
     )?;
-    let (ob, ot) = crate::sync::outbox::depth(conn)?;
+    let (ob, ot) = crate::outbox::depth(conn)?;
     Ok(json!({
         "at": ts_from_ms(now_ms).to_string(),
         "window_s": window_ms / 1000,
@@ -846,9 +723,26 @@ impl Link {
     }
 }
 
+/// Backoff for retries: exponential from `base_ms`, capped at `max_ms`, with full jitter (a random
+/// delay between half and all of the exponential step), so that many stores coming back after an
+/// HQ outage do not all retry at the same instant.
+pub fn backoff_ms(attempt: u32, base_ms: u64, max_ms: u64, jitter: f64) -> u64 {
+    let step = base_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms);
+    let j = jitter.clamp(0.0, 1.0);
+    (step as f64 * (0.5 + 0.5 * j)) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff_ms(0, 500, 60_000, 1.0), 500);
+        assert_eq!(backoff_ms(3, 500, 60_000, 1.0), 4000);
+        assert_eq!(backoff_ms(30, 500, 60_000, 1.0), 60_000);
+        assert_eq!(backoff_ms(30, 500, 60_000, 0.0), 30_000);
+    }
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
@@ -870,14 +764,22 @@ mod tests {
     /// JSON string.
     #[test]
     fn payloads_reach_hq_byte_exact() {
-        use crate::sync::outbox::enqueue;
+        use crate::outbox::enqueue;
         let c = db();
         let odd = r#"{"z":1.50,"a":["\u00e9","é"],"n":{"b":null,"a":1e3}}"#;
-        enqueue(&c, "b1", "checkout.completed", Class::Business, odd, 0).unwrap();
+        enqueue(
+            &c,
+            "b1",
+            crate::proto::StoreEventType::CheckoutCompleted,
+            Class::Business,
+            odd,
+            0,
+        )
+        .unwrap();
         enqueue(
             &c,
             "b2",
-            "checkout.completed",
+            crate::proto::StoreEventType::CheckoutCompleted,
             Class::Business,
             "not json",
             0,
@@ -888,39 +790,21 @@ mod tests {
         let batch = batch.unwrap();
         assert_eq!((batch.first, batch.last, batch.n, depth), (1, 2, 2, (2, 0)));
         let body: PushBatch = serde_json::from_slice(&gunzip(&batch.body)).unwrap();
-        let mut hq = Connection::open_in_memory().unwrap();
-        crate::db::migrations::migrate_list(
-            &mut hq,
-            crate::hq::store::MIGRATIONS,
-            crate::hq::store::MIGRATIONS.len(),
-        )
-        .unwrap();
-        crate::hq::store::add_store(&hq, "s1", "", 0)
-            .unwrap()
-            .unwrap();
-        let tx = crate::db::immediate(&mut hq).unwrap();
-        crate::hq::store::ingest(&tx, "s1", &body, 0).unwrap();
-        tx.commit().unwrap();
-        let stored: Vec<String> = hq
-            .prepare("SELECT payload FROM store_events ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(stored, vec![odd.to_string(), "\"not json\"".to_string()]);
+        // HQ stores each payload as this text (its own tests check that side).
+        let stored: Vec<&str> = body.events.iter().map(|e| e.payload.get()).collect();
+        assert_eq!(stored, vec![odd, "\"not json\""]);
     }
 
     /// While a batch is in flight the next one is read after it, business before telemetry.
     #[test]
     fn the_next_batch_is_read_after_the_one_in_flight() {
-        use crate::sync::outbox::enqueue;
+        use crate::outbox::enqueue;
         let c = db();
         for i in 0..5 {
             enqueue(
                 &c,
                 &format!("b{i}"),
-                "checkout.completed",
+                crate::proto::StoreEventType::CheckoutCompleted,
                 Class::Business,
                 "{}",
                 0,
@@ -929,7 +813,7 @@ mod tests {
             enqueue(
                 &c,
                 &format!("t{i}"),
-                "telemetry.rollup",
+                crate::proto::StoreEventType::TelemetryRollup,
                 Class::Telemetry,
                 "{}",
                 0,
@@ -958,27 +842,35 @@ mod tests {
     #[test]
     fn business_first_and_telemetry_limits_never_touch_business() {
         let mut c = db();
-        use crate::sync::outbox::{enqueue, Class};
+        use crate::outbox::{enqueue, Class};
         for i in 0..10 {
             enqueue(
                 &c,
                 &format!("t{i}"),
-                "telemetry.rollup",
+                crate::proto::StoreEventType::TelemetryRollup,
                 Class::Telemetry,
                 "{}",
                 i,
             )
             .unwrap();
         }
-        enqueue(&c, "b1", "checkout.completed", Class::Business, "{}", 0).unwrap();
-        let b = next_batch(&c, 100).unwrap();
+        enqueue(
+            &c,
+            "b1",
+            crate::proto::StoreEventType::CheckoutCompleted,
+            Class::Business,
+            "{}",
+            0,
+        )
+        .unwrap();
+        let b = crate::outbox::next_batch(&c, 100).unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].id, "b1");
         // TTL: the 3 oldest telemetry rows are past it; cap: keep at most 5 rows.
         let dropped = enforce_telemetry_limits(&mut c, 10, 7, 1 << 20, 5).unwrap();
         assert_eq!(dropped, 5);
         assert_eq!(dropped_total(&c).unwrap(), 5);
-        let (bus, tel) = crate::sync::outbox::depth(&c).unwrap();
+        let (bus, tel) = crate::outbox::depth(&c).unwrap();
         assert_eq!((bus, tel), (1, 5));
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::DbResult;
-use crate::sync::outbox;
+use crate::outbox;
+pub use crate::proto::events::TicketUpdate;
 
 pub const SUBJECT_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 5000;
@@ -127,7 +128,7 @@ pub fn open(
     outbox::enqueue(
         conn,
         &format!("ticket-{id}"),
-        "ticket.opened",
+        crate::proto::StoreEventType::TicketOpened,
         outbox::Class::Business,
         &payload.to_string(),
         now_ms,
@@ -200,42 +201,15 @@ pub fn get(conn: &Connection, id: &str) -> DbResult<Option<Ticket>> {
     }
 }
 
-/// The payload of an HQ `ticket.update` event.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TicketUpdate {
-    pub ticket_id: String,
-    pub message: String,
-    #[serde(default = "hq_author")]
-    pub author: String,
-    /// open, answered or closed; absent keeps the status (a reply alone makes it `answered`).
-    #[serde(default)]
-    pub status: Option<String>,
-}
-
-fn hq_author() -> String {
-    "HQ support".into()
-}
-
-/// Applies an HQ `ticket.update` carried by event `event_id`. Idempotent on the event id.
-/// `Err` names what is wrong with the payload (the event is then quarantined by the caller).
+/// Applies an HQ `ticket.update` (already validated, [`crate::proto::validate`]) carried by event
+/// `event_id`. Idempotent on the event id. `Err` says why this store cannot apply it (the event is
+/// then quarantined by the caller).
 pub fn apply_update(
     conn: &Connection,
     event_id: &str,
-    payload: &Value,
+    u: &TicketUpdate,
     now_ms: i64,
 ) -> DbResult<Result<(), String>> {
-    let u: TicketUpdate = match serde_json::from_value(payload.clone()) {
-        Ok(u) => u,
-        Err(e) => return Ok(Err(format!("ticket.update payload: {e}"))),
-    };
-    if let Some(s) = &u.status {
-        if !matches!(s.as_str(), "open" | "answered" | "closed") {
-            return Ok(Err(format!(
-                "ticket.update status: {s:?} is not one of open, answered, closed"
-            )));
-        }
-    }
     let exists: bool = conn
         .query_row(
             "SELECT 1 FROM tickets WHERE id = ?1",
@@ -329,7 +303,12 @@ mod tests {
         assert_eq!(p["ticket_id"], t.id.as_str());
         assert_eq!(p["diagnostics"]["version"], "x");
 
-        let reply = serde_json::json!({"ticket_id": t.id, "message": "Technician comes at 3 pm"});
+        let upd = |v: Value| match crate::proto::validate("ticket.update", &v).unwrap() {
+            crate::proto::HqBody::TicketUpdate(u) => u,
+            other => panic!("{other:?}"),
+        };
+        let reply =
+            upd(serde_json::json!({"ticket_id": t.id, "message": "Technician comes at 3 pm"}));
         for _ in 0..2 {
             apply_update(&c, "hq-ev-7", &reply, 2_000).unwrap().unwrap();
         }
@@ -342,26 +321,24 @@ mod tests {
         assert_eq!(got.status, "answered");
         assert_eq!(got.replies[0].message, "Technician comes at 3 pm");
 
-        let close = serde_json::json!({"ticket_id": t.id, "message": "Fixed", "status": "closed"});
+        let close =
+            upd(serde_json::json!({"ticket_id": t.id, "message": "Fixed", "status": "closed"}));
         apply_update(&c, "hq-ev-8", &close, 3_000).unwrap().unwrap();
         assert_eq!(list(&c, 10).unwrap()[0].status, "closed");
 
         let e = apply_update(
             &c,
             "hq-ev-9",
-            &serde_json::json!({"ticket_id": "nope", "message": "x"}),
+            &upd(serde_json::json!({"ticket_id": "nope", "message": "x"})),
             0,
         )
         .unwrap()
         .unwrap_err();
         assert!(e.contains("ticket_id") && e.contains("nope"), "{e}");
-        let e = apply_update(
-            &c,
-            "hq-ev-10",
+        let e = crate::proto::validate(
+            "ticket.update",
             &serde_json::json!({"ticket_id": t.id, "message": "x", "status": "done"}),
-            0,
         )
-        .unwrap()
         .unwrap_err();
         assert!(e.contains("status"), "{e}");
     }

@@ -58,7 +58,7 @@ pub async fn status(
                 [],
                 |r| r.get(0),
             )?;
-            Ok((total, online, alerts, crate::sync::outbox::depth(c)?))
+            Ok((total, online, alerts, crate::outbox::depth(c)?))
         })
         .await?;
     let cfg = &state.config;

@@ -19,8 +19,8 @@ use crate::catalog::answer_cache::{self, AnswerCache};
 use crate::catalog::promo_cache::PromotionCache;
 use crate::catalog::{self, ItemView};
 use crate::db::DbResult;
+use crate::outbox::{self, Class};
 use crate::pricing::{self, BasketLine, PricedBasket, PricingError};
-use crate::sync::outbox::{self, Class};
 
 fn pricing_error(e: PricingError, status: StatusCode) -> ApiError {
     let code = e.code();
@@ -374,7 +374,7 @@ pub async fn checkout(
                 "INSERT INTO checkouts (checkout_id, lane, result, total, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![req.checkout_id, req.lane, text, basket.total, now],
             )?;
-            outbox::enqueue(&tx, &format!("checkout:{}", req.checkout_id), "checkout.completed", Class::Business, &text, now)?;
+            outbox::enqueue(&tx, &format!("checkout:{}", req.checkout_id), crate::proto::StoreEventType::CheckoutCompleted, Class::Business, &text, now)?;
             tx.commit()?;
             Ok(Ok((true, body)))
         })

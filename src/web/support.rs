@@ -21,9 +21,9 @@ pub async fn sync_status_now(state: &AppState) -> Result<SyncStatus, ApiError> {
         .db
         .read(|c| {
             Ok((
-                crate::sync::outbox::depth(c)?,
+                crate::outbox::depth(c)?,
                 crate::sync::apply::quarantined(c)?,
-                crate::sync::client::dropped_total(c)?,
+                crate::outbox::dropped_total(c)?,
                 crate::sync::apply::cursor(c)?,
             ))
         })

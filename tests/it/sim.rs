@@ -423,20 +423,22 @@ async fn labels_show_a_scheduled_price_within_two_seconds_of_its_start() {
     config.store.timezone = "UTC".into();
 
     // The reference HQ, in this process on the same controlled clock, with the store registered.
-    let mut hq_config = storebox::config::Config::default();
-    hq_config.hq_server.listen = "127.0.0.1:0".parse().unwrap();
-    hq_config.hq_server.data_dir = tmp.path().join("hq");
-    hq_config.hq_server.admin_token = storebox::config::Secret::new("hq-admin-test-token");
-    std::fs::create_dir_all(&hq_config.hq_server.data_dir).unwrap();
-    let store_token = storebox::hq::open_db(&hq_config)
-        .unwrap()
-        .write_blocking(|c| storebox::hq::store::add_store(c, "s1", "", t0.as_millisecond()))
-        .unwrap()
+    let hq_config = storebox::config::HqServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: tmp.path().join("hq"),
+        admin_token: storebox::config::Secret::new("hq-admin-test-token"),
+        ..Default::default()
+    };
+    let hq_storage = storebox::hq::open_storage(&hq_config).await.unwrap();
+    let store_token = hq_storage
+        .add_store("s1", "", t0.as_millisecond())
+        .await
         .unwrap();
     let (hq_ready_tx, hq_ready_rx) = tokio::sync::oneshot::channel();
     let (hq_stop_tx, hq_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let hq_task = tokio::spawn(storebox::hq::serve(
         hq_config,
+        hq_storage,
         shared.clone(),
         async {
             let _ = hq_stop_rx.await;

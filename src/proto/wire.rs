@@ -1,5 +1,5 @@
-//! The wire types of sync protocol v1 (docs/sync-protocol.md), shared by the store's client and
-//! the reference HQ so that both sides read and write exactly the same JSON.
+//! The envelopes of sync protocol v1 (docs/sync-protocol.md): feed pages, snapshots, push batches
+//! and their answers, authoring targets.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -7,19 +7,6 @@ use serde_json::Value;
 
 /// Protocol version, in every path (`/sync/v1/…`) and sent as the `x-storebox-protocol` header.
 pub const VERSION: &str = "1";
-
-/// HQ event types a store understands.
-pub const HQ_EVENT_TYPES: [&str; 9] = [
-    "catalog.upsert",
-    "catalog.delete",
-    "price.set",
-    "price.cancel",
-    "promotion.upsert",
-    "promotion.cancel",
-    "notice.post",
-    "ticket.update",
-    "release.assign",
-];
 
 /// One HQ event in the feed: its feed sequence number, unique id, type and payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,15 +146,6 @@ impl Target {
     }
 }
 
-/// Backoff for retries: exponential from `base_ms`, capped at `max_ms`, with full jitter (a random
-/// delay between half and all of the exponential step), so that many stores coming back after an
-/// HQ outage do not all retry at the same instant.
-pub fn backoff_ms(attempt: u32, base_ms: u64, max_ms: u64, jitter: f64) -> u64 {
-    let step = base_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms);
-    let j = jitter.clamp(0.0, 1.0);
-    (step as f64 * (0.5 + 0.5 * j)) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,13 +169,5 @@ mod tests {
         );
         assert!(Target::parse_query("group:a,store:b").is_err());
         assert!(Target::parse_query("everyone").is_err());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff_ms(0, 500, 60_000, 1.0), 500);
-        assert_eq!(backoff_ms(3, 500, 60_000, 1.0), 4000);
-        assert_eq!(backoff_ms(30, 500, 60_000, 1.0), 60_000);
-        assert_eq!(backoff_ms(30, 500, 60_000, 0.0), 30_000);
     }
 }

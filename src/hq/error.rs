@@ -1,0 +1,87 @@
+//! HQ's errors: [`HqError`] is what storage and validation return (a domain error, no HTTP in it);
+//! it is mapped once, here, to a status, a stable code and a plain message. The real cause of an
+//! internal error goes to HQ's log only.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HqError {
+    /// The request is malformed; `code` is stable, the message names the field.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// A feed cursor older than the events HQ keeps.
+    #[error("cursor {after} is older than the feed HQ keeps (events up to {pruned_through} were pruned); rebuild from /sync/v1/snapshot")]
+    CursorGone { after: i64, pruned_through: i64 },
+    #[error("{message}")]
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// Storage failed (database down, disk full, a bug): logged, answered as `internal`.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+pub type HqResult<T> = Result<T, HqError>;
+
+impl HqError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        HqError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        HqError::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn storage(e: impl std::fmt::Display) -> Self {
+        HqError::Storage(e.to_string())
+    }
+}
+
+impl From<crate::db::DbError> for HqError {
+    fn from(e: crate::db::DbError) -> Self {
+        HqError::storage(e)
+    }
+}
+
+impl From<rusqlite::Error> for HqError {
+    fn from(e: rusqlite::Error) -> Self {
+        HqError::storage(e)
+    }
+}
+
+impl IntoResponse for HqError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            HqError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            HqError::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
+            HqError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            HqError::CursorGone { .. } => (StatusCode::GONE, "cursor_gone"),
+            HqError::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
+            HqError::Storage(cause) => {
+                tracing::error!(cause, "HQ storage error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let message = match &self {
+            HqError::Storage(_) => "internal error; details are in the HQ log".to_string(),
+            other => other.to_string(),
+        };
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,134 @@
+//! HQ's storage, behind one trait with two engines: the embedded SQLite file (one HQ machine, the
+//! default) and PostgreSQL (`[hq_server] database_url`: several stateless HQ nodes on one
+//! database). The HTTP layer sees only [`HqStorage`]; transactions live inside each engine.
+//!
+//! The one rule both engines must keep for the feed: **a store never skips an event.** Feed
+//! sequence numbers are handed out in commit order (SQLite has one writer; PostgreSQL takes them
+//! from a counter row locked by the publishing transaction until it commits), so once a store has
+//! read up to `seq`, no event at or below `seq` can still appear.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::HqResult;
+use crate::proto::{FeedPage, HqBody, PushAck, PushBatch, Snapshot, Target};
+
+/// A registered store, as its bearer token identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreIdent {
+    pub id: String,
+    pub group: String,
+}
+
+/// One store in the fleet view: what it last reported and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreView {
+    pub id: String,
+    pub group: String,
+    pub last_seen: Option<String>,
+    pub version: Option<String>,
+    pub cursor: Option<i64>,
+    pub lag_events: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    pub outbox_business: Option<i64>,
+    pub outbox_telemetry: Option<i64>,
+    pub outbox_dropped: Option<i64>,
+    /// The latest `telemetry.rollup` payload received.
+    pub rollup: Option<Value>,
+    pub rollup_at: Option<String>,
+    /// Highest store sequence number held.
+    pub held: i64,
+}
+
+/// `GET /hq/v1/store-events` filters.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    pub store: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// RFC 3339: received at or after.
+    pub since: Option<String>,
+    /// Only events with an arrival number above this (paging).
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// An event to author: its id (unique) and validated body.
+#[derive(Debug, Clone)]
+pub struct Authored {
+    pub id: String,
+    pub body: HqBody,
+}
+
+/// A support reply to a store's ticket.
+#[derive(Debug, Clone)]
+pub struct TicketReply {
+    /// The id of the `ticket.update` event that carries it to the store.
+    pub event_id: String,
+    pub author: String,
+    pub message: String,
+    pub status: Option<String>,
+}
+
+#[async_trait]
+pub trait HqStorage: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+
+    /// Registers a store; returns its bearer token (only a hash of it is kept).
+    async fn add_store(&self, id: &str, group: &str, now_ms: i64) -> HqResult<String>;
+    async fn set_group(&self, id: &str, group: &str) -> HqResult<()>;
+    async fn list_stores(&self) -> HqResult<Vec<StoreView>>;
+    /// The store a bearer token belongs to.
+    async fn store_by_token(&self, token: &str) -> HqResult<Option<StoreIdent>>;
+    /// Marks a store as seen now (feed requests).
+    async fn touch(&self, store: &str, now_ms: i64) -> HqResult<()>;
+
+    /// Appends validated events for `target` in one transaction (all or none), prunes the log to
+    /// the configured retention, and tells every node's long-polls; returns their feed seqs.
+    /// Refuses a target naming an unregistered store.
+    async fn author(
+        &self,
+        target: &Target,
+        events: Vec<Authored>,
+        now_ms: i64,
+    ) -> HqResult<Vec<i64>>;
+    /// The newest feed seq (any target).
+    async fn head(&self) -> HqResult<i64>;
+    /// The events for `store` after `after`, at most `limit`; [`super::error::HqError::CursorGone`]
+    /// when `after` is older than the retained log.
+    async fn feed(&self, store: &StoreIdent, after: i64, limit: i64) -> HqResult<FeedPage>;
+    /// The store's current catalog state as events, and the cursor it corresponds to.
+    async fn snapshot(&self, store: &StoreIdent) -> HqResult<Snapshot>;
+    /// A head that moves whenever events are authored, on this node or (PostgreSQL) any other;
+    /// feed long-polls wait on it.
+    fn changes(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// Stores a pushed batch idempotently on (store, seq), with the store's report.
+    async fn ingest(&self, store: &str, batch: PushBatch, now_ms: i64) -> HqResult<PushAck>;
+    /// Received store events in arrival order.
+    async fn store_events(&self, q: EventQuery, since_ms: Option<i64>) -> HqResult<Vec<Value>>;
+
+    /// Tickets from all stores, newest first, with their replies.
+    async fn tickets(&self) -> HqResult<Vec<Value>>;
+    /// Records a reply to ticket `ticket` of `store` (None: the only store with such a ticket) and
+    /// authors the `ticket.update` for that store in the same transaction; returns its seq.
+    async fn reply(
+        &self,
+        store: Option<&str>,
+        ticket: &str,
+        reply: TicketReply,
+        now_ms: i64,
+    ) -> HqResult<i64>;
+}
+
+pub type Storage = Arc<dyn HqStorage>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,652 @@
+//! The embedded SQLite engine of HQ's storage: one file (`hq.db` in `[hq_server] data_dir`), one
+//! HQ process. The default: a chain that fits on one HQ machine needs nothing else. Plain functions
+//! over a connection, wrapped by [`SqliteStorage`] for the [`HqStorage`] trait.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+
+use super::{Authored, EventQuery, HqStorage, StoreIdent, StoreView, TicketReply};
+use crate::db::{ts_from_ms, Db, DbResult};
+use crate::hq::error::{HqError, HqResult};
+use crate::proto::{
+    check_name, FeedEvent, FeedPage, PushAck, PushBatch, Snapshot, StoreEventType, Target,
+};
+use crate::secrets;
+
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_hq", include_str!("sqlite_migrations/0001_hq.sql")),
+    (
+        "0002_tickets_per_store",
+        include_str!("sqlite_migrations/0002_tickets_per_store.sql"),
+    ),
+];
+
+pub struct SqliteStorage {
+    db: Db,
+    retain_events: u64,
+    head: tokio::sync::watch::Sender<i64>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating and migrating) the HQ database file at `path`.
+    pub async fn open(path: &Path, retain_events: u64) -> HqResult<SqliteStorage> {
+        let path = path.to_path_buf();
+        let db = crate::db::run_blocking(move || Db::open_with(&path, MIGRATIONS)).await?;
+        let now = db.read(head).await?;
+        Ok(SqliteStorage {
+            db,
+            retain_events,
+            head: tokio::sync::watch::channel(now).0,
+        })
+    }
+
+    /// Runs `f` on the writer connection; its domain error passes through.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> HqResult<T> + Send + 'static,
+    ) -> HqResult<T> {
+        self.db.write(move |c| Ok(f(c))).await?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> HqResult<T> + Send + 'static,
+    ) -> HqResult<T> {
+        self.db.read(move |c| Ok(f(c))).await?
+    }
+
+    /// Flushes the WAL into the main file (at shutdown).
+    pub async fn checkpoint(&self) {
+        let _ = self
+            .db
+            .write(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?))
+            .await;
+    }
+}
+
+#[async_trait]
+impl HqStorage for SqliteStorage {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn add_store(&self, id: &str, group: &str, now_ms: i64) -> HqResult<String> {
+        let (id, group) = (id.to_string(), group.to_string());
+        self.write(move |c| add_store(c, &id, &group, now_ms)).await
+    }
+
+    async fn set_group(&self, id: &str, group: &str) -> HqResult<()> {
+        let (id, group) = (id.to_string(), group.to_string());
+        self.write(move |c| set_group(c, &id, &group)).await
+    }
+
+    async fn list_stores(&self) -> HqResult<Vec<StoreView>> {
+        self.read(|c| Ok(list_stores(c)?)).await
+    }
+
+    async fn store_by_token(&self, token: &str) -> HqResult<Option<StoreIdent>> {
+        let hash = secrets::hash_secret(token);
+        self.read(move |c| Ok(store_by_token_hash(c, &hash)?)).await
+    }
+
+    async fn touch(&self, store: &str, now_ms: i64) -> HqResult<()> {
+        let store = store.to_string();
+        self.write(move |c| Ok(touch(c, &store, now_ms)?)).await
+    }
+
+    async fn author(
+        &self,
+        target: &Target,
+        events: Vec<Authored>,
+        now_ms: i64,
+    ) -> HqResult<Vec<i64>> {
+        let target = target.clone();
+        let retain = self.retain_events;
+        let seqs = self
+            .write(move |c| {
+                check_target(c, &target)?;
+                let tx = crate::db::immediate(c)?;
+                let mut seqs = Vec::with_capacity(events.len());
+                for ev in &events {
+                    seqs.push(append(&tx, &target, ev, now_ms)?);
+                }
+                prune(&tx, retain)?;
+                tx.commit()?;
+                Ok(seqs)
+            })
+            .await?;
+        if let Some(last) = seqs.last() {
+            self.head.send_replace(*last);
+        }
+        Ok(seqs)
+    }
+
+    async fn head(&self) -> HqResult<i64> {
+        self.read(|c| Ok(head(c)?)).await
+    }
+
+    async fn feed(&self, store: &StoreIdent, after: i64, limit: i64) -> HqResult<FeedPage> {
+        let store = store.clone();
+        self.read(move |c| feed(c, &store.id, &store.group, after, limit))
+            .await
+    }
+
+    async fn snapshot(&self, store: &StoreIdent) -> HqResult<Snapshot> {
+        let store = store.clone();
+        self.read(move |c| Ok(snapshot(c, &store.id, &store.group)?))
+            .await
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    async fn ingest(&self, store: &str, batch: PushBatch, now_ms: i64) -> HqResult<PushAck> {
+        let store = store.to_string();
+        self.write(move |c| {
+            let tx = crate::db::immediate(c)?;
+            let ack = ingest(&tx, &store, &batch, now_ms)?;
+            tx.commit()?;
+            Ok(ack)
+        })
+        .await
+    }
+
+    async fn store_events(&self, q: EventQuery, since_ms: Option<i64>) -> HqResult<Vec<Value>> {
+        self.read(move |c| Ok(store_events(c, &q, since_ms)?)).await
+    }
+
+    async fn tickets(&self) -> HqResult<Vec<Value>> {
+        self.read(|c| Ok(tickets(c)?)).await
+    }
+
+    async fn reply(
+        &self,
+        store: Option<&str>,
+        ticket: &str,
+        reply: TicketReply,
+        now_ms: i64,
+    ) -> HqResult<i64> {
+        let (store, ticket) = (store.map(str::to_string), ticket.to_string());
+        let retain = self.retain_events;
+        let seq = self
+            .write(move |c| {
+                let store_id = ticket_store(c, store.as_deref(), &ticket)?;
+                let ev = crate::hq::reply_event(&ticket, &reply)?;
+                let tx = crate::db::immediate(c)?;
+                let target = Target::Stores {
+                    stores: vec![store_id.clone()],
+                };
+                let seq = append(&tx, &target, &ev, now_ms)?;
+                record_reply(&tx, &store_id, &ticket, &reply, now_ms)?;
+                prune(&tx, retain)?;
+                tx.commit()?;
+                Ok(seq)
+            })
+            .await?;
+        self.head.send_replace(seq);
+        Ok(seq)
+    }
+}
+
+/// Registers a store; returns its token (only its hash is kept).
+pub fn add_store(conn: &Connection, id: &str, group: &str, now_ms: i64) -> HqResult<String> {
+    check_name("store id", id).map_err(|m| HqError::invalid("bad_store", m))?;
+    if !group.is_empty() {
+        check_name("group", group).map_err(|m| HqError::invalid("bad_group", m))?;
+    }
+    let token = secrets::generate_secret("sbhq_");
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO stores (id, grp, token_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![id, group, secrets::hash_secret(&token), now_ms],
+    )?;
+    if n == 0 {
+        return Err(HqError::Conflict(format!(
+            "store {id:?} is already registered"
+        )));
+    }
+    Ok(token)
+}
+
+pub fn set_group(conn: &Connection, id: &str, group: &str) -> HqResult<()> {
+    if !group.is_empty() {
+        check_name("group", group).map_err(|m| HqError::invalid("bad_group", m))?;
+    }
+    let n = conn.execute(
+        "UPDATE stores SET grp = ?2 WHERE id = ?1",
+        params![id, group],
+    )?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(HqError::not_found(
+            "unknown_store",
+            format!("no store {id:?}"),
+        ))
+    }
+}
+
+fn store_by_token_hash(conn: &Connection, hash: &str) -> DbResult<Option<StoreIdent>> {
+    Ok(conn
+        .prepare_cached("SELECT id, grp FROM stores WHERE token_hash = ?1")?
+        .query_row([hash], |r| {
+            Ok(StoreIdent {
+                id: r.get(0)?,
+                group: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn list_stores(conn: &Connection) -> DbResult<Vec<StoreView>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, grp, last_seen_ms, version, cursor, lag_events, lag_seconds, outbox_business,
+                outbox_telemetry, outbox_dropped, rollup, rollup_ms,
+                (SELECT coalesce(max(seq), 0) FROM store_events e WHERE e.store_id = s.id)
+         FROM stores s ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let rollup: Option<String> = r.get(10)?;
+        Ok(StoreView {
+            id: r.get(0)?,
+            group: r.get(1)?,
+            last_seen: r
+                .get::<_, Option<i64>>(2)?
+                .map(|m| ts_from_ms(m).to_string()),
+            version: r.get(3)?,
+            cursor: r.get(4)?,
+            lag_events: r.get(5)?,
+            lag_seconds: r.get(6)?,
+            outbox_business: r.get(7)?,
+            outbox_telemetry: r.get(8)?,
+            outbox_dropped: r.get(9)?,
+            rollup: rollup.and_then(|s| serde_json::from_str(&s).ok()),
+            rollup_at: r
+                .get::<_, Option<i64>>(11)?
+                .map(|m| ts_from_ms(m).to_string()),
+            held: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The (kind, name) rows a target is stored as.
+pub fn target_rows(target: &Target) -> Vec<(&'static str, &str)> {
+    match target {
+        Target::All { .. } => vec![("all", "")],
+        Target::Groups { groups } => groups.iter().map(|g| ("group", g.as_str())).collect(),
+        Target::Stores { stores } => stores.iter().map(|s| ("store", s.as_str())).collect(),
+    }
+}
+
+/// Appends one validated event to the log for `target`; returns its seq.
+pub fn append(tx: &Transaction<'_>, target: &Target, ev: &Authored, now_ms: i64) -> HqResult<i64> {
+    let all = matches!(target, Target::All { .. });
+    let (event_type, payload) = ev.body.to_wire();
+    let payload = payload.to_string();
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO hq_events (id, type, payload, all_stores, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
+        )?
+        .query_row(
+            params![ev.id, event_type.as_str(), payload, all, now_ms],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| {
+            HqError::Conflict(format!("an event with id {:?} already exists", ev.id))
+        })?;
+    let targets = target_rows(target);
+    if !all {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR IGNORE INTO hq_event_targets (seq, kind, name) VALUES (?1, ?2, ?3)",
+        )?;
+        for (k, n) in &targets {
+            ins.execute(params![seq, k, n])?;
+        }
+    }
+    if let Some((key, live)) = ev.body.state_key() {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO hq_state (key, kind, name, seq, type, payload, live) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (key, kind, name) DO UPDATE SET seq = excluded.seq, type = excluded.type,
+               payload = excluded.payload, live = excluded.live",
+        )?;
+        for (k, n) in &targets {
+            up.execute(params![key, k, n, seq, event_type.as_str(), payload, live])?;
+        }
+    }
+    Ok(seq)
+}
+
+/// Checks a target's shape (pure) and that every store it names is registered.
+pub fn check_target(conn: &Connection, target: &Target) -> HqResult<()> {
+    crate::hq::check_target_shape(target)?;
+    if let Target::Stores { stores } = target {
+        for s in stores {
+            let known = conn
+                .query_row("SELECT 1 FROM stores WHERE id = ?1", [s], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !known {
+                return Err(HqError::invalid(
+                    "bad_target",
+                    format!("target store {s:?} is not registered"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops events older than the newest `retain` from the log; stores behind get 410.
+pub fn prune(conn: &Connection, retain: u64) -> DbResult<()> {
+    if retain == 0 {
+        return Ok(());
+    }
+    let head = head(conn)?;
+    let upto = head - retain as i64;
+    if upto <= pruned_through(conn)? {
+        return Ok(());
+    }
+    conn.execute("DELETE FROM hq_events WHERE seq <= ?1", [upto])?;
+    conn.execute("DELETE FROM hq_event_targets WHERE seq <= ?1", [upto])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [upto.to_string()],
+    )?;
+    Ok(())
+}
+
+pub fn pruned_through(conn: &Connection) -> DbResult<i64> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'pruned_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub fn head(conn: &Connection) -> DbResult<i64> {
+    // sqlite_sequence survives deletes, so the head never goes back after pruning.
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'hq_events'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.unwrap_or(0))
+}
+
+/// The events for a store after `after`, at most `limit`.
+pub fn feed(
+    conn: &Connection,
+    store: &str,
+    group: &str,
+    after: i64,
+    limit: i64,
+) -> HqResult<FeedPage> {
+    let head = head(conn)?;
+    let pruned = pruned_through(conn)?;
+    if after < pruned {
+        return Err(HqError::CursorGone {
+            after,
+            pruned_through: pruned,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, id, type, payload, created_ms FROM hq_events e
+         WHERE seq > ?1 AND seq <= ?2 AND (all_stores = 1 OR seq IN (
+             SELECT seq FROM hq_event_targets WHERE seq > ?1
+               AND ((kind = 'group' AND name = ?3) OR (kind = 'store' AND name = ?4))))
+         ORDER BY seq LIMIT ?5",
+    )?;
+    let events = stmt
+        .query_map(params![after, head, group, store, limit], |r| {
+            let payload: String = r.get(3)?;
+            Ok(FeedEvent {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                event_type: r.get(2)?,
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                at: Some(ts_from_ms(r.get(4)?).to_string()),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::hq::page(events, after, head, limit))
+}
+
+/// The store's current catalog state as events, and the cursor it corresponds to.
+pub fn snapshot(conn: &Connection, store: &str, group: &str) -> DbResult<Snapshot> {
+    let cursor = head(conn)?;
+    let mut stmt = conn.prepare(
+        "SELECT key, type, payload, live, max(seq) FROM hq_state
+         WHERE kind = 'all' OR (kind = 'group' AND name = ?1) OR (kind = 'store' AND name = ?2)
+         GROUP BY key",
+    )?;
+    let mut events: Vec<FeedEvent> = stmt
+        .query_map(params![group, store], |r| {
+            let payload: String = r.get(2)?;
+            let live: bool = r.get(3)?;
+            let seq: i64 = r.get(4)?;
+            Ok(live.then(|| FeedEvent {
+                seq,
+                id: format!("snapshot-{seq}"),
+                event_type: r.get::<_, String>(1).unwrap_or_default(),
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                at: None,
+            }))
+        })?
+        .filter_map(|r| r.transpose())
+        .collect::<Result<_, _>>()?;
+    events.sort_by_key(|e| e.seq);
+    Ok(Snapshot { cursor, events })
+}
+
+/// Stores a pushed batch idempotently on (store, seq), in the caller's transaction.
+pub fn ingest(
+    tx: &Transaction<'_>,
+    store: &str,
+    batch: &PushBatch,
+    now_ms: i64,
+) -> DbResult<PushAck> {
+    let mut stored = 0;
+    let mut duplicates = 0;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR IGNORE INTO store_events (store_id, seq, id, type, class, payload, at, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for ev in &batch.events {
+            // Stored as the store sent it (valid JSON: the body parsed).
+            let payload = ev.payload.get();
+            let n = ins.execute(params![
+                store,
+                ev.seq,
+                ev.id,
+                ev.event_type,
+                ev.class,
+                payload,
+                ev.at,
+                now_ms
+            ])?;
+            if n == 0 {
+                duplicates += 1;
+                continue;
+            }
+            stored += 1;
+            match ev.event_type.parse::<StoreEventType>() {
+                Ok(StoreEventType::TicketOpened) => {
+                    let p = &ev.payload_value();
+                    let id = p.get("ticket_id").and_then(Value::as_str).unwrap_or(&ev.id);
+                    let subject = p.get("subject").and_then(Value::as_str).unwrap_or("");
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO tickets (id, store_id, subject, payload, opened_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![id, store, subject, payload, now_ms])?;
+                }
+                Ok(StoreEventType::TelemetryRollup) => {
+                    tx.prepare_cached(
+                        "UPDATE stores SET rollup = ?2, rollup_ms = ?3 WHERE id = ?1
+                           AND (rollup_ms IS NULL OR rollup_ms <= ?3)",
+                    )?
+                    .execute(params![store, payload, now_ms])?;
+                }
+                _ => {}
+            }
+        }
+    }
+    let r = &batch.report;
+    tx.prepare_cached(
+        "UPDATE stores SET last_seen_ms = ?2, version = ?3, cursor = ?4, lag_events = ?5, lag_seconds = ?6,
+           outbox_business = ?7, outbox_telemetry = ?8, outbox_dropped = ?9 WHERE id = ?1",
+    )?
+    .execute(params![
+        store,
+        now_ms,
+        r.version,
+        r.cursor,
+        r.lag_events,
+        r.lag_seconds,
+        r.outbox_business,
+        r.outbox_telemetry,
+        r.outbox_dropped
+    ])?;
+    let held: i64 = tx.query_row(
+        "SELECT coalesce(max(seq), 0) FROM store_events WHERE store_id = ?1",
+        [store],
+        |r| r.get(0),
+    )?;
+    let acked = batch.events.iter().map(|e| e.seq).max().unwrap_or(held);
+    Ok(PushAck {
+        acked,
+        held,
+        stored,
+        duplicates,
+    })
+}
+
+/// Marks a store as seen (feed requests).
+pub fn touch(conn: &Connection, store: &str, now_ms: i64) -> DbResult<()> {
+    conn.prepare_cached("UPDATE stores SET last_seen_ms = ?2 WHERE id = ?1")?
+        .execute(params![store, now_ms])?;
+    Ok(())
+}
+
+/// Received store events in arrival order.
+pub fn store_events(
+    conn: &Connection,
+    q: &EventQuery,
+    since_ms: Option<i64>,
+) -> DbResult<Vec<Value>> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let mut stmt = conn.prepare_cached(
+        "SELECT rid, store_id, seq, id, type, class, payload, at, received_ms FROM store_events
+         WHERE rid > ?1 AND (?2 IS NULL OR store_id = ?2) AND (?3 IS NULL OR type = ?3)
+           AND (?4 IS NULL OR received_ms >= ?4)
+         ORDER BY rid LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![q.after.unwrap_or(0), q.store, q.event_type, since_ms, limit],
+        |r| {
+            let payload: String = r.get(6)?;
+            Ok(json!({
+                "rid": r.get::<_, i64>(0)?,
+                "store": r.get::<_, String>(1)?,
+                "seq": r.get::<_, i64>(2)?,
+                "id": r.get::<_, String>(3)?,
+                "type": r.get::<_, String>(4)?,
+                "class": r.get::<_, String>(5)?,
+                "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+                "at": r.get::<_, String>(7)?,
+                "received_at": ts_from_ms(r.get(8)?).to_string(),
+            }))
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn tickets(conn: &Connection) -> DbResult<Vec<Value>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, store_id, subject, payload, status, opened_ms FROM tickets ORDER BY opened_ms DESC LIMIT 500",
+    )?;
+    let mut out: Vec<Value> = stmt
+        .query_map([], |r| {
+            let payload: String = r.get(3)?;
+            Ok(json!({
+                "id": r.get::<_, String>(0)?,
+                "store": r.get::<_, String>(1)?,
+                "subject": r.get::<_, String>(2)?,
+                "opened": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+                "status": r.get::<_, String>(4)?,
+                "received_at": ts_from_ms(r.get(5)?).to_string(),
+            }))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT event_id, author, message, status, at_ms FROM ticket_replies
+         WHERE store_id = ?1 AND ticket_id = ?2 ORDER BY id",
+    )?;
+    for t in &mut out {
+        let id = t["id"].as_str().unwrap_or("").to_string();
+        let store = t["store"].as_str().unwrap_or("").to_string();
+        let replies: Vec<Value> = stmt
+            .query_map([&store, &id], |r| {
+                Ok(json!({
+                    "event_id": r.get::<_, String>(0)?,
+                    "author": r.get::<_, String>(1)?,
+                    "message": r.get::<_, String>(2)?,
+                    "status": r.get::<_, Option<String>>(3)?,
+                    "at": ts_from_ms(r.get(4)?).to_string(),
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        t["replies"] = Value::Array(replies);
+    }
+    Ok(out)
+}
+
+/// The store a ticket came from: `store` itself if it has that ticket, else the only store with
+/// such a ticket id (two stores with the same id must be told apart with `store`).
+fn ticket_store(conn: &Connection, store: Option<&str>, id: &str) -> HqResult<String> {
+    let stores: Vec<String> = conn
+        .prepare("SELECT store_id FROM tickets WHERE id = ?1 AND (?2 IS NULL OR store_id = ?2)")?
+        .query_map(params![id, store], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    crate::hq::one_ticket_store(stores, store, id)
+}
+
+fn record_reply(
+    tx: &Transaction<'_>,
+    store: &str,
+    ticket: &str,
+    reply: &TicketReply,
+    now_ms: i64,
+) -> DbResult<()> {
+    tx.execute(
+        "INSERT INTO ticket_replies (store_id, ticket_id, event_id, author, message, status, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            store,
+            ticket,
+            reply.event_id,
+            reply.author,
+            reply.message,
+            reply.status,
+            now_ms
+        ],
+    )?;
+    tx.execute(
+        "UPDATE tickets SET status = coalesce(?3, 'answered') WHERE store_id = ?1 AND id = ?2",
+        params![store, ticket, reply.status],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Generated secrets (store tokens, device passwords, API tokens, session ids): generation and
+//! the hash kept at rest. 192 bits of randomness make a fast SHA-256 at rest enough. Shared by the
+//! store's `auth` and HQ, which otherwise have nothing in common but the wire protocol.
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// A random secret: 24 bytes, URL-safe base64 (32 characters), with a readable prefix.
+pub fn generate_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Hash for high-entropy generated secrets.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time comparison of two hex digests.
+pub fn digest_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
