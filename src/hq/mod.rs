@@ -29,7 +29,20 @@ use storage::{Authored, Storage, TicketReply};
 /// in `data_dir`.
 pub async fn open_storage(config: &HqServerConfig) -> anyhow::Result<Storage> {
     if !config.database_url.is_empty() {
-        anyhow::bail!("hq_server.database_url: PostgreSQL storage is not built yet");
+        #[cfg(feature = "postgres")]
+        {
+            let pg = storage::postgres::PgStorage::connect(
+                config.database_url.expose(),
+                config.retain_events,
+            )
+            .await
+            .context("hq_server.database_url")?;
+            return Ok(Arc::new(pg));
+        }
+        #[cfg(not(feature = "postgres"))]
+        anyhow::bail!(
+            "hq_server.database_url: this storebox was built without PostgreSQL support (cargo feature `postgres`)"
+        );
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;

@@ -419,7 +419,83 @@ impl Drop for KillOnDrop {
 
 /// A `storebox hq` process (the reference HQ) on loopback with its own data dir. Killed on drop.
 /// The first launch binds port 0; relaunches reuse the same port so stores find it again.
+/// The storage engine a test HQ runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database for one test HQ (dropped with it) on the server `scripts/test`
+/// starts, or `STOREBOX_TEST_PG`. A server that cannot be reached fails the test.
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+fn pg_block<T>(f: impl std::future::Future<Output = T> + Send + 'static) -> T
+where
+    T: Send + 'static,
+{
+    // A thread and runtime of its own: callers may or may not be inside a runtime.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
+impl PgDb {
+    pub fn new() -> PgDb {
+        let admin = std::env::var("STOREBOX_TEST_PG")
+            .unwrap_or_else(|_| "postgres://storebox:storebox@127.0.0.1:5432/postgres".into());
+        let name = format!("hqit_{}", rand_u64());
+        let (a, n) = (admin.clone(), name.clone());
+        pg_block(async move {
+            let (c, conn) = tokio_postgres::connect(&a, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is needed for the HQ tests and is not reachable at {a}: {e}; \
+                         run scripts/test (it installs and starts it) or set STOREBOX_TEST_PG"
+                    )
+                });
+            tokio::spawn(conn);
+            c.batch_execute(&format!("CREATE DATABASE {n}"))
+                .await
+                .unwrap();
+        });
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        PgDb {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (a, n) = (self.admin.clone(), self.name.clone());
+        pg_block(async move {
+            if let Ok((c, conn)) = tokio_postgres::connect(&a, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = c
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
+                    .await;
+            }
+        });
+    }
+}
+
 pub struct Hq {
+    pub engine: Engine,
+    pg: Option<std::sync::Arc<PgDb>>,
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
     child: Option<Child>,
@@ -436,8 +512,32 @@ impl Hq {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Hq {
+        Self::start_on(Engine::Sqlite, env)
+    }
+
+    /// An HQ on `engine` (PostgreSQL: a fresh database of its own).
+    pub fn start_on(engine: Engine, env: &[(&str, &str)]) -> Hq {
+        let pg = (engine == Engine::Postgres).then(|| std::sync::Arc::new(PgDb::new()));
+        Self::start_node(engine, pg, env)
+    }
+
+    /// Another HQ node on the same PostgreSQL database as `self` (a stateless node).
+    pub fn another_node(&self) -> Hq {
+        let env: Vec<(&str, &str)> = self
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut node = Self::start_node(self.engine, self.pg.clone(), &env);
+        node.admin = self.admin.clone();
+        node
+    }
+
+    fn start_node(engine: Engine, pg: Option<std::sync::Arc<PgDb>>, env: &[(&str, &str)]) -> Hq {
         let tmp = tempfile::tempdir().unwrap();
         let mut hq = Hq {
+            engine,
+            pg,
             dir: tmp.path().to_path_buf(),
             _tmp: tmp,
             child: None,
@@ -468,6 +568,9 @@ impl Hq {
             ),
             ("STOREBOX_LOG__LEVEL".into(), "info".into()),
         ];
+        if let Some(pg) = &self.pg {
+            v.push(("STOREBOX_HQ_SERVER__DATABASE_URL".into(), pg.url.clone()));
+        }
         v.extend(self.extra_env.iter().cloned());
         v
     }
@@ -583,8 +686,53 @@ impl Hq {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.join("hq.db")).unwrap()
+    /// Appends events for all stores straight into HQ's storage, bypassing its validation.
+    pub fn inject_raw_events(&self, events: &[(&str, &str, &str)]) {
+        match &self.pg {
+            None => {
+                let c = rusqlite::Connection::open(self.dir.join("hq.db")).unwrap();
+                for (id, t, p) in events {
+                    c.execute(
+                        "INSERT INTO hq_events (id, type, payload, all_stores, created_ms) VALUES (?1, ?2, ?3, 1, 0)",
+                        rusqlite::params![id, t, p],
+                    )
+                    .unwrap();
+                }
+            }
+            Some(pg) => {
+                let url = pg.url.clone();
+                let events: Vec<(String, String, String)> = events
+                    .iter()
+                    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+                    .collect();
+                pg_block(async move {
+                    let (mut c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    let tx = c.transaction().await.unwrap();
+                    for (id, t, p) in &events {
+                        let seq: i64 = tx
+                            .query_one(
+                                "UPDATE hq_meta SET value = value + 1 WHERE key = 'head' RETURNING value",
+                                &[],
+                            )
+                            .await
+                            .unwrap()
+                            .get(0);
+                        tx.execute(
+                            "INSERT INTO hq_events (seq, id, type, payload, all_stores, created_ms)
+                             VALUES ($1, $2, $3, $4, true, 0)",
+                            &[&seq, id, t, p],
+                        )
+                        .await
+                        .unwrap();
+                    }
+                    tx.batch_execute("NOTIFY storebox_hq_feed").await.unwrap();
+                    tx.commit().await.unwrap();
+                });
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, Device, Hq, StoreBox};
+use crate::support::{eventually, Device, Engine, Hq, StoreBox};
 
 fn start_store(hq: &Hq, id: &str, token: &str, extra: &[(&str, &str)]) -> StoreBox {
     let mut env = hq.store_env(id, token);
@@ -35,9 +35,8 @@ async fn price_of(sb: &StoreBox, sku: &str) -> Option<i64> {
     (s == 200).then(|| v["price"].as_i64()).flatten()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn price_authored_at_hq_is_served_by_the_online_store_within_2s() {
-    let hq = Hq::start();
+async fn price_authored_at_hq_is_served_by_the_online_store_within_2s(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
     let token = hq.add_store("s1", "pilot");
     let sb = start_store(&hq, "s1", &token, &[]);
     let status = synced_to(&sb, 0, 20).await;
@@ -105,7 +104,15 @@ async fn price_authored_at_hq_is_served_by_the_online_store_within_2s() {
     let st = &stores["stores"][0];
     assert_eq!(st["id"], "s1");
     assert_eq!(st["group"], "pilot");
-    let page = reqwest::get(format!("{}/", hq.http))
+    // The fleet page shows nothing of the fleet without the admin token.
+    let anonymous = reqwest::get(format!("{}/", hq.http)).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let page = anonymous.text().await.unwrap();
+    assert!(!page.contains("s1"), "{page}");
+    let page = reqwest::Client::new()
+        .get(format!("{}/", hq.http))
+        .bearer_auth(&hq.admin)
+        .send()
         .await
         .unwrap()
         .text()
@@ -146,9 +153,10 @@ async fn hq_checkouts(hq: &Hq, store: &str) -> Vec<Value> {
 
 /// HQ is down while the store records 10,000 checkouts; HQ comes back, is killed with SIGKILL in
 /// the middle of the ingest and comes back again: every checkout arrives exactly once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_checkouts_recorded_while_hq_is_down_arrive_exactly_once_in_order() {
-    let mut hq = Hq::start();
+async fn ten_thousand_checkouts_recorded_while_hq_is_down_arrive_exactly_once_in_order(
+    engine: Engine,
+) {
+    let mut hq = Hq::start_on(engine, &[]);
     let token = hq.add_store("s1", "");
     let sb = start_store(&hq, "s1", &token, &[("STOREBOX_HQ__BATCH_SIZE", "250")]);
     seed_catalog(&hq, &sb).await;
@@ -270,9 +278,10 @@ async fn import_csv(hq: &Hq, target: &str, csv: String) -> (u16, Value) {
 /// A store killed with SIGKILL at random moments during a 50,000-event catch-up ends with the
 /// same catalog and prices as a store that never crashed, and applied nothing twice (the
 /// `received` arrival counter of every price record matches, which a repeated event would shift).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_crashed() {
-    let hq = Hq::start();
+async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_crashed(
+    engine: Engine,
+) {
+    let hq = Hq::start_on(engine, &[]);
     let ta = hq.add_store("crashy", "");
     let tb = hq.add_store("steady", "");
     let extra = [("STOREBOX_HQ__FEED_BATCH_SIZE", "500")];
@@ -349,9 +358,8 @@ async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_c
 
 /// A new store bootstraps from the snapshot; a store whose cursor HQ no longer keeps gets 410 and
 /// rebuilds from the snapshot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_store_bootstraps_from_snapshot_and_a_stale_cursor_rebuilds_after_410() {
-    let hq = Hq::start_with(&[("STOREBOX_HQ_SERVER__RETAIN_EVENTS", "5")]);
+async fn new_store_bootstraps_from_snapshot_and_a_stale_cursor_rebuilds_after_410(engine: Engine) {
+    let hq = Hq::start_on(engine, &[("STOREBOX_HQ_SERVER__RETAIN_EVENTS", "5")]);
     let token = hq.add_store("late", "north");
     hq.author(
         json!({"all":true}),
@@ -421,9 +429,8 @@ async fn new_store_bootstraps_from_snapshot_and_a_stale_cursor_rebuilds_after_41
 /// Prices for the coming days delivered ahead, then HQ stopped: each activates at its instant.
 /// (Near-future instants, seconds ahead, on the real clock: the store has no controllable clock
 /// in a process test.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prices_delivered_ahead_activate_at_their_instant_with_hq_stopped() {
-    let mut hq = Hq::start();
+async fn prices_delivered_ahead_activate_at_their_instant_with_hq_stopped(engine: Engine) {
+    let mut hq = Hq::start_on(engine, &[]);
     let token = hq.add_store("s1", "");
     let sb = start_store(&hq, "s1", &token, &[]);
     synced_to(&sb, 0, 20).await;
@@ -470,9 +477,8 @@ async fn prices_delivered_ahead_activate_at_their_instant_with_hq_stopped() {
 /// HQ data that fails validation is quarantined with its reason and reported to HQ; sync goes on.
 /// HQ's own authoring refuses such events, so they are written straight into HQ's log here (as
 /// another HQ implementation might send them).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_hq_events_are_quarantined_reported_and_sync_goes_on() {
-    let hq = Hq::start();
+async fn invalid_hq_events_are_quarantined_reported_and_sync_goes_on(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
     let token = hq.add_store("s1", "");
     let sb = start_store(&hq, "s1", &token, &[("STOREBOX_HQ__POLL_WAIT_SECS", "1")]);
     synced_to(&sb, 0, 20).await;
@@ -503,29 +509,22 @@ async fn invalid_hq_events_are_quarantined_reported_and_sync_goes_on() {
     let (_, stores) = hq.get("/hq/v1/stores").await;
     assert_eq!(stores["head"], 0, "nothing applied");
 
-    {
-        let c = hq.db();
-        for (id, t, p) in [
-            (
-                "bad-1",
-                "price.set",
-                r#"{"id":"p1","sku":"1","price":-5,"starts_at":"2020-01-01T00:00:00Z"}"#,
-            ),
-            ("bad-2", "price.teleport", r#"{}"#),
-            ("bad-3", "catalog.upsert", r#"{"sku":"1"}"#),
-            (
-                "ok-4",
-                "catalog.upsert",
-                r#"{"sku":"9","name":"Nine","unit":"each"}"#,
-            ),
-        ] {
-            c.execute(
-                "INSERT INTO hq_events (id, type, payload, all_stores, created_ms) VALUES (?1, ?2, ?3, 1, 0)",
-                rusqlite::params![id, t, p],
-            )
-            .unwrap();
-        }
-    }
+    // Events HQ's validation would refuse, written straight into its storage (as a faulty or
+    // foreign HQ might send them).
+    hq.inject_raw_events(&[
+        (
+            "bad-1",
+            "price.set",
+            r#"{"id":"p1","sku":"1","price":-5,"starts_at":"2020-01-01T00:00:00Z"}"#,
+        ),
+        ("bad-2", "price.teleport", r#"{}"#),
+        ("bad-3", "catalog.upsert", r#"{"sku":"1"}"#),
+        (
+            "ok-4",
+            "catalog.upsert",
+            r#"{"sku":"9","name":"Nine","unit":"each"}"#,
+        ),
+    ]);
     synced_to(&sb, 4, 20).await;
     let (s, item9) = sb.get("/api/v1/catalog/9").await;
     assert_eq!(s, 200, "valid event after bad ones applied: {item9}");
@@ -549,9 +548,8 @@ async fn invalid_hq_events_are_quarantined_reported_and_sync_goes_on() {
 
 /// A wrong token is refused by HQ and shown in the store's sync status; a redirect to a host off
 /// the allow-list is refused and never contacted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_token_and_redirect_off_the_allow_list_are_refused() {
-    let hq = Hq::start();
+async fn wrong_token_and_redirect_off_the_allow_list_are_refused(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
     hq.add_store("s1", "");
     let sb = start_store(&hq, "s1", "not-the-token", &[]);
     let s = eventually(20, "token refusal shown", || async {
@@ -623,9 +621,8 @@ async fn wrong_token_and_redirect_off_the_allow_list_are_refused() {
 
 /// A ticket opened at the store reaches HQ with its diagnostics; HQ's reply comes back. The box's
 /// telemetry rollup reaches HQ's fleet view.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticket_round_trip_and_rollup_reach_hq() {
-    let hq = Hq::start();
+async fn ticket_round_trip_and_rollup_reach_hq(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
     let token = hq.add_store("s1", "");
     let sb = start_store(
         &hq,
@@ -676,3 +673,36 @@ async fn ticket_round_trip_and_rollup_reach_hq() {
     assert!(rollup["box"]["checkouts_per_minute"].is_i64(), "{rollup}");
     assert!(rollup["box"]["devices_offline"].is_i64(), "{rollup}");
 }
+
+/// Every test above runs against HQ on each storage engine.
+macro_rules! on_each_engine {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Engine::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Engine::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_each_engine!(
+    price_authored_at_hq_is_served_by_the_online_store_within_2s,
+    ten_thousand_checkouts_recorded_while_hq_is_down_arrive_exactly_once_in_order,
+    store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_crashed,
+    new_store_bootstraps_from_snapshot_and_a_stale_cursor_rebuilds_after_410,
+    prices_delivered_ahead_activate_at_their_instant_with_hq_stopped,
+    invalid_hq_events_are_quarantined_reported_and_sync_goes_on,
+    wrong_token_and_redirect_off_the_allow_list_are_refused,
+    ticket_round_trip_and_rollup_reach_hq,
+);

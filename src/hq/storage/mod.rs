@@ -9,6 +9,9 @@
 
 pub mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -263,3 +263,195 @@ fn migrating_an_old_hq_database_keys_its_tickets_by_store() {
         (Some("s1"), 1)
     );
 }
+
+/// The PostgreSQL server the tests use: `STOREBOX_TEST_PG` (an URL whose role may create
+/// databases), by default the one `scripts/test` sets up on this machine. Each test gets a fresh
+/// database of its own, dropped at the end.
+#[cfg(feature = "postgres")]
+pub(crate) mod pgtest {
+    pub const DEFAULT_URL: &str = "postgres://storebox:storebox@127.0.0.1:5432/postgres";
+
+    pub struct TestDb {
+        pub url: String,
+        admin: String,
+        name: String,
+    }
+
+    fn admin_url() -> String {
+        std::env::var("STOREBOX_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.to_string())
+    }
+
+    pub async fn admin() -> tokio_postgres::Client {
+        let url = admin_url();
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is needed for the HQ tests and is not reachable at {url}: {e}; \
+                     run scripts/test (it installs and starts it) or set STOREBOX_TEST_PG"
+                )
+            });
+        tokio::spawn(conn);
+        c
+    }
+
+    impl TestDb {
+        pub async fn new() -> TestDb {
+            let admin_url = admin_url();
+            let name = format!("hqtest_{}", uuid::Uuid::new_v4().simple());
+            admin()
+                .await
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(b, _)| b);
+            TestDb {
+                url: format!("{base}/{name}"),
+                admin: admin_url.clone(),
+                name,
+            }
+        }
+    }
+
+    /// Drops the database (connections still open are ended). Tests run on a multi-thread runtime
+    /// so that the storage's tasks, aborted when it was dropped, finish meanwhile.
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // A thread of its own: Drop may run inside or outside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((c, conn)) =
+                        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = c
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::pgtest::TestDb;
+    use super::*;
+    use crate::hq::storage::postgres::PgStorage;
+
+    async fn open(db: &TestDb, retain: u64) -> PgStorage {
+        PgStorage::connect(&db.url, retain).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_feed_snapshot() {
+        let db = TestDb::new().await;
+        feed_snapshot_and_retention(&open(&db, 0).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_retention() {
+        let db = TestDb::new().await;
+        retention(&open(&db, 2).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_ingest() {
+        let db = TestDb::new().await;
+        ingest_is_idempotent(&open(&db, 0).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_tickets() {
+        let db = TestDb::new().await;
+        tickets_are_per_store(&open(&db, 0).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_migrate_at_once_and_see_each_others_events() {
+        let db = TestDb::new().await;
+        let (a, b) = tokio::join!(open(&db, 0), open(&db, 0));
+        a.add_store("s1", "", 0).await.unwrap();
+        let mut changes = b.changes();
+        let seqs = a
+            .author(&Target::All { all: true }, vec![item("1")], 0)
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while *changes.borrow_and_update() < seqs[0] {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("node b learns of node a's event within 2 s");
+    }
+
+    /// 8 writers on 2 nodes author while a reader follows one store's feed: every event arrives
+    /// exactly once, in seq order, none skipped although transactions commit out of order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publishers_on_two_nodes_never_make_a_reader_skip() {
+        let db = TestDb::new().await;
+        let nodes = [Arc::new(open(&db, 0).await), Arc::new(open(&db, 0).await)];
+        nodes[0].add_store("s1", "g", 0).await.unwrap();
+        const WRITERS: usize = 8;
+        const EACH: usize = 40;
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let node = nodes[w % 2].clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    // Batches of 1-3 events, to all, the group or the store: all reach s1.
+                    let target = match i % 3 {
+                        0 => Target::All { all: true },
+                        1 => Target::Groups {
+                            groups: vec!["g".into()],
+                        },
+                        _ => Target::Stores {
+                            stores: vec!["s1".into()],
+                        },
+                    };
+                    let n = 1 + (i % 3);
+                    let events = (0..n).map(|k| item(&format!("w{w}-{i}-{k}"))).collect();
+                    node.author(&target, events, 0).await.unwrap();
+                }
+            }));
+        }
+        let expected: usize = WRITERS * (0..EACH).map(|i| 1 + (i % 3)).sum::<usize>();
+        let reader = nodes[1].clone();
+        let s1 = StoreIdent {
+            id: "s1".into(),
+            group: "g".into(),
+        };
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.len() < expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reader stalled at {}",
+                seen.len()
+            );
+            let page = reader.feed(&s1, cursor, 7).await.unwrap();
+            for e in &page.events {
+                seen.push(e.seq);
+            }
+            cursor = page.next;
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let page = reader.feed(&s1, cursor, 1000).await.unwrap();
+        assert!(page.events.is_empty(), "nothing beyond the expected events");
+        let want: Vec<i64> = (1..=expected as i64).collect();
+        assert_eq!(seen, want, "every event once, in order, no gap");
+    }
+}
