@@ -162,17 +162,20 @@ where
         tokens: Arc::default(),
         promotions,
         price_answers: price_answers.clone(),
+        password_checks: Arc::new(tokio::sync::Semaphore::new(config.http.max_password_checks)),
     });
     let live_changes = device_changes;
-    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = web::router(state);
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(web::serve::run(
+        listener,
+        app,
+        web::serve::Limits::from_config(&config.http),
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let running = Running {
         http: http_addr,

@@ -128,6 +128,19 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Minutes a staff session stays valid without activity.
     pub session_minutes: u32,
+    /// Seconds a client has to send a request's headers, and the longest a kept-alive connection
+    /// waits for its next request.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may pass with no byte read or written before it is closed (server-sent
+    /// event streams send a keep-alive every 15 s).
+    pub idle_timeout_secs: u64,
+    /// Open HTTP connections from one client address; more are closed at once.
+    pub max_connections_per_client: usize,
+    /// Open HTTP connections in all.
+    pub max_connections: usize,
+    /// Password hashes (argon2, ~20 MB and ~50 ms each) computed at the same time; sign-ins beyond
+    /// wait for a turn.
+    pub max_password_checks: usize,
 }
 
 impl Default for HttpConfig {
@@ -135,6 +148,11 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().unwrap(),
             session_minutes: 480,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_connections_per_client: 64,
+            max_connections: 1024,
+            max_password_checks: 2,
         }
     }
 }
@@ -152,6 +170,10 @@ pub struct MqttConfig {
     /// Device messages waiting to be written to SQLite before new ones are refused (events are
     /// then resent by the device, telemetry counted as dropped).
     pub ingest_queue: usize,
+    /// Distinct subscription filters one device connection may hold.
+    pub max_subscriptions: usize,
+    /// QoS 2 messages one device connection may have received and not yet released (PUBREL).
+    pub max_inflight_qos2: usize,
 }
 
 impl Default for MqttConfig {
@@ -163,6 +185,8 @@ impl Default for MqttConfig {
             buffer_mb: 16,
             max_inflight: 100,
             ingest_queue: 50_000,
+            max_subscriptions: 8,
+            max_inflight_qos2: 100,
         }
     }
 }
@@ -239,6 +263,9 @@ pub struct LogConfig {
     pub dir: Option<PathBuf>,
     pub level: String,
     pub keep_days: u32,
+    /// Log lines per second from any one place in the code; the rest are counted and reported
+    /// as suppressed.
+    pub max_lines_per_sec: u32,
 }
 
 impl Default for LogConfig {
@@ -247,6 +274,7 @@ impl Default for LogConfig {
             dir: None,
             level: "info".into(),
             keep_days: 14,
+            max_lines_per_sec: 50,
         }
     }
 }
@@ -407,6 +435,62 @@ impl Config {
     /// Checks values serde cannot: returns the key and what is allowed.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, msg: String| Err((key.to_string(), msg));
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            (
+                "mqtt.max_subscriptions",
+                self.mqtt.max_subscriptions as u64,
+                1,
+                64,
+            ),
+            (
+                "mqtt.max_inflight_qos2",
+                self.mqtt.max_inflight_qos2 as u64,
+                1,
+                65535,
+            ),
+            (
+                "http.header_timeout_secs",
+                self.http.header_timeout_secs,
+                1,
+                300,
+            ),
+            (
+                "http.idle_timeout_secs",
+                self.http.idle_timeout_secs,
+                2,
+                86400,
+            ),
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client as u64,
+                1,
+                100_000,
+            ),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1,
+                100_000,
+            ),
+            (
+                "http.max_password_checks",
+                self.http.max_password_checks as u64,
+                1,
+                64,
+            ),
+            (
+                "log.max_lines_per_sec",
+                self.log.max_lines_per_sec as u64,
+                1,
+                1_000_000,
+            ),
+            ("log.keep_days", self.log.keep_days as u64, 1, 3650),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return bad(key, format!("{v} must be between {lo} and {hi}"));
+            }
+        }
         if self.version == 0 || self.version > CONFIG_VERSION {
             return bad(
                 "version",

@@ -422,6 +422,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         &config.log_dir(),
         "storebox",
         config.log.keep_days,
+        config.log.max_lines_per_sec,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -451,6 +452,7 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
         &log_dir,
         "storebox-hq",
         config.log.keep_days,
+        config.log.max_lines_per_sec,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,7 +8,7 @@
 //! decode time — independent of the router's in-memory log, which may skip messages for a slow
 //! subscriber. When the connection ends the guard is dropped, which tells presence tracking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -136,8 +136,24 @@ pub struct ConnLive {
 #[derive(Default)]
 pub struct Presence {
     next: AtomicU64,
-    pending: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
     live: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
+    /// Closes a device's broker connection now (set by `broker::start`).
+    kick: std::sync::OnceLock<flume::Sender<Arc<str>>>,
+}
+
+thread_local! {
+    /// The connection whose CONNECT this thread decoded last. rumqttd calls the auth callback
+    /// right after decoding CONNECT, in the same poll of the same task (no await in between), so
+    /// the callback finds its own connection here: two connections racing with one client id each
+    /// get their own verdict (a map keyed by client id let one overwrite the other).
+    static CONNECTING: std::cell::RefCell<Option<Arc<ConnLive>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// For the auth callback: the connection being authenticated, if its CONNECT carried `client_id`.
+pub fn take_connecting(client_id: &str) -> Option<Arc<ConnLive>> {
+    CONNECTING
+        .with(|c| c.borrow_mut().take())
+        .filter(|live| &*live.device == client_id)
 }
 
 impl Presence {
@@ -150,10 +166,42 @@ impl Presence {
         self.live.lock().len()
     }
 
-    /// Closes the device's connection at its next packet (used when a device is removed).
+    /// Closes the device's connection (used when a device is removed): at once through the
+    /// router, and at its next packet in any case.
     pub fn revoke(&self, device: &str) {
-        if let Some(c) = self.live.lock().get(device) {
-            c.revoked.store(true, Ordering::Relaxed);
+        let live = self.live.lock().get(device).cloned();
+        if let Some(c) = live {
+            if !c.revoked.swap(true, Ordering::Relaxed) {
+                if let Some(kick) = self.kick.get() {
+                    let _ = kick.send(c.device.clone());
+                }
+            }
+        }
+    }
+
+    /// Installs the channel [`Presence::revoke`] uses to close connections at once.
+    pub fn set_kicker(&self, kick: flume::Sender<Arc<str>>) {
+        let _ = self.kick.set(kick);
+    }
+}
+
+/// Per-connection bounds the guard enforces (docs/operations.md, "Bounds"); set from `[mqtt]`
+/// when the broker starts.
+#[derive(Debug)]
+pub struct ConnLimits {
+    /// Distinct subscription filters one connection may hold (`mqtt.max_subscriptions`).
+    pub max_subscriptions: AtomicUsize,
+    /// QoS 2 publications received and not yet released by PUBREL (`mqtt.max_inflight_qos2`).
+    /// rumqttd records every such publication until its PUBREL, whatever its packet id.
+    pub max_inflight_qos2: AtomicUsize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        let d = crate::config::MqttConfig::default();
+        ConnLimits {
+            max_subscriptions: AtomicUsize::new(d.max_subscriptions),
+            max_inflight_qos2: AtomicUsize::new(d.max_inflight_qos2),
         }
     }
 }
@@ -161,6 +209,7 @@ impl Presence {
 /// State shared by every guard of one broker.
 pub struct BrokerShared {
     pub metrics: Arc<Metrics>,
+    pub limits: ConnLimits,
     pub presence: Presence,
     pub max_payload: usize,
     pub clock: SharedClock,
@@ -186,6 +235,7 @@ impl BrokerShared {
         Arc::new(BrokerShared {
             metrics,
             presence: Presence::default(),
+            limits: ConnLimits::default(),
             max_payload,
             clock,
             ingest,
@@ -215,9 +265,9 @@ impl BrokerShared {
         self.clock.now().as_millisecond()
     }
 
-    /// Called by the broker's auth callback once the password was checked.
-    pub fn authenticated(&self, client_id: &str, ok: bool) {
-        let pending = self.presence.pending.lock().remove(client_id);
+    /// Called by the broker's auth callback once the password of `pending` (from
+    /// [`take_connecting`]) was checked.
+    pub fn authenticated(&self, pending: Option<Arc<ConnLive>>, ok: bool) {
         if let Some(p) = &pending {
             p.checked.store(true, Ordering::Relaxed);
         }
@@ -245,15 +295,6 @@ impl BrokerShared {
     }
 
     fn closed(&self, live: &Arc<ConnLive>, clean: bool, will: Option<Bytes>) {
-        {
-            let mut pending = self.presence.pending.lock();
-            if pending
-                .get(&live.device)
-                .is_some_and(|p| p.conn == live.conn)
-            {
-                pending.remove(&live.device);
-            }
-        }
         if !live.checked.load(Ordering::Relaxed) {
             // Closed before the auth callback ran: no login (anonymous) or a broken CONNECT.
             self.metrics.mqtt_auth_failures.inc();
@@ -321,6 +362,10 @@ enum Codec {
 struct ConnState {
     live: Arc<ConnLive>,
     aliases: HashMap<u16, Bytes>,
+    /// Distinct filters this connection subscribed to (unsubscribing does not give room back).
+    filters: HashSet<String>,
+    /// QoS 2 publications not yet released by PUBREL.
+    qos2_open: usize,
     will: Option<Bytes>,
     clean: bool,
 }
@@ -395,10 +440,36 @@ impl Protocol for Guard {
                 Some(_) => self.codec = Codec::V4,
             }
         }
+        // rumqttd keeps a PUBLISH's QoS private; read it from the fixed header.
+        let qos2 = stream
+            .first()
+            .is_some_and(|b| b >> 4 == 3 && (b >> 1) & 3 == 2);
         let packet = match self.codec {
             Codec::V5 => V5.read_mut(stream, max_size)?,
             _ => V4.read_mut(stream, max_size)?,
         };
+        if let Some(state) = self.state.as_mut() {
+            match &packet {
+                Packet::Publish(..) if qos2 => {
+                    state.qos2_open += 1;
+                    let cap = self.shared.limits.max_inflight_qos2.load(Ordering::Relaxed);
+                    if state.qos2_open > cap {
+                        let device = state.live.device.clone();
+                        return Err(self.shared.deny(
+                            &device,
+                            "publish",
+                            "",
+                            format!(
+                                "more than {cap} QoS 2 messages in flight without PUBREL \
+                                 (mqtt.max_inflight_qos2)"
+                            ),
+                        ));
+                    }
+                }
+                Packet::PubRel(..) => state.qos2_open = state.qos2_open.saturating_sub(1),
+                _ => {}
+            }
+        }
         self.inspect(packet)
     }
 
@@ -444,14 +515,12 @@ impl Guard {
                     silent: AtomicBool::new(false),
                     checked: AtomicBool::new(false),
                 });
-                shared
-                    .presence
-                    .pending
-                    .lock()
-                    .insert(device.clone(), live.clone());
+                CONNECTING.with(|c| *c.borrow_mut() = Some(live.clone()));
                 self.state = Some(ConnState {
                     live,
                     aliases: HashMap::new(),
+                    filters: HashSet::new(),
+                    qos2_open: 0,
                     will: will.as_ref().map(|w| w.message.clone()),
                     clean: false,
                 });
@@ -564,11 +633,26 @@ impl Guard {
                     }
                     Packet::Subscribe(subscribe, props) => {
                         let device = state.live.device.clone();
+                        let cap = shared.limits.max_subscriptions.load(Ordering::Relaxed);
                         for f in &subscribe.filters {
                             if let Err(acl::Denied(reason)) =
                                 acl::authorize_subscribe(&device, &f.path)
                             {
                                 return Err(shared.deny(&device, "subscribe", &f.path, reason));
+                            }
+                            if !state.filters.contains(&f.path) {
+                                if state.filters.len() >= cap {
+                                    return Err(shared.deny(
+                                        &device,
+                                        "subscribe",
+                                        &f.path,
+                                        format!(
+                                            "more than {cap} subscriptions on one connection \
+                                             (mqtt.max_subscriptions)"
+                                        ),
+                                    ));
+                                }
+                                state.filters.insert(f.path.clone());
                             }
                         }
                         Ok(Packet::Subscribe(subscribe, props))
