@@ -213,6 +213,8 @@ pub struct HqConfig {
     pub telemetry_ttl_secs: u64,
     /// How often the box sends its `telemetry.rollup`, in seconds.
     pub rollup_interval_secs: u64,
+    /// Largest HQ answer the store reads, decompressed, in MiB (a snapshot is parsed whole).
+    pub max_response_mb: usize,
 }
 
 impl Default for HqConfig {
@@ -228,6 +230,7 @@ impl Default for HqConfig {
             feed_batch_size: 5000,
             telemetry_ttl_secs: 86_400,
             rollup_interval_secs: 60,
+            max_response_mb: 64,
         }
     }
 }
@@ -435,7 +438,13 @@ impl Config {
     /// Checks values serde cannot: returns the key and what is allowed.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, msg: String| Err((key.to_string(), msg));
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            (
+                "hq.max_response_mb",
+                self.hq.max_response_mb as u64,
+                1,
+                4096,
+            ),
             (
                 "mqtt.max_subscriptions",
                 self.mqtt.max_subscriptions as u64,

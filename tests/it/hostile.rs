@@ -430,3 +430,64 @@ async fn a_flood_of_one_log_line_is_rate_limited() {
     );
     assert!(refused >= 5, "some refusals are still logged");
 }
+
+/// A fake HQ that answers every request with `body`, gzip-compressed.
+async fn gzip_hq(body: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&body).unwrap();
+    let gz = std::sync::Arc::new(gz.finish().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let gz = gz.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    gz.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.write_all(&gz).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_answers_are_capped_by_their_decompressed_size() {
+    // A valid, empty snapshot padded with 20 MB of spaces: about 20 KB compressed.
+    let mut body = br#"{"cursor":0,"events":[]"#.to_vec();
+    body.resize(body.len() + 20 * 1024 * 1024, b' ');
+    body.extend_from_slice(br#","next":0}"#);
+    let (url, hq) = gzip_hq(body).await;
+    let sb = StoreBox::start_with(&[
+        ("STOREBOX_HQ__URL", url.as_str()),
+        ("STOREBOX_HQ__TOKEN", "store-token"),
+        ("STOREBOX_HQ__RETRY_MAX_SECS", "1"),
+        ("STOREBOX_HQ__MAX_RESPONSE_MB", "1"),
+    ]);
+    let err = eventually(15, "the sync attempt fails on the size cap", || async {
+        let (_, v) = sb.get("/api/v1/sync").await;
+        v["last_error"]
+            .as_str()
+            .filter(|e| e.contains("hq.max_response_mb"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(err.contains("1 MiB"), "{err}");
+    hq.abort();
+}
