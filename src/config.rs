@@ -269,6 +269,8 @@ pub struct LogConfig {
     /// Log lines per second from any one place in the code; the rest are counted and reported
     /// as suppressed.
     pub max_lines_per_sec: u32,
+    /// MiB of log lines written to the day's file; the rest of the day goes to stderr only.
+    pub max_day_mb: u64,
 }
 
 impl Default for LogConfig {
@@ -278,6 +280,7 @@ impl Default for LogConfig {
             level: "info".into(),
             keep_days: 14,
             max_lines_per_sec: 50,
+            max_day_mb: 100,
         }
     }
 }
@@ -438,7 +441,8 @@ impl Config {
     /// Checks values serde cannot: returns the key and what is allowed.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, msg: String| Err((key.to_string(), msg));
-        let ranges: [(&str, u64, u64, u64); 10] = [
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            ("log.max_day_mb", self.log.max_day_mb, 1, 100_000),
             (
                 "hq.max_response_mb",
                 self.hq.max_response_mb as u64,

@@ -139,6 +139,10 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn main() -> ExitCode {
+    // Files and directories storebox creates (data dir, database, backups, logs, keys) are the
+    // service user's alone, also when run by hand outside systemd (whose unit sets UMask=0077):
+    // the database holds password hashes and the log the first-run setup code.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,8 +315,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     password_stdin,
                 } => {
                     let (password, generated) = read_or_generate_password(password_stdin)?;
+                    auth::validate_username(&name)?;
+                    auth::validate_password(&password)?;
+                    // Hashed before the write: the database stays unlocked for the server.
+                    let hash = auth::hash_password(&password);
                     db.write_blocking(|c| {
-                        let r = auth::add_user(c, &name, &password, role, now_ms());
+                        let r = auth::add_user_hashed(c, &name, &hash, role, now_ms());
                         if r.is_ok() {
                             audit::record(c, now_ms(), "cli", "user.add", &name, role.as_str())?;
                         }
@@ -338,8 +346,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     password_stdin,
                 } => {
                     let (password, generated) = read_or_generate_password(password_stdin)?;
+                    auth::validate_password(&password)?;
+                    let hash = auth::hash_password(&password);
                     db.write_blocking(|c| {
-                        let r = auth::set_password(c, &name, &password);
+                        let r = auth::set_password_hash(c, &name, &hash);
                         if r.is_ok() {
                             audit::record(c, now_ms(), "cli", "user.passwd", &name, "")?;
                         }
@@ -423,6 +433,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         "storebox",
         config.log.keep_days,
         config.log.max_lines_per_sec,
+        config.log.max_day_mb,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -453,6 +464,7 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
         "storebox-hq",
         config.log.keep_days,
         config.log.max_lines_per_sec,
+        config.log.max_day_mb,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -492,7 +492,7 @@ impl Guard {
                 let device: Arc<str> = Arc::from(connect.client_id.as_str());
                 if !acl::valid_device_id(&device) {
                     shared.metrics.mqtt_auth_failures.inc();
-                    tracing::warn!(client_id = %device, "mqtt: refused client id that is not a device id");
+                    tracing::warn!(client_id = ?device, "mqtt: refused client id that is not a device id");
                     return Err(Error::InvalidProtocol);
                 }
                 if let Some(w) = &will {

@@ -292,7 +292,7 @@ pub async fn start(
                 && acl::valid_device_id(&username)
                 && crate::devices::registry::check_secret(&db, &username, &password).await;
             if !ok {
-                tracing::warn!(client_id = %client_id, username = %username, "mqtt: login refused");
+                tracing::warn!(client_id = ?client_id, username = ?username, "mqtt: login refused");
             }
             shared.authenticated(pending, ok);
             ok

@@ -132,6 +132,82 @@ impl Throttle {
     }
 }
 
+/// The log file writer with a daily size cap: tracing-appender rotates by day only, so one busy
+/// day could fill the disk. Past `cap` bytes in a (UTC) day, file lines are left out until the
+/// next day's file, after one line saying so; stderr (journald, which has caps of its own) still
+/// gets everything. The files therefore take at most `keep_days × cap` bytes.
+pub struct DayCapped<M> {
+    inner: M,
+    cap: u64,
+    /// (day number, bytes written that day, whether the notice was written).
+    day: std::sync::Arc<Mutex<(u64, u64, bool)>>,
+}
+
+impl<M> DayCapped<M> {
+    pub fn new(inner: M, cap: u64) -> Self {
+        DayCapped {
+            inner,
+            cap,
+            day: Default::default(),
+        }
+    }
+}
+
+fn utc_day() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+pub struct DayCappedWriter<W> {
+    inner: W,
+    cap: u64,
+    day: std::sync::Arc<Mutex<(u64, u64, bool)>>,
+}
+
+impl<W: std::io::Write> std::io::Write for DayCappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let today = utc_day();
+        let mut d = self.day.lock();
+        if d.0 != today {
+            *d = (today, 0, false);
+        }
+        if d.1 + buf.len() as u64 > self.cap {
+            if !d.2 {
+                d.2 = true;
+                let _ = self.inner.write_all(
+                    format!(
+                        "storebox: {} MiB of log lines written today (log.max_day_mb); further lines go to stderr/journald only until tomorrow's file\n",
+                        self.cap / (1024 * 1024)
+                    )
+                    .as_bytes(),
+                );
+            }
+            return Ok(buf.len());
+        }
+        d.1 += buf.len() as u64;
+        drop(d);
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<'a, M: fmt::MakeWriter<'a>> fmt::MakeWriter<'a> for DayCapped<M> {
+    type Writer = DayCappedWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        DayCappedWriter {
+            inner: self.inner.make_writer(),
+            cap: self.cap,
+            day: self.day.clone(),
+        }
+    }
+}
+
 /// Stderr only, for one-shot commands.
 pub fn init_stderr(level: &str) {
     let _ = tracing_subscriber::registry()
@@ -151,6 +227,7 @@ pub fn init_service(
     prefix: &str,
     keep_days: u32,
     max_lines_per_sec: u32,
+    max_day_mb: u64,
 ) -> anyhow::Result<LogGuard> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
@@ -170,7 +247,11 @@ pub fn init_service(
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr),
         )
-        .with(fmt::layer().with_ansi(false).with_writer(writer))
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(DayCapped::new(writer, max_day_mb * 1024 * 1024)),
+        )
         .try_init();
     Ok(LogGuard { _file: guard })
 }
@@ -194,6 +275,36 @@ mod tests {
         let admitted = (0..1000).filter(|_| limit.admit(id.clone()).0).count();
         assert_eq!(admitted, 3, "at most max lines in one second");
         assert_eq!(limit.seen.lock()[&id].2, 997);
+    }
+
+    #[test]
+    fn file_lines_past_the_daily_cap_are_left_out_with_one_notice() {
+        use std::io::Write;
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let to_sink = sink.clone();
+        let capped = DayCapped::new(move || to_sink.clone(), 1000);
+        let line = [b'#'; 99];
+        for _ in 0..50 {
+            let mut w = fmt::MakeWriter::make_writer(&capped);
+            assert_eq!(w.write(&line).unwrap(), 99, "writers never see an error");
+        }
+        let out = sink.0.lock().clone();
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("log.max_day_mb").count(), 1, "one notice");
+        let kept = out.iter().filter(|&&b| b == b'#').count();
+        assert_eq!(kept, 10 * 99, "lines up to the cap are kept");
+        assert!(out.len() < 1000 + 200);
     }
 
     #[test]

@@ -491,3 +491,69 @@ async fn hq_answers_are_capped_by_their_decompressed_size() {
     assert!(err.contains("1 MiB"), "{err}");
     hq.abort();
 }
+
+#[test]
+fn files_created_outside_systemd_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A data dir created by hand-run commands (no systemd UMask=0077).
+    let (s, out, err) = cli(&dir, &["token", "add", "t", "--role", "admin"], None);
+    assert!(s.success(), "{out}{err}");
+    assert_eq!(mode(&dir), 0o700, "data dir");
+    assert_eq!(mode(&dir.join("storebox.db")), 0o600, "database");
+    // A backup holds password hashes and tokens too.
+    let backup = tmp.path().join("store-backup.db");
+    let (s, out, err) = cli(&dir, &["backup", backup.to_str().unwrap()], None);
+    assert!(s.success(), "{out}{err}");
+    assert_eq!(mode(&backup), 0o600, "backup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_outside_are_logged_escaped() {
+    let sb = StoreBox::start();
+    // A sign-in whose user name carries a forged log line.
+    let r = sb
+        .client()
+        .post(format!("{}/api/v1/session", sb.http))
+        .json(&json!({"username": "x\nFORGED-HTTP admin signed in", "password": "whatever-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // MQTT logins with a forged line in the user name and in a (refused) client id.
+    for (id, user) in [
+        ("lane-1", "lane-1\nFORGED-MQTT-USER"),
+        ("bad\nFORGED-MQTT-ID", "bad"),
+    ] {
+        let mut b = Vec::new();
+        mqtt_str("MQTT", &mut b);
+        b.push(4);
+        b.push(0b1100_0010);
+        b.extend_from_slice(&30u16.to_be_bytes());
+        mqtt_str(id, &mut b);
+        mqtt_str(user, &mut b);
+        mqtt_str("pw", &mut b);
+        let mut s = TcpStream::connect(("127.0.0.1", sb.mqtt_port))
+            .await
+            .unwrap();
+        s.write_all(&packet(0x10, b)).await.unwrap();
+        assert!(closed_by_peer(&mut s, 5.0).await, "login {id:?} refused");
+    }
+    let log = eventually(5, "the three attempts logged", || async {
+        let e = sb.stderr();
+        (e.contains("sign-in failed")
+            && e.contains("mqtt: login refused")
+            && e.contains("not a device id"))
+        .then_some(e)
+    })
+    .await;
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "forged log line: {line:?}");
+    }
+    assert!(
+        log.contains("FORGED-HTTP"),
+        "the name is still logged, escaped"
+    );
+}
