@@ -81,6 +81,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub updates: UpdatesConfig,
+    pub tls: TlsConfig,
     pub hq_server: HqServerConfig,
 }
 
@@ -95,6 +96,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             updates: UpdatesConfig::default(),
+            tls: TlsConfig::default(),
             hq_server: HqServerConfig::default(),
         }
     }
@@ -174,6 +176,9 @@ pub struct MqttConfig {
     pub max_subscriptions: usize,
     /// QoS 2 messages one device connection may have received and not yet released (PUBREL).
     pub max_inflight_qos2: usize,
+    /// MQTT over TLS for devices (usually `0.0.0.0:8883`), with the `[tls]` certificate; the
+    /// plain `listen` stays for devices that cannot do TLS.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Default for MqttConfig {
@@ -187,6 +192,7 @@ impl Default for MqttConfig {
             ingest_queue: 50_000,
             max_subscriptions: 8,
             max_inflight_qos2: 100,
+            tls_listen: None,
         }
     }
 }
@@ -282,6 +288,22 @@ impl Default for LogConfig {
             max_lines_per_sec: 50,
             max_day_mb: 100,
         }
+    }
+}
+
+/// TLS for the staff UI/API (HTTPS on `http.listen`) and, with `mqtt.tls_listen`, for devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (the box's certificate first).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 
@@ -499,6 +521,28 @@ impl Config {
             ),
             ("log.keep_days", self.log.keep_days as u64, 1, 3650),
         ];
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together: give both or neither".into(),
+            );
+        }
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    return bad(key, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        if self.mqtt.tls_listen.is_some() && !self.tls.enabled() {
+            return bad(
+                "mqtt.tls_listen",
+                "needs a certificate: set tls.cert_file and tls.key_file".into(),
+            );
+        }
         for (key, v, lo, hi) in ranges {
             if !(lo..=hi).contains(&v) {
                 return bad(key, format!("{v} must be between {lo} and {hi}"));

@@ -442,9 +442,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async {
         storebox::app::serve(config, storebox::clock::system(), shutdown_signal(), |r| {
             let mut out = std::io::stdout().lock();
+            let tls = r
+                .mqtt_tls
+                .map(|a| format!(" mqtts=mqtts://{a}"))
+                .unwrap_or_default();
+            let scheme = if r.https { "https" } else { "http" };
             let _ = writeln!(
                 out,
-                "storebox ready http=http://{} mqtt=mqtt://{}",
+                "storebox ready http={scheme}://{} mqtt=mqtt://{}{tls}",
                 r.http, r.mqtt
             );
             let _ = out.flush();

@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod guard;
 pub mod nodelay;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

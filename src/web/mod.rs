@@ -15,6 +15,7 @@ pub mod prices;
 pub mod serve;
 pub mod session;
 pub mod support;
+pub mod tls;
 pub mod ui;
 pub mod users;
 

@@ -28,7 +28,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::ops::metrics::Metrics;
 
@@ -96,21 +96,21 @@ fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &Limits) -> Result<Slot, &
     })
 }
 
-/// A socket that remembers when a byte last went through it.
-struct Watched {
-    inner: TcpStream,
+/// A socket (plain or TLS) that remembers when a byte last went through it.
+struct Watched<S> {
+    inner: S,
     last: Arc<AtomicU64>,
     epoch: Instant,
 }
 
-impl Watched {
+impl<S> Watched<S> {
     fn touch(&self) {
         self.last
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -125,7 +125,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -182,6 +182,7 @@ pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -224,9 +225,21 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let mut stop = stop_rx.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             let _slot = slot;
-            serve_one(stream, peer, app, limits, &mut stop).await;
+            match tls {
+                None => serve_one(stream, peer, app, limits, &mut stop).await,
+                // The handshake is bounded like a request head.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => serve_one(tls, peer, app, limits, &mut stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https: handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "https: handshake timed out"),
+                    }
+                }
+            }
         });
     }
     drop(listener);
@@ -234,13 +247,15 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn serve_one(
-    stream: TcpStream,
+async fn serve_one<S>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     limits: Limits,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let io = Watched {

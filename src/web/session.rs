@@ -37,10 +37,13 @@ pub struct SessionInfo {
     pub csrf: String,
 }
 
-fn session_cookie(id: &str, max_age_s: i64) -> String {
+/// The session cookie; `Secure` when the box serves HTTPS (`[tls]`), so the browser never sends
+/// it over plain HTTP.
+fn session_cookie(id: &str, max_age_s: i64, secure: bool) -> String {
     format!(
-        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}",
-        sessions::COOKIE
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{}",
+        sessions::COOKIE,
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -113,7 +116,10 @@ pub async fn login(
         csrf,
     };
     Ok((
-        [(header::SET_COOKIE, session_cookie(&id, ttl / 1000))],
+        [(
+            header::SET_COOKIE,
+            session_cookie(&id, ttl / 1000, state.config.tls.enabled()),
+        )],
         Json(body),
     )
         .into_response())
@@ -150,7 +156,10 @@ pub async fn logout(
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session_cookie("", 0))],
+        [(
+            header::SET_COOKIE,
+            session_cookie("", 0, state.config.tls.enabled()),
+        )],
     )
         .into_response())
 }
