@@ -3,6 +3,7 @@
 //! `check-config`, the offline admin commands — sees the same settings and every mistake is reported
 //! with the key, the value and what is allowed.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -179,6 +180,19 @@ pub struct MqttConfig {
     /// MQTT over TLS for devices (usually `0.0.0.0:8883`), with the `[tls]` certificate; the
     /// plain `listen` stays for devices that cannot do TLS.
     pub tls_listen: Option<SocketAddr>,
+    /// Business event types each device kind may send, replacing the default of the kinds named
+    /// (`devices::registry::default_event_types`).
+    pub event_types: HashMap<String, Vec<String>>,
+}
+
+impl MqttConfig {
+    /// Whether a device of `kind` may send events of `event_type`.
+    pub fn event_allowed(&self, kind: &str, event_type: &str) -> bool {
+        match self.event_types.get(kind) {
+            Some(types) => types.iter().any(|t| t == event_type),
+            None => crate::devices::registry::default_event_types(kind).contains(&event_type),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -193,6 +207,7 @@ impl Default for MqttConfig {
             max_subscriptions: 8,
             max_inflight_qos2: 100,
             tls_listen: None,
+            event_types: HashMap::new(),
         }
     }
 }
@@ -535,6 +550,29 @@ impl Config {
                 if let Err(e) = std::fs::metadata(path) {
                     return bad(key, format!("cannot read {}: {e}", path.display()));
                 }
+            }
+        }
+        for (kind, types) in &self.mqtt.event_types {
+            if !crate::devices::registry::KINDS.contains(&kind.as_str()) {
+                return bad(
+                    "mqtt.event_types",
+                    format!(
+                        "{kind:?} is not a device kind ({})",
+                        crate::devices::registry::KINDS.join(", ")
+                    ),
+                );
+            }
+            if let Some(t) = types
+                .iter()
+                .find(|t| !crate::devices::payloads::EVENT_TYPES.contains(&t.as_str()))
+            {
+                return bad(
+                    "mqtt.event_types",
+                    format!(
+                        "{kind}: {t:?} is not a device event type ({})",
+                        crate::devices::payloads::EVENT_TYPES.join(", ")
+                    ),
+                );
             }
         }
         if self.mqtt.tls_listen.is_some() && !self.tls.enabled() {

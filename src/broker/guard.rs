@@ -130,6 +130,8 @@ pub struct ConnLive {
     pub silent: AtomicBool,
     /// The auth callback ran for this connection (whatever its verdict).
     checked: AtomicBool,
+    /// The device's kind, known once its login was accepted.
+    pub kind: std::sync::OnceLock<Arc<str>>,
 }
 
 /// Which connection currently speaks for each device.
@@ -210,6 +212,10 @@ impl Default for ConnLimits {
 pub struct BrokerShared {
     pub metrics: Arc<Metrics>,
     pub limits: ConnLimits,
+    /// `[mqtt]` as the broker started with it (event types per device kind).
+    pub mqtt_config: std::sync::OnceLock<crate::config::MqttConfig>,
+    /// The box's own publisher, for acks the guard answers itself.
+    pub publisher: std::sync::OnceLock<super::Publisher>,
     pub presence: Presence,
     pub max_payload: usize,
     pub clock: SharedClock,
@@ -236,6 +242,8 @@ impl BrokerShared {
             metrics,
             presence: Presence::default(),
             limits: ConnLimits::default(),
+            mqtt_config: std::sync::OnceLock::new(),
+            publisher: std::sync::OnceLock::new(),
             max_payload,
             clock,
             ingest,
@@ -267,9 +275,13 @@ impl BrokerShared {
 
     /// Called by the broker's auth callback once the password of `pending` (from
     /// [`take_connecting`]) was checked.
-    pub fn authenticated(&self, pending: Option<Arc<ConnLive>>, ok: bool) {
+    pub fn authenticated(&self, pending: Option<Arc<ConnLive>>, kind: Option<String>) {
+        let ok = kind.is_some();
         if let Some(p) = &pending {
             p.checked.store(true, Ordering::Relaxed);
+            if let Some(k) = kind {
+                let _ = p.kind.set(Arc::from(k));
+            }
         }
         if !ok {
             self.metrics.mqtt_auth_failures.inc();
@@ -366,6 +378,8 @@ struct ConnState {
     filters: HashSet<String>,
     /// QoS 2 publications not yet released by PUBREL.
     qos2_open: usize,
+    /// Event types refused for this device's kind on this connection (each reported once).
+    refused_types: HashSet<String>,
     will: Option<Bytes>,
     clean: bool,
 }
@@ -399,6 +413,45 @@ impl Drop for Guard {
             self.shared.closed(&state.live, state.clean, state.will);
         }
     }
+}
+
+/// A business event whose type the device's kind may not send.
+struct EventRefusal {
+    id: Option<String>,
+    event_type: String,
+    reason: String,
+}
+
+/// Checks an event's `type` against `mqtt.event_types` for the device's kind; `None` when it may
+/// send it, or when the payload is not a well-formed event (the ingest writer rejects those with
+/// the reason that names the field).
+fn event_of_wrong_kind(
+    shared: &BrokerShared,
+    live: &ConnLive,
+    payload: &[u8],
+) -> Option<EventRefusal> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: Option<String>,
+        #[serde(rename = "type")]
+        event_type: Option<String>,
+    }
+    let kind = live.kind.get()?;
+    let cfg = shared.mqtt_config.get()?;
+    let head: Head = serde_json::from_slice(payload).ok()?;
+    let event_type = head.event_type?;
+    if !crate::devices::payloads::EVENT_TYPES.contains(&event_type.as_str())
+        || cfg.event_allowed(kind, &event_type)
+    {
+        return None;
+    }
+    Some(EventRefusal {
+        id: head.id.filter(|id| !id.is_empty() && id.len() <= 128),
+        reason: format!(
+            "event type {event_type} is not allowed for a device of kind {kind} (mqtt.event_types)"
+        ),
+        event_type,
+    })
 }
 
 /// Reads the protocol level of a CONNECT packet at the start of `stream`:
@@ -514,6 +567,7 @@ impl Guard {
                     revoked: AtomicBool::new(false),
                     silent: AtomicBool::new(false),
                     checked: AtomicBool::new(false),
+                    kind: std::sync::OnceLock::new(),
                 });
                 CONNECTING.with(|c| *c.borrow_mut() = Some(live.clone()));
                 self.state = Some(ConnState {
@@ -521,6 +575,7 @@ impl Guard {
                     aliases: HashMap::new(),
                     filters: HashSet::new(),
                     qos2_open: 0,
+                    refused_types: HashSet::new(),
                     will: will.as_ref().map(|w| w.message.clone()),
                     clean: false,
                 });
@@ -613,6 +668,37 @@ impl Guard {
                                 },
                                 "rejected",
                             );
+                        } else if let Some(refusal) = (kind == TopicKind::Events)
+                            .then(|| event_of_wrong_kind(&shared, &state.live, &publish.payload))
+                            .flatten()
+                        {
+                            // Acked as rejected (the device stops resending), reported once per
+                            // type and connection, never stored or sent to HQ.
+                            let EventRefusal {
+                                id,
+                                event_type,
+                                reason,
+                            } = refusal;
+                            if let (Some(id), Some(publisher)) = (id, shared.publisher.get()) {
+                                publisher.publish(
+                                    format!("devices/{device}/events/ack"),
+                                    serde_json::json!({"id": id, "status": "rejected", "reason": reason})
+                                        .to_string(),
+                                );
+                            }
+                            Metrics::inc_kind(&shared.metrics.mqtt_acl_denied, "event");
+                            if state.refused_types.len() < 16
+                                && state.refused_types.insert(event_type)
+                            {
+                                tracing::warn!(device = %device, %reason, "mqtt: event refused");
+                                shared.signal(Signal::Denied {
+                                    device,
+                                    action: "event",
+                                    topic: topic.to_string(),
+                                    reason,
+                                    at_ms: now,
+                                });
+                            }
                         } else {
                             shared.queue(
                                 IngestItem::Message(Inbound {

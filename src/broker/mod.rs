@@ -223,6 +223,7 @@ pub async fn start(
         })?;
 
     raise_descriptor_limit();
+    let _ = shared.mqtt_config.set(cfg.clone());
     shared
         .limits
         .max_subscriptions
@@ -289,13 +290,16 @@ pub async fn start(
         // Synchronously, before the first await: see `guard::take_connecting`.
         let pending = guard::take_connecting(&client_id);
         async move {
-            let ok = client_id == username
-                && acl::valid_device_id(&username)
-                && crate::devices::registry::check_secret(&db, &username, &password).await;
-            if !ok {
+            let kind = if client_id == username && acl::valid_device_id(&username) {
+                crate::devices::registry::check_login(&db, &username, &password).await
+            } else {
+                None
+            };
+            if kind.is_none() {
                 tracing::warn!(client_id = ?client_id, username = ?username, "mqtt: login refused");
             }
-            shared.authenticated(pending, ok);
+            let ok = kind.is_some();
+            shared.authenticated(pending, kind);
             ok
         }
     });
@@ -306,7 +310,7 @@ pub async fn start(
         next_connection_delay_ms: 0,
         connections,
     };
-    let mut server = Server::new(settings, router_tx.clone(), Guard::new(shared));
+    let mut server = Server::new(settings, router_tx.clone(), Guard::new(shared.clone()));
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
     let accept = tokio::spawn(async move {
         let result = server.start(rumqttd::LinkType::Remote).await;
@@ -347,6 +351,7 @@ pub async fn start(
             .build()
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     let (tx, rx) = flume::unbounded::<(String, bytes::Bytes)>();
+    let _ = shared.publisher.set(Publisher { tx: tx.clone() });
     std::thread::Builder::new()
         .name("mqtt-publisher".into())
         .spawn(move || {

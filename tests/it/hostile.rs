@@ -675,3 +675,80 @@ async fn mqtts_port(sb: &StoreBox) -> u16 {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_sends_only_the_event_types_of_its_kind() {
+    let checkout = json!({"id": "fr-1", "type": "checkout.completed",
+        "lines": [{"sku": "1001", "quantity": 1}], "total": 129})
+    .to_string();
+    let sb = StoreBox::start();
+    let pw = sb.add_device("fridge-1", "fridge");
+    let mut d = Device::connect(sb.mqtt_port, "fridge-1", Some(&pw))
+        .await
+        .unwrap();
+    d.subscribe("devices/fridge-1/events/ack").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.publish("devices/fridge-1/events", checkout.clone()).await;
+    let ack = d
+        .next_on("devices/fridge-1/events/ack", 5)
+        .await
+        .expect("ack");
+    assert_eq!(ack["id"], "fr-1");
+    assert_eq!(ack["status"], "rejected", "{ack}");
+    assert!(ack["reason"].as_str().unwrap().contains("fridge"), "{ack}");
+    // Its own kind of event is stored as usual, on the same connection.
+    d.publish(
+        "devices/fridge-1/events",
+        json!({"id": "fr-2", "type": "door.opened"}).to_string(),
+    )
+    .await;
+    let ack = d
+        .next_on("devices/fridge-1/events/ack", 5)
+        .await
+        .expect("ack");
+    assert_eq!(
+        (ack["id"].as_str(), ack["status"].as_str()),
+        (Some("fr-2"), Some("stored"))
+    );
+    let db = sb.db();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM device_events WHERE type = 'checkout.completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let queued: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE type = 'checkout.completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((stored, queued), (0, 0), "a fridge's checkout was kept");
+    let (_, dead) = sb.get("/api/v1/dead-letters?device=fridge-1").await;
+    assert!(
+        dead.to_string()
+            .contains("not allowed for a device of kind fridge"),
+        "{dead}"
+    );
+    drop(d);
+
+    // The allowed types per kind are configuration.
+    let sb = StoreBox::start_with(&[(
+        "STOREBOX_MQTT__EVENT_TYPES",
+        r#"{fridge = ["door.opened", "checkout.completed"]}"#,
+    )]);
+    let pw = sb.add_device("fridge-1", "fridge");
+    let mut d = Device::connect(sb.mqtt_port, "fridge-1", Some(&pw))
+        .await
+        .unwrap();
+    d.subscribe("devices/fridge-1/events/ack").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.publish("devices/fridge-1/events", checkout).await;
+    let ack = d
+        .next_on("devices/fridge-1/events/ack", 5)
+        .await
+        .expect("ack");
+    assert_eq!(ack["status"], "stored", "{ack}");
+}
