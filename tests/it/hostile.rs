@@ -752,3 +752,33 @@ async fn a_device_sends_only_the_event_types_of_its_kind() {
         .expect("ack");
     assert_eq!(ack["status"], "stored", "{ack}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_in_all_are_capped() {
+    let sb = StoreBox::start_with(&[("STOREBOX_HTTP__MAX_CONNECTIONS", "4")]);
+    let addr = sb.http.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(&addr).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(2), fifth.read_to_end(&mut out)).await;
+    assert!(r.is_ok() && out.is_empty(), "fifth connection served");
+    drop(held);
+    eventually(5, "a place is free again", || async {
+        reqwest::get(format!("{}/healthz", sb.http))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    assert!(metrics(&sb)
+        .await
+        .contains("storebox_http_connections_refused_total{kind=\"total\"}"));
+}
