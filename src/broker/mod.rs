@@ -202,6 +202,11 @@ fn spawn_revocation_sweep(shared: Arc<BrokerShared>, db: Db) {
     });
 }
 
+/// Seconds a device connection may wait in the kernel for its first bytes before rumqttd accepts
+/// it (TCP_DEFER_ACCEPT), and how many may wait (the kernel caps it at `net.core.somaxconn`).
+pub const DEFER_ACCEPT_SECS: i32 = 5;
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// How often the broker looks for removed devices that are still connected.
 pub const REVOCATION_SWEEP: Duration = Duration::from_millis(400);
 
@@ -342,6 +347,20 @@ pub async fn start(
         }
         Err(e) => {
             tracing::warn!(%addr, error = %e, "mqtt: could not set TCP_NODELAY; event acks may be slower")
+        }
+    }
+
+    match nodelay::find_listener(addr) {
+        Ok(Some(fd)) => {
+            if let Err(e) = nodelay::defer_accept(fd, DEFER_ACCEPT_SECS, LISTEN_BACKLOG) {
+                tracing::warn!(%addr, error = %e, "mqtt: could not defer accepting silent connections");
+            }
+        }
+        Ok(None) => {
+            tracing::warn!(%addr, "mqtt: listener not found; silent connections take descriptors")
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "mqtt: listener not found; silent connections take descriptors")
         }
     }
 

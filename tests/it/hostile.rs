@@ -782,3 +782,34 @@ async fn http_connections_in_all_are_capped() {
         .await
         .contains("storebox_http_connections_refused_total{kind=\"total\"}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_mqtt_connections_take_no_descriptor_of_the_box() {
+    let sb = StoreBox::start();
+    let before = sb.open_fds();
+    // 300 connections that never send CONNECT: rumqttd accepted each at once and held it for its
+    // 5 s CONNECT timeout, so enough of them reach the descriptor limit, where its accept loop
+    // spins.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            TcpStream::connect(("127.0.0.1", sb.mqtt_port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let during = sb.open_fds();
+    eprintln!("box descriptors: {before} before, {during} with 300 silent MQTT connections");
+    assert!(
+        during < before + 30,
+        "300 silent connections took {} descriptors",
+        during - before
+    );
+    // A device that speaks at once is accepted as usual meanwhile.
+    let pw = sb.add_device("lane-1", "lane");
+    assert!(Device::connect(sb.mqtt_port, "lane-1", Some(&pw))
+        .await
+        .is_ok());
+    drop(idle);
+}
