@@ -25,6 +25,10 @@ use crate::web::{self, AppState};
 pub struct Running {
     pub http: SocketAddr,
     pub mqtt: SocketAddr,
+    /// HTTP is served over TLS (`[tls]`).
+    pub https: bool,
+    /// MQTT over TLS (`mqtt.tls_listen`).
+    pub mqtt_tls: Option<SocketAddr>,
 }
 
 /// Raw telemetry rows kept at most, whatever the age (protects the disk from a flood).
@@ -162,21 +166,42 @@ where
         tokens: Arc::default(),
         promotions,
         price_answers: price_answers.clone(),
+        password_checks: Arc::new(tokio::sync::Semaphore::new(config.http.max_password_checks)),
     });
     let live_changes = device_changes;
-    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = web::router(state);
+    let https = web::tls::acceptor(&config.tls, &[b"http/1.1"])?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(web::serve::run(
+        listener,
+        app,
+        web::serve::Limits::from_config(&config.http),
+        https.clone(),
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
+    let mqtt_tls = match (
+        config.mqtt.tls_listen,
+        web::tls::acceptor(&config.tls, &[])?,
+    ) {
+        (Some(listen), Some(acceptor)) => Some(
+            broker::tls::start(listen, acceptor, mqtt.addr, config.mqtt.max_connections)
+                .await
+                .with_context(|| format!("mqtt.tls_listen {listen}"))?,
+        ),
+        _ => None,
+    };
+    if let Some((addr, _)) = &mqtt_tls {
+        tracing::info!("mqtt tls listening on {addr} (MQTT over TLS, same device rights)");
+    }
     let running = Running {
         http: http_addr,
         mqtt: mqtt.addr,
+        https: https.is_some(),
+        mqtt_tls: mqtt_tls.as_ref().map(|(addr, _)| *addr),
     };
     tracing::info!(http = %running.http, mqtt = %running.mqtt, store = %config.store.id, "storebox ready");
     systemd::notify_ready();
@@ -190,6 +215,9 @@ where
     tracing::info!("storebox stopping");
     systemd::notify_stopping();
     mqtt.stop_accepting();
+    if let Some((_, task)) = &mqtt_tls {
+        task.abort();
+    }
     live_changes.close();
     let _ = stop_http.send(());
     if tokio::time::timeout(Duration::from_secs(2), http_task)

@@ -3,6 +3,7 @@
 //! `check-config`, the offline admin commands — sees the same settings and every mistake is reported
 //! with the key, the value and what is allowed.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub updates: UpdatesConfig,
+    pub tls: TlsConfig,
     pub hq_server: HqServerConfig,
 }
 
@@ -95,6 +97,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             updates: UpdatesConfig::default(),
+            tls: TlsConfig::default(),
             hq_server: HqServerConfig::default(),
         }
     }
@@ -128,6 +131,19 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Minutes a staff session stays valid without activity.
     pub session_minutes: u32,
+    /// Seconds a client has to send a request's headers, and the longest a kept-alive connection
+    /// waits for its next request.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may pass with no byte read or written before it is closed (server-sent
+    /// event streams send a keep-alive every 15 s).
+    pub idle_timeout_secs: u64,
+    /// Open HTTP connections from one client address; more are closed at once.
+    pub max_connections_per_client: usize,
+    /// Open HTTP connections in all.
+    pub max_connections: usize,
+    /// Password hashes (argon2, ~20 MB and ~50 ms each) computed at the same time; sign-ins beyond
+    /// wait for a turn.
+    pub max_password_checks: usize,
 }
 
 impl Default for HttpConfig {
@@ -135,6 +151,11 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().unwrap(),
             session_minutes: 480,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_connections_per_client: 64,
+            max_connections: 1024,
+            max_password_checks: 2,
         }
     }
 }
@@ -152,6 +173,26 @@ pub struct MqttConfig {
     /// Device messages waiting to be written to SQLite before new ones are refused (events are
     /// then resent by the device, telemetry counted as dropped).
     pub ingest_queue: usize,
+    /// Distinct subscription filters one device connection may hold.
+    pub max_subscriptions: usize,
+    /// QoS 2 messages one device connection may have received and not yet released (PUBREL).
+    pub max_inflight_qos2: usize,
+    /// MQTT over TLS for devices (usually `0.0.0.0:8883`), with the `[tls]` certificate; the
+    /// plain `listen` stays for devices that cannot do TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// Business event types each device kind may send, replacing the default of the kinds named
+    /// (`devices::registry::default_event_types`).
+    pub event_types: HashMap<String, Vec<String>>,
+}
+
+impl MqttConfig {
+    /// Whether a device of `kind` may send events of `event_type`.
+    pub fn event_allowed(&self, kind: &str, event_type: &str) -> bool {
+        match self.event_types.get(kind) {
+            Some(types) => types.iter().any(|t| t == event_type),
+            None => crate::devices::registry::default_event_types(kind).contains(&event_type),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -163,6 +204,10 @@ impl Default for MqttConfig {
             buffer_mb: 16,
             max_inflight: 100,
             ingest_queue: 50_000,
+            max_subscriptions: 8,
+            max_inflight_qos2: 100,
+            tls_listen: None,
+            event_types: HashMap::new(),
         }
     }
 }
@@ -189,6 +234,8 @@ pub struct HqConfig {
     pub telemetry_ttl_secs: u64,
     /// How often the box sends its `telemetry.rollup`, in seconds.
     pub rollup_interval_secs: u64,
+    /// Largest HQ answer the store reads, decompressed, in MiB (a snapshot is parsed whole).
+    pub max_response_mb: usize,
 }
 
 impl Default for HqConfig {
@@ -204,6 +251,7 @@ impl Default for HqConfig {
             feed_batch_size: 5000,
             telemetry_ttl_secs: 86_400,
             rollup_interval_secs: 60,
+            max_response_mb: 64,
         }
     }
 }
@@ -239,6 +287,11 @@ pub struct LogConfig {
     pub dir: Option<PathBuf>,
     pub level: String,
     pub keep_days: u32,
+    /// Log lines per second from any one place in the code; the rest are counted and reported
+    /// as suppressed.
+    pub max_lines_per_sec: u32,
+    /// MiB of log lines written to the day's file; the rest of the day goes to stderr only.
+    pub max_day_mb: u64,
 }
 
 impl Default for LogConfig {
@@ -247,7 +300,25 @@ impl Default for LogConfig {
             dir: None,
             level: "info".into(),
             keep_days: 14,
+            max_lines_per_sec: 50,
+            max_day_mb: 100,
         }
+    }
+}
+
+/// TLS for the staff UI/API (HTTPS on `http.listen`) and, with `mqtt.tls_listen`, for devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (the box's certificate first).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 
@@ -416,6 +487,114 @@ impl Config {
     /// Checks values serde cannot: returns the key and what is allowed.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, msg: String| Err((key.to_string(), msg));
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            ("log.max_day_mb", self.log.max_day_mb, 1, 100_000),
+            (
+                "hq.max_response_mb",
+                self.hq.max_response_mb as u64,
+                1,
+                4096,
+            ),
+            (
+                "mqtt.max_subscriptions",
+                self.mqtt.max_subscriptions as u64,
+                1,
+                64,
+            ),
+            (
+                "mqtt.max_inflight_qos2",
+                self.mqtt.max_inflight_qos2 as u64,
+                1,
+                65535,
+            ),
+            (
+                "http.header_timeout_secs",
+                self.http.header_timeout_secs,
+                1,
+                300,
+            ),
+            (
+                "http.idle_timeout_secs",
+                self.http.idle_timeout_secs,
+                2,
+                86400,
+            ),
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client as u64,
+                1,
+                100_000,
+            ),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1,
+                100_000,
+            ),
+            (
+                "http.max_password_checks",
+                self.http.max_password_checks as u64,
+                1,
+                64,
+            ),
+            (
+                "log.max_lines_per_sec",
+                self.log.max_lines_per_sec as u64,
+                1,
+                1_000_000,
+            ),
+            ("log.keep_days", self.log.keep_days as u64, 1, 3650),
+        ];
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together: give both or neither".into(),
+            );
+        }
+        for (key, path) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    return bad(key, format!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        for (kind, types) in &self.mqtt.event_types {
+            if !crate::devices::registry::KINDS.contains(&kind.as_str()) {
+                return bad(
+                    "mqtt.event_types",
+                    format!(
+                        "{kind:?} is not a device kind ({})",
+                        crate::devices::registry::KINDS.join(", ")
+                    ),
+                );
+            }
+            if let Some(t) = types
+                .iter()
+                .find(|t| !crate::devices::payloads::EVENT_TYPES.contains(&t.as_str()))
+            {
+                return bad(
+                    "mqtt.event_types",
+                    format!(
+                        "{kind}: {t:?} is not a device event type ({})",
+                        crate::devices::payloads::EVENT_TYPES.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.mqtt.tls_listen.is_some() && !self.tls.enabled() {
+            return bad(
+                "mqtt.tls_listen",
+                "needs a certificate: set tls.cert_file and tls.key_file".into(),
+            );
+        }
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return bad(key, format!("{v} must be between {lo} and {hi}"));
+            }
+        }
         if self.version == 0 || self.version > CONFIG_VERSION {
             return bad(
                 "version",

@@ -139,6 +139,10 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn main() -> ExitCode {
+    // Files and directories storebox creates (data dir, database, backups, logs, keys) are the
+    // service user's alone, also when run by hand outside systemd (whose unit sets UMask=0077):
+    // the database holds password hashes and the log the first-run setup code.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,8 +279,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     password_stdin,
                 } => {
                     let (password, generated) = read_or_generate_password(password_stdin)?;
+                    auth::validate_username(&name)?;
+                    auth::validate_password(&password)?;
+                    // Hashed before the write: the database stays unlocked for the server.
+                    let hash = auth::hash_password(&password);
                     db.write_blocking(|c| {
-                        let r = auth::add_user(c, &name, &password, role, now_ms());
+                        let r = auth::add_user_hashed(c, &name, &hash, role, now_ms());
                         if r.is_ok() {
                             audit::record(c, now_ms(), "cli", "user.add", &name, role.as_str())?;
                         }
@@ -302,8 +310,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     password_stdin,
                 } => {
                     let (password, generated) = read_or_generate_password(password_stdin)?;
+                    auth::validate_password(&password)?;
+                    let hash = auth::hash_password(&password);
                     db.write_blocking(|c| {
-                        let r = auth::set_password(c, &name, &password);
+                        let r = auth::set_password_hash(c, &name, &hash);
                         if r.is_ok() {
                             audit::record(c, now_ms(), "cli", "user.passwd", &name, "")?;
                         }
@@ -386,6 +396,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         &config.log_dir(),
         "storebox",
         config.log.keep_days,
+        config.log.max_lines_per_sec,
+        config.log.max_day_mb,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -394,9 +406,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async {
         storebox::app::serve(config, storebox::clock::system(), shutdown_signal(), |r| {
             let mut out = std::io::stdout().lock();
+            let tls = r
+                .mqtt_tls
+                .map(|a| format!(" mqtts=mqtts://{a}"))
+                .unwrap_or_default();
+            let scheme = if r.https { "https" } else { "http" };
             let _ = writeln!(
                 out,
-                "storebox ready http=http://{} mqtt=mqtt://{}",
+                "storebox ready http={scheme}://{} mqtt=mqtt://{}{tls}",
                 r.http, r.mqtt
             );
             let _ = out.flush();
@@ -456,6 +473,8 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
         &log_dir,
         "storebox-hq",
         config.log.keep_days,
+        config.log.max_lines_per_sec,
+        config.log.max_day_mb,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

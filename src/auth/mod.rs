@@ -145,7 +145,19 @@ pub fn add_user(
 ) -> Result<(), AuthError> {
     validate_username(username)?;
     validate_password(password)?;
-    let hash = hash_password(password);
+    add_user_hashed(conn, username, &hash_password(password), role, now_ms)
+}
+
+/// Adds a user whose password was already hashed (with [`hash_password`], outside any database
+/// transaction: argon2 takes ~20 MB and tens of milliseconds).
+pub fn add_user_hashed(
+    conn: &Connection,
+    username: &str,
+    hash: &str,
+    role: Role,
+    now_ms: i64,
+) -> Result<(), AuthError> {
+    validate_username(username)?;
     let n = conn.execute(
         "INSERT OR IGNORE INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![username, hash, role.as_str(), now_ms],
@@ -158,9 +170,14 @@ pub fn add_user(
 
 pub fn set_password(conn: &Connection, username: &str, password: &str) -> Result<(), AuthError> {
     validate_password(password)?;
+    set_password_hash(conn, username, &hash_password(password))
+}
+
+/// Sets a password hashed beforehand (see [`add_user_hashed`]); the user's sessions end.
+pub fn set_password_hash(conn: &Connection, username: &str, hash: &str) -> Result<(), AuthError> {
     let n = conn.execute(
         "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-        params![username, hash_password(password)],
+        params![username, hash],
     )?;
     if n == 0 {
         return Err(AuthError::NotFound(format!("user {username:?}")));
@@ -186,22 +203,34 @@ pub fn list_users(conn: &Connection) -> DbResult<Vec<User>> {
 
 /// Checks a user's password; `None` when the user is unknown, disabled or the password is wrong.
 pub fn check_login(conn: &Connection, username: &str, password: &str) -> DbResult<Option<Role>> {
-    let row: Option<(String, String, i64)> = conn
+    Ok(verify_login(login_record(conn, username)?, password))
+}
+
+/// What a sign-in is checked against: (password hash, role, disabled), `None` for no such user.
+/// Read it, release the connection, then hash with [`verify_login`].
+pub type LoginRecord = Option<(String, String, i64)>;
+
+pub fn login_record(conn: &Connection, username: &str) -> DbResult<LoginRecord> {
+    Ok(conn
         .query_row(
             "SELECT password_hash, role, disabled FROM users WHERE username = ?1",
             [username],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .optional()?;
+        .optional()?)
+}
+
+/// The argon2 half of [`check_login`]; needs no database.
+pub fn verify_login(row: LoginRecord, password: &str) -> Option<Role> {
     match row {
-        Some((hash, role, 0)) if verify_password(password, &hash) => Ok(role.parse().ok()),
-        Some(_) => Ok(None),
+        Some((hash, role, 0)) if verify_password(password, &hash) => role.parse().ok(),
+        Some(_) => None,
         None => {
             // Same work as a real check, so timing does not reveal which user names exist.
             static DUMMY: std::sync::LazyLock<String> =
                 std::sync::LazyLock::new(|| hash_password("storebox-timing-dummy"));
             let _ = verify_password(password, &DUMMY);
-            Ok(None)
+            None
         }
     }
 }

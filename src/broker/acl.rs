@@ -5,7 +5,10 @@
 //! A device may publish under its own `devices/D/` prefix (except the topics the box writes to it:
 //! `commands`, `events/ack`, `price/reply`), never on `store/…` or another device's topics. It may
 //! subscribe to its own `devices/D/commands`, `devices/D/events/ack`, `devices/D/price/reply` and to
-//! anything under `store/`. Its will, if any, must be `devices/D/status`.
+//! the store-wide topics of the contract: `store/prices/changed`, `store/notice` or `store/#`, and
+//! nothing else under `store/` (rumqttd keeps an in-memory log per distinct filter for as long as
+//! it runs, so an open-ended filter set would let one device grow the box without bound). Its will,
+//! if any, must be `devices/D/status`.
 
 /// What a device publication is, once authorized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,13 +87,14 @@ pub fn authorize_publish(device: &str, topic: &str) -> Result<TopicKind, Denied>
     })
 }
 
+/// Store-wide filters a device may subscribe to: the topics of DESIGN §2 and `store/#`.
+pub const STORE_FILTERS: [&str; 3] = ["store/#", "store/prices/changed", "store/notice"];
+
+/// Distinct filters a device can hold at most: its three own topics and the store filters.
+pub const ALLOWED_FILTERS_PER_DEVICE: usize = BOX_TO_DEVICE.len() + STORE_FILTERS.len();
+
 pub fn authorize_subscribe(device: &str, filter: &str) -> Result<(), Denied> {
-    if let Some(rest) = filter.strip_prefix("store/") {
-        if !rest.is_empty() {
-            return Ok(());
-        }
-    }
-    if filter == "store/#" {
+    if STORE_FILTERS.contains(&filter) {
         return Ok(());
     }
     for sub in BOX_TO_DEVICE {
@@ -100,7 +104,8 @@ pub fn authorize_subscribe(device: &str, filter: &str) -> Result<(), Denied> {
     }
     Err(Denied(format!(
         "device {device} may not subscribe to {filter:?}: allowed are devices/{device}/commands, \
-         devices/{device}/events/ack, devices/{device}/price/reply and store/#"
+         devices/{device}/events/ack, devices/{device}/price/reply, store/prices/changed, \
+         store/notice and store/#"
     )))
 }
 
@@ -171,7 +176,12 @@ mod tests {
         assert!(authorize_subscribe("lane-1", "devices/+/commands").is_err());
         assert!(authorize_subscribe("lane-1", "devices/lane-1/#").is_err());
         assert!(authorize_subscribe("lane-1", "#").is_err());
+        assert!(authorize_subscribe("lane-1", "store/notice").is_ok());
         assert!(authorize_subscribe("lane-1", "store/").is_err());
+        // Any other filter under store/ would get a log of its own in the router, forever.
+        assert!(authorize_subscribe("lane-1", "store/y1").is_err());
+        assert!(authorize_subscribe("lane-1", "store/prices/+").is_err());
+        assert!(authorize_subscribe("lane-1", "store/prices/changed/x").is_err());
         assert!(authorize_subscribe("lane-1", "$share/g/store/#").is_err());
     }
 

@@ -8,7 +8,7 @@
 //! decode time — independent of the router's in-memory log, which may skip messages for a slow
 //! subscriber. When the connection ends the guard is dropped, which tells presence tracking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -130,14 +130,32 @@ pub struct ConnLive {
     pub silent: AtomicBool,
     /// The auth callback ran for this connection (whatever its verdict).
     checked: AtomicBool,
+    /// The device's kind, known once its login was accepted.
+    pub kind: std::sync::OnceLock<Arc<str>>,
 }
 
 /// Which connection currently speaks for each device.
 #[derive(Default)]
 pub struct Presence {
     next: AtomicU64,
-    pending: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
     live: Mutex<HashMap<Arc<str>, Arc<ConnLive>>>,
+    /// Closes a device's broker connection now (set by `broker::start`).
+    kick: std::sync::OnceLock<flume::Sender<Arc<str>>>,
+}
+
+thread_local! {
+    /// The connection whose CONNECT this thread decoded last. rumqttd calls the auth callback
+    /// right after decoding CONNECT, in the same poll of the same task (no await in between), so
+    /// the callback finds its own connection here: two connections racing with one client id each
+    /// get their own verdict (a map keyed by client id let one overwrite the other).
+    static CONNECTING: std::cell::RefCell<Option<Arc<ConnLive>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// For the auth callback: the connection being authenticated, if its CONNECT carried `client_id`.
+pub fn take_connecting(client_id: &str) -> Option<Arc<ConnLive>> {
+    CONNECTING
+        .with(|c| c.borrow_mut().take())
+        .filter(|live| &*live.device == client_id)
 }
 
 impl Presence {
@@ -150,10 +168,42 @@ impl Presence {
         self.live.lock().len()
     }
 
-    /// Closes the device's connection at its next packet (used when a device is removed).
+    /// Closes the device's connection (used when a device is removed): at once through the
+    /// router, and at its next packet in any case.
     pub fn revoke(&self, device: &str) {
-        if let Some(c) = self.live.lock().get(device) {
-            c.revoked.store(true, Ordering::Relaxed);
+        let live = self.live.lock().get(device).cloned();
+        if let Some(c) = live {
+            if !c.revoked.swap(true, Ordering::Relaxed) {
+                if let Some(kick) = self.kick.get() {
+                    let _ = kick.send(c.device.clone());
+                }
+            }
+        }
+    }
+
+    /// Installs the channel [`Presence::revoke`] uses to close connections at once.
+    pub fn set_kicker(&self, kick: flume::Sender<Arc<str>>) {
+        let _ = self.kick.set(kick);
+    }
+}
+
+/// Per-connection bounds the guard enforces (docs/operations.md, "Bounds"); set from `[mqtt]`
+/// when the broker starts.
+#[derive(Debug)]
+pub struct ConnLimits {
+    /// Distinct subscription filters one connection may hold (`mqtt.max_subscriptions`).
+    pub max_subscriptions: AtomicUsize,
+    /// QoS 2 publications received and not yet released by PUBREL (`mqtt.max_inflight_qos2`).
+    /// rumqttd records every such publication until its PUBREL, whatever its packet id.
+    pub max_inflight_qos2: AtomicUsize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        let d = crate::config::MqttConfig::default();
+        ConnLimits {
+            max_subscriptions: AtomicUsize::new(d.max_subscriptions),
+            max_inflight_qos2: AtomicUsize::new(d.max_inflight_qos2),
         }
     }
 }
@@ -161,6 +211,11 @@ impl Presence {
 /// State shared by every guard of one broker.
 pub struct BrokerShared {
     pub metrics: Arc<Metrics>,
+    pub limits: ConnLimits,
+    /// `[mqtt]` as the broker started with it (event types per device kind).
+    pub mqtt_config: std::sync::OnceLock<crate::config::MqttConfig>,
+    /// The box's own publisher, for acks the guard answers itself.
+    pub publisher: std::sync::OnceLock<super::Publisher>,
     pub presence: Presence,
     pub max_payload: usize,
     pub clock: SharedClock,
@@ -186,6 +241,9 @@ impl BrokerShared {
         Arc::new(BrokerShared {
             metrics,
             presence: Presence::default(),
+            limits: ConnLimits::default(),
+            mqtt_config: std::sync::OnceLock::new(),
+            publisher: std::sync::OnceLock::new(),
             max_payload,
             clock,
             ingest,
@@ -215,11 +273,15 @@ impl BrokerShared {
         self.clock.now().as_millisecond()
     }
 
-    /// Called by the broker's auth callback once the password was checked.
-    pub fn authenticated(&self, client_id: &str, ok: bool) {
-        let pending = self.presence.pending.lock().remove(client_id);
+    /// Called by the broker's auth callback once the password of `pending` (from
+    /// [`take_connecting`]) was checked.
+    pub fn authenticated(&self, pending: Option<Arc<ConnLive>>, kind: Option<String>) {
+        let ok = kind.is_some();
         if let Some(p) = &pending {
             p.checked.store(true, Ordering::Relaxed);
+            if let Some(k) = kind {
+                let _ = p.kind.set(Arc::from(k));
+            }
         }
         if !ok {
             self.metrics.mqtt_auth_failures.inc();
@@ -245,15 +307,6 @@ impl BrokerShared {
     }
 
     fn closed(&self, live: &Arc<ConnLive>, clean: bool, will: Option<Bytes>) {
-        {
-            let mut pending = self.presence.pending.lock();
-            if pending
-                .get(&live.device)
-                .is_some_and(|p| p.conn == live.conn)
-            {
-                pending.remove(&live.device);
-            }
-        }
         if !live.checked.load(Ordering::Relaxed) {
             // Closed before the auth callback ran: no login (anonymous) or a broken CONNECT.
             self.metrics.mqtt_auth_failures.inc();
@@ -321,6 +374,12 @@ enum Codec {
 struct ConnState {
     live: Arc<ConnLive>,
     aliases: HashMap<u16, Bytes>,
+    /// Distinct filters this connection subscribed to (unsubscribing does not give room back).
+    filters: HashSet<String>,
+    /// QoS 2 publications not yet released by PUBREL.
+    qos2_open: usize,
+    /// Event types refused for this device's kind on this connection (each reported once).
+    refused_types: HashSet<String>,
     will: Option<Bytes>,
     clean: bool,
 }
@@ -354,6 +413,45 @@ impl Drop for Guard {
             self.shared.closed(&state.live, state.clean, state.will);
         }
     }
+}
+
+/// A business event whose type the device's kind may not send.
+struct EventRefusal {
+    id: Option<String>,
+    event_type: String,
+    reason: String,
+}
+
+/// Checks an event's `type` against `mqtt.event_types` for the device's kind; `None` when it may
+/// send it, or when the payload is not a well-formed event (the ingest writer rejects those with
+/// the reason that names the field).
+fn event_of_wrong_kind(
+    shared: &BrokerShared,
+    live: &ConnLive,
+    payload: &[u8],
+) -> Option<EventRefusal> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: Option<String>,
+        #[serde(rename = "type")]
+        event_type: Option<String>,
+    }
+    let kind = live.kind.get()?;
+    let cfg = shared.mqtt_config.get()?;
+    let head: Head = serde_json::from_slice(payload).ok()?;
+    let event_type = head.event_type?;
+    if !crate::devices::payloads::EVENT_TYPES.contains(&event_type.as_str())
+        || cfg.event_allowed(kind, &event_type)
+    {
+        return None;
+    }
+    Some(EventRefusal {
+        id: head.id.filter(|id| !id.is_empty() && id.len() <= 128),
+        reason: format!(
+            "event type {event_type} is not allowed for a device of kind {kind} (mqtt.event_types)"
+        ),
+        event_type,
+    })
 }
 
 /// Reads the protocol level of a CONNECT packet at the start of `stream`:
@@ -395,10 +493,36 @@ impl Protocol for Guard {
                 Some(_) => self.codec = Codec::V4,
             }
         }
+        // rumqttd keeps a PUBLISH's QoS private; read it from the fixed header.
+        let qos2 = stream
+            .first()
+            .is_some_and(|b| b >> 4 == 3 && (b >> 1) & 3 == 2);
         let packet = match self.codec {
             Codec::V5 => V5.read_mut(stream, max_size)?,
             _ => V4.read_mut(stream, max_size)?,
         };
+        if let Some(state) = self.state.as_mut() {
+            match &packet {
+                Packet::Publish(..) if qos2 => {
+                    state.qos2_open += 1;
+                    let cap = self.shared.limits.max_inflight_qos2.load(Ordering::Relaxed);
+                    if state.qos2_open > cap {
+                        let device = state.live.device.clone();
+                        return Err(self.shared.deny(
+                            &device,
+                            "publish",
+                            "",
+                            format!(
+                                "more than {cap} QoS 2 messages in flight without PUBREL \
+                                 (mqtt.max_inflight_qos2)"
+                            ),
+                        ));
+                    }
+                }
+                Packet::PubRel(..) => state.qos2_open = state.qos2_open.saturating_sub(1),
+                _ => {}
+            }
+        }
         self.inspect(packet)
     }
 
@@ -421,7 +545,7 @@ impl Guard {
                 let device: Arc<str> = Arc::from(connect.client_id.as_str());
                 if !acl::valid_device_id(&device) {
                     shared.metrics.mqtt_auth_failures.inc();
-                    tracing::warn!(client_id = %device, "mqtt: refused client id that is not a device id");
+                    tracing::warn!(client_id = ?device, "mqtt: refused client id that is not a device id");
                     return Err(Error::InvalidProtocol);
                 }
                 if let Some(w) = &will {
@@ -443,15 +567,15 @@ impl Guard {
                     revoked: AtomicBool::new(false),
                     silent: AtomicBool::new(false),
                     checked: AtomicBool::new(false),
+                    kind: std::sync::OnceLock::new(),
                 });
-                shared
-                    .presence
-                    .pending
-                    .lock()
-                    .insert(device.clone(), live.clone());
+                CONNECTING.with(|c| *c.borrow_mut() = Some(live.clone()));
                 self.state = Some(ConnState {
                     live,
                     aliases: HashMap::new(),
+                    filters: HashSet::new(),
+                    qos2_open: 0,
+                    refused_types: HashSet::new(),
                     will: will.as_ref().map(|w| w.message.clone()),
                     clean: false,
                 });
@@ -544,6 +668,37 @@ impl Guard {
                                 },
                                 "rejected",
                             );
+                        } else if let Some(refusal) = (kind == TopicKind::Events)
+                            .then(|| event_of_wrong_kind(&shared, &state.live, &publish.payload))
+                            .flatten()
+                        {
+                            // Acked as rejected (the device stops resending), reported once per
+                            // type and connection, never stored or sent to HQ.
+                            let EventRefusal {
+                                id,
+                                event_type,
+                                reason,
+                            } = refusal;
+                            if let (Some(id), Some(publisher)) = (id, shared.publisher.get()) {
+                                publisher.publish(
+                                    format!("devices/{device}/events/ack"),
+                                    serde_json::json!({"id": id, "status": "rejected", "reason": reason})
+                                        .to_string(),
+                                );
+                            }
+                            Metrics::inc_kind(&shared.metrics.mqtt_acl_denied, "event");
+                            if state.refused_types.len() < 16
+                                && state.refused_types.insert(event_type)
+                            {
+                                tracing::warn!(device = %device, %reason, "mqtt: event refused");
+                                shared.signal(Signal::Denied {
+                                    device,
+                                    action: "event",
+                                    topic: topic.to_string(),
+                                    reason,
+                                    at_ms: now,
+                                });
+                            }
                         } else {
                             shared.queue(
                                 IngestItem::Message(Inbound {
@@ -564,11 +719,26 @@ impl Guard {
                     }
                     Packet::Subscribe(subscribe, props) => {
                         let device = state.live.device.clone();
+                        let cap = shared.limits.max_subscriptions.load(Ordering::Relaxed);
                         for f in &subscribe.filters {
                             if let Err(acl::Denied(reason)) =
                                 acl::authorize_subscribe(&device, &f.path)
                             {
                                 return Err(shared.deny(&device, "subscribe", &f.path, reason));
+                            }
+                            if !state.filters.contains(&f.path) {
+                                if state.filters.len() >= cap {
+                                    return Err(shared.deny(
+                                        &device,
+                                        "subscribe",
+                                        &f.path,
+                                        format!(
+                                            "more than {cap} subscriptions on one connection \
+                                             (mqtt.max_subscriptions)"
+                                        ),
+                                    ));
+                                }
+                                state.filters.insert(f.path.clone());
                             }
                         }
                         Ok(Packet::Subscribe(subscribe, props))

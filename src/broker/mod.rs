@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod guard;
 pub mod nodelay;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -138,6 +139,77 @@ fn bind_probe(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     Ok(sock)
 }
 
+/// Raises the soft limit of open descriptors to the hard limit (systemd's default soft limit is
+/// 1024, the hard one 524288). rumqttd's accept loop retries a failing `accept` at once and
+/// forever, so reaching the limit turns it into a busy loop; with the hard limit the HTTP caps
+/// (`http.max_connections`) and the broker's (`mqtt.max_connections`, 5 s to send CONNECT) keep
+/// the process far below it.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
+/// Every [`REVOCATION_SWEEP`], closes the connections of devices no longer in the registry:
+/// `storebox device remove` runs in another process and changes only the database.
+fn spawn_revocation_sweep(shared: Arc<BrokerShared>, db: Db) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REVOCATION_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ids: Vec<Arc<str>> = shared
+                .presence
+                .live()
+                .into_iter()
+                .filter(|c| !c.revoked.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|c| c.device.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let gone = db
+                .read(move |c| {
+                    let mut st = c.prepare_cached("SELECT 1 FROM devices WHERE id = ?1")?;
+                    let mut gone = Vec::new();
+                    for id in ids {
+                        if !st.exists([&*id])? {
+                            gone.push(id);
+                        }
+                    }
+                    Ok(gone)
+                })
+                .await;
+            match gone {
+                Ok(gone) => {
+                    for id in gone {
+                        tracing::info!(device = %id, "mqtt: device no longer registered; closing its connection");
+                        shared.presence.revoke(&id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt: revocation sweep could not read devices")
+                }
+            }
+        }
+    });
+}
+
+/// Seconds a device connection may wait in the kernel for its first bytes before rumqttd accepts
+/// it (TCP_DEFER_ACCEPT), and how many may wait (the kernel caps it at `net.core.somaxconn`).
+pub const DEFER_ACCEPT_SECS: i32 = 5;
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// How often the broker looks for removed devices that are still connected.
+pub const REVOCATION_SWEEP: Duration = Duration::from_millis(400);
+
 /// Starts the router, the device listener and the box's own link.
 pub async fn start(
     cfg: &MqttConfig,
@@ -155,7 +227,55 @@ pub async fn start(
             source,
         })?;
 
+    raise_descriptor_limit();
+    let _ = shared.mqtt_config.set(cfg.clone());
+    shared
+        .limits
+        .max_subscriptions
+        .store(cfg.max_subscriptions, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .limits
+        .max_inflight_qos2
+        .store(cfg.max_inflight_qos2, std::sync::atomic::Ordering::Relaxed);
     let router_tx = Router::new(0, router_config(cfg)).spawn();
+    // Closes device connections on request (`guard::Presence::revoke`). rumqttd has no API to
+    // drop a connection, but its router drops the older of two connections with one client id:
+    // a local link under the device's id takes its place (the device's TCP connection is closed)
+    // and disconnects at once.
+    let (kick_tx, kick_rx) = flume::unbounded::<Arc<str>>();
+    shared.presence.set_kicker(kick_tx);
+    let kick_router = router_tx.clone();
+    tokio::spawn(async move {
+        while let Ok(device) = kick_rx.recv_async().await {
+            let router = kick_router.clone();
+            let id = device.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                rumqttd::local::LinkBuilder::new(&id, router)
+                    .clean_session(true)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match built {
+                Ok(Ok((mut tx, rx, _ack))) => {
+                    let bye = rumqttd::protocol::Disconnect {
+                        reason_code: rumqttd::protocol::DisconnectReasonCode::NormalDisconnection,
+                    };
+                    let _ = tx
+                        .send(rumqttd::protocol::Packet::Disconnect(bye, None))
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    drop(rx);
+                    tracing::info!(device = %device, "mqtt: closed the connection of a removed device");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(device = %device, error = %e, "mqtt: could not close the connection of a removed device; it closes at its next packet")
+                }
+                Err(e) => tracing::warn!(device = %device, error = %e, "mqtt: kicker failed"),
+            }
+        }
+    });
+    spawn_revocation_sweep(shared.clone(), db.clone());
 
     let auth_shared = shared.clone();
     let mut connections = ConnectionSettings {
@@ -168,17 +288,23 @@ pub async fn start(
         external_auth: None,
         dynamic_filters: true,
     };
+    let auth_db = db.clone();
     connections.set_auth_handler(move |client_id: String, username: String, password: String| {
         let shared = auth_shared.clone();
-        let db = db.clone();
+        let db = auth_db.clone();
+        // Synchronously, before the first await: see `guard::take_connecting`.
+        let pending = guard::take_connecting(&client_id);
         async move {
-            let ok = client_id == username
-                && acl::valid_device_id(&username)
-                && crate::devices::registry::check_secret(&db, &username, &password).await;
-            if !ok {
-                tracing::warn!(client_id = %client_id, username = %username, "mqtt: login refused");
+            let kind = if client_id == username && acl::valid_device_id(&username) {
+                crate::devices::registry::check_login(&db, &username, &password).await
+            } else {
+                None
+            };
+            if kind.is_none() {
+                tracing::warn!(client_id = ?client_id, username = ?username, "mqtt: login refused");
             }
-            shared.authenticated(&client_id, ok);
+            let ok = kind.is_some();
+            shared.authenticated(pending, kind);
             ok
         }
     });
@@ -189,7 +315,7 @@ pub async fn start(
         next_connection_delay_ms: 0,
         connections,
     };
-    let mut server = Server::new(settings, router_tx.clone(), Guard::new(shared));
+    let mut server = Server::new(settings, router_tx.clone(), Guard::new(shared.clone()));
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
     let accept = tokio::spawn(async move {
         let result = server.start(rumqttd::LinkType::Remote).await;
@@ -224,12 +350,27 @@ pub async fn start(
         }
     }
 
+    match nodelay::find_listener(addr) {
+        Ok(Some(fd)) => {
+            if let Err(e) = nodelay::defer_accept(fd, DEFER_ACCEPT_SECS, LISTEN_BACKLOG) {
+                tracing::warn!(%addr, error = %e, "mqtt: could not defer accepting silent connections");
+            }
+        }
+        Ok(None) => {
+            tracing::warn!(%addr, "mqtt: listener not found; silent connections take descriptors")
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "mqtt: listener not found; silent connections take descriptors")
+        }
+    }
+
     let (mut link_tx, mut link_rx, _ack) =
         rumqttd::local::LinkBuilder::new("storebox-box", router_tx)
             .dynamic_filters(true)
             .build()
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     let (tx, rx) = flume::unbounded::<(String, bytes::Bytes)>();
+    let _ = shared.publisher.set(Publisher { tx: tx.clone() });
     std::thread::Builder::new()
         .name("mqtt-publisher".into())
         .spawn(move || {

@@ -131,18 +131,44 @@ pub fn get(conn: &Connection, id: &str) -> DbResult<Option<DeviceSummary>> {
 
 /// Checks a device's MQTT password against the stored digest (off the async executor).
 pub async fn check_secret(db: &Db, id: &str, password: &str) -> bool {
+    check_login(db, id, password).await.is_some()
+}
+
+/// The device's kind when `password` is its secret; `None` for an unknown device or a wrong one.
+pub async fn check_login(db: &Db, id: &str, password: &str) -> Option<String> {
     let id = id.to_string();
     let given = hash_secret(password);
     db.read(move |conn| {
-        let stored: Option<String> = conn
+        let stored: Option<(String, String)> = conn
             .query_row(
-                "SELECT secret_hash FROM devices WHERE id = ?1",
+                "SELECT secret_hash, kind FROM devices WHERE id = ?1",
                 [&id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(stored.is_some_and(|s| digest_eq(&s, &given)))
+        Ok(stored.and_then(|(s, kind)| digest_eq(&s, &given).then_some(kind)))
     })
     .await
-    .unwrap_or(false)
+    .ok()
+    .flatten()
+}
+
+/// Business event types a device of `kind` may send by default (`mqtt.event_types` changes them
+/// per kind): a fridge reports doors, not checkouts.
+pub fn default_event_types(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "lane" => &[
+            "checkout.completed",
+            "lane.opened",
+            "lane.closed",
+            "basket.abandoned",
+            "receipt.printed",
+        ],
+        "kiosk" => &["checkout.completed", "basket.abandoned", "receipt.printed"],
+        "scale" => &["scale.weighed"],
+        "label" => &["label.displayed"],
+        "fridge" => &["door.opened", "door.closed"],
+        "printer" => &["receipt.printed"],
+        _ => &crate::devices::payloads::EVENT_TYPES,
+    }
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub mqtt_acl_denied: Family<KindLabel, Counter>,
     pub invalid_messages: Family<ReasonLabel, Counter>,
     pub ingest_dropped: Family<KindLabel, Counter>,
+    /// HTTP connections closed at accept: `per_client` or `total` cap reached.
+    pub http_connections_refused: Family<KindLabel, Counter>,
     pub ingest_queue_depth: Gauge,
     pub events_acked: Counter,
     pub events_duplicate: Counter,
@@ -84,6 +86,7 @@ impl Metrics {
             mqtt_acl_denied: Family::default(),
             invalid_messages: Family::default(),
             ingest_dropped: Family::default(),
+            http_connections_refused: Family::default(),
             ingest_queue_depth: Gauge::default(),
             events_acked: Counter::default(),
             events_duplicate: Counter::default(),
@@ -142,6 +145,11 @@ impl Metrics {
             "ingest_dropped",
             "Device messages not queued because the ingest queue was full, by kind",
             m.ingest_dropped.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at accept because a connection cap was reached, by kind (per_client, total)",
+            m.http_connections_refused.clone(),
         );
         registry.register(
             "ingest_queue_depth",

@@ -141,6 +141,35 @@ impl From<crate::db::DbError> for SyncError {
     }
 }
 
+/// Most of an HQ error answer that is read (only its start is shown).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a response body, decoded (gzip), refusing it once it passes `limit` bytes: a small
+/// compressed answer can expand to gigabytes, and a whole snapshot is held in memory to parse.
+async fn read_limited(mut r: reqwest::Response, limit: usize) -> Result<Vec<u8>, SyncError> {
+    let too_large = || {
+        SyncError::Http(format!(
+            "HQ answer larger than hq.max_response_mb ({} MiB) once decompressed; attempt abandoned",
+            limit / (1024 * 1024)
+        ))
+    };
+    if r.content_length().is_some_and(|n| n as usize > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| SyncError::Http(format!("reading HQ's answer: {}", describe(&e))))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut s = e.to_string();
@@ -209,8 +238,8 @@ impl Link {
             return Err(SyncError::Gone);
         }
         if !status.is_success() {
-            let body = r.text().await.unwrap_or_default();
-            let body: String = body.chars().take(300).collect();
+            let body = read_limited(r, ERROR_BODY_LIMIT).await.unwrap_or_default();
+            let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             let hint = match status.as_u16() {
                 401 | 403 => " (HQ refused this store's token: check hq.token)",
                 _ => "",
@@ -219,9 +248,10 @@ impl Link {
                 "HQ answered {status}{hint}: {body}"
             )));
         }
-        r.json::<T>()
-            .await
-            .map_err(|e| SyncError::Http(format!("bad answer from HQ: {}", describe(&e))))
+        let limit = self.ctx.config.hq.max_response_mb * 1024 * 1024;
+        let body = read_limited(r, limit).await?;
+        serde_json::from_slice::<T>(&body)
+            .map_err(|e| SyncError::Http(format!("bad answer from HQ: {e}")))
     }
 
     async fn bootstrap(&self) -> Result<(), SyncError> {

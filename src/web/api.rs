@@ -334,10 +334,17 @@ pub async fn add_user(
         created_at: state.clock.now().to_string(),
         disabled: false,
     };
+    auth::validate_username(&req.username)
+        .and_then(|_| auth::validate_password(&req.password))
+        .map_err(ApiError::from)?;
+    let pass = req.password;
+    let hash = state
+        .password_work(move || auth::hash_password(&pass))
+        .await;
     state
         .db
         .write(move |c| {
-            if let Err(e) = auth::add_user(c, &req.username, &req.password, req.role, now) {
+            if let Err(e) = auth::add_user_hashed(c, &req.username, &hash, req.role, now) {
                 return Ok(Err(e));
             }
             audit::record(

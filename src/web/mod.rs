@@ -12,8 +12,10 @@ pub mod openapi;
 pub mod ops;
 pub mod overview;
 pub mod prices;
+pub mod serve;
 pub mod session;
 pub mod support;
+pub mod tls;
 pub mod ui;
 pub mod users;
 
@@ -81,11 +83,26 @@ pub struct AppStateInner {
     pub promotions: Arc<crate::catalog::promo_cache::PromotionCache>,
     /// Price answers kept between lookups (`catalog::answer_cache`).
     pub price_answers: Arc<crate::catalog::answer_cache::AnswerCache>,
+    /// Turns for argon2 work (`http.max_password_checks`); see [`AppStateInner::password_work`].
+    pub password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppStateInner {
     pub fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
+    }
+
+    /// Runs password hashing (argon2: ~20 MB and tens of ms of CPU each) on a blocking thread,
+    /// at most `http.max_password_checks` at a time, and never while holding a database
+    /// connection or reader permit: callers read what they need first and write afterwards.
+    pub async fn password_work<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // Never closed, so this always yields a permit.
+        let _turn = self.password_checks.acquire().await.ok();
+        crate::db::run_blocking(f).await
     }
 
     pub fn session_ttl_ms(&self) -> i64 {
@@ -159,7 +176,10 @@ async fn track_latency(State(state): State<AppState>, req: Request, next: Next) 
         Method::DELETE => Cow::Borrowed("DELETE"),
         Method::PUT => Cow::Borrowed("PUT"),
         Method::HEAD => Cow::Borrowed("HEAD"),
-        ref other => Cow::Owned(other.to_string()),
+        Method::OPTIONS => Cow::Borrowed("OPTIONS"),
+        // Any other token is a valid method to hyper; one label for all of them, or every
+        // invented method would add a time series until restart.
+        _ => Cow::Borrowed("other"),
     };
     let route = match req.extensions().get::<MatchedPath>() {
         Some(p) => Cow::Owned(p.as_str().to_string()),

@@ -37,10 +37,13 @@ pub struct SessionInfo {
     pub csrf: String,
 }
 
-fn session_cookie(id: &str, max_age_s: i64) -> String {
+/// The session cookie; `Secure` when the box serves HTTPS (`[tls]`), so the browser never sends
+/// it over plain HTTP.
+fn session_cookie(id: &str, max_age_s: i64, secure: bool) -> String {
     format!(
-        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}",
-        sessions::COOKIE
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{}",
+        sessions::COOKIE,
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -56,6 +59,8 @@ pub async fn login(
     let key = format!("{}|{}", req.username, addr.ip());
     // The NUL prefix keeps it apart from the per-user keys (no real user name contains one).
     let client_key = format!("\0client|{}", addr.ip());
+    // Every attempt is counted as a failure before its password is checked, and given back if it
+    // succeeds: parallel wrong passwords cannot all pass the check while none has failed yet.
     {
         let mut failures = state.login_failures.lock();
         failures.retain(|_, (_, start)| now - *start < FAILURE_WINDOW_MS);
@@ -70,24 +75,31 @@ pub async fn login(
                 "too many failed sign-ins; wait 5 minutes and try again",
             ));
         }
+        failures.entry(key.clone()).or_insert((0, now)).0 += 1;
+        failures.entry(client_key.clone()).or_insert((0, now)).0 += 1;
     }
-    let (user, pass) = (req.username.clone(), req.password);
+    let user = req.username.clone();
+    let record = state.db.read(move |c| auth::login_record(c, &user)).await?;
+    // The reader connection is back in the pool; hash with none held.
+    let pass = req.password;
     let role = state
-        .db
-        .read(move |c| auth::check_login(c, &user, &pass))
-        .await?;
+        .password_work(move || auth::verify_login(record, &pass))
+        .await;
     let Some(role) = role else {
-        let mut failures = state.login_failures.lock();
-        failures.entry(key).or_insert((0, now)).0 += 1;
-        failures.entry(client_key).or_insert((0, now)).0 += 1;
-        tracing::warn!(user = %req.username, client = %addr.ip(), "sign-in failed");
+        tracing::warn!(user = ?req.username, client = %addr.ip(), "sign-in failed");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_credentials",
             "wrong user name or password",
         ));
     };
-    state.login_failures.lock().remove(&key);
+    {
+        let mut failures = state.login_failures.lock();
+        failures.remove(&key);
+        if let Some((n, _)) = failures.get_mut(&client_key) {
+            *n = n.saturating_sub(1);
+        }
+    }
     let ttl = state.session_ttl_ms();
     let username = req.username.clone();
     let (id, csrf) = state
@@ -104,7 +116,10 @@ pub async fn login(
         csrf,
     };
     Ok((
-        [(header::SET_COOKIE, session_cookie(&id, ttl / 1000))],
+        [(
+            header::SET_COOKIE,
+            session_cookie(&id, ttl / 1000, state.config.tls.enabled()),
+        )],
         Json(body),
     )
         .into_response())
@@ -141,7 +156,10 @@ pub async fn logout(
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session_cookie("", 0))],
+        [(
+            header::SET_COOKIE,
+            session_cookie("", 0, state.config.tls.enabled()),
+        )],
     )
         .into_response())
 }
@@ -187,7 +205,14 @@ pub async fn setup(
         ));
     }
     let now = state.now_ms();
-    let (user, pass) = (req.username.clone(), req.password);
+    auth::validate_username(&req.username)
+        .and_then(|_| auth::validate_password(&req.password))
+        .map_err(ApiError::from)?;
+    let pass = req.password;
+    let hash = state
+        .password_work(move || auth::hash_password(&pass))
+        .await;
+    let user = req.username.clone();
     state
         .db
         .write(move |c| {
@@ -198,7 +223,7 @@ pub async fn setup(
                     "setup is done; sign in instead",
                 )));
             }
-            if let Err(e) = auth::add_user(c, &user, &pass, Role::Admin, now) {
+            if let Err(e) = auth::add_user_hashed(c, &user, &hash, Role::Admin, now) {
                 return Ok(Err(e.into()));
             }
             audit::record(

@@ -131,6 +131,10 @@ pub async fn reset_password(
     auth::validate_password(&req.password)
         .map_err(|e| ApiError::bad_request("invalid", format!("password: {e}")))?;
     let now = state.now_ms();
+    let pass = req.password;
+    let hash = state
+        .password_work(move || auth::hash_password(&pass))
+        .await;
     state
         .db
         .write(move |c| {
@@ -145,7 +149,7 @@ pub async fn reset_password(
                     format!("no user {name:?}"),
                 )));
             }
-            if let Err(e) = auth::set_password(c, &name, &req.password) {
+            if let Err(e) = auth::set_password_hash(c, &name, &hash) {
                 return Ok(Err(e.into()));
             }
             audit::record(c, now, &caller.name, "user.password_reset", &name, "")?;

@@ -225,8 +225,15 @@ check "setup code for the first admin is in the journal" wait_for 5 ct sh -c 'jo
 check "data in /var/lib/storebox, owned by storebox, database not world-readable" \
   test "$(ct stat -c '%U %a' /var/lib/storebox /var/lib/storebox/storebox.db | tr '\n' ' ')" = "storebox 750 storebox 600 "
 check "log files in /var/log/storebox" ct sh -c 'ls /var/log/storebox/storebox.*log >/dev/null'
-check "hq admin token generated, 0640 root:storebox" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox 640"
-check "packaged hq.toml passes check-config (as the service user)" ct runuser -u storebox -- storebox check-config --config /etc/storebox/hq.toml >/dev/null
+check "no hq admin token on a box that has not started HQ" ct sh -c '! test -e /etc/storebox/hq-admin.token'
+check "HQ runs as its own user storebox-hq" ct getent passwd storebox-hq >/dev/null
+ct systemctl start storebox-hq
+check "storebox-hq starts and generates its admin token, 0640 root:storebox-hq" \
+  test "$(ct systemctl is-active storebox-hq) $(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "active root:storebox-hq 640"
+check "HQ's process runs as storebox-hq" test "$(ct systemctl show -p User --value storebox-hq)" = storebox-hq
+check "the store's user cannot read the HQ admin token" ct sh -c '! runuser -u storebox -- cat /etc/storebox/hq-admin.token >/dev/null 2>&1'
+check "packaged hq.toml passes check-config (as the HQ user)" ct runuser -u storebox-hq -- storebox check-config --config /etc/storebox/hq.toml >/dev/null
+ct systemctl stop storebox-hq
 
 SEC=$(ct systemd-analyze security storebox.service --no-pager 2>&1 | sed -n 's/.*Overall exposure level for storebox.service: \([0-9.]*\).*/\1/p')
 echo "systemd-analyze security storebox.service: ${SEC:-?}"
@@ -304,7 +311,7 @@ check "after upgrade: running the new binary (restarted by the upgrade)" ct sh -
   "test \"\$(readlink /proc/\$(systemctl show -p MainPID --value storebox)/exe)\" = /usr/bin/storebox"
 OUT=$(mqtt_pub scale-7 "$PW7" 2.0.0); RC=$?
 check "after upgrade: the device added before still connects (data kept)" test $RC = 0
-check "after upgrade: the hq admin token was kept" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox 640"
+check "after upgrade: the hq admin token was kept" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox-hq 640"
 apt_ct purge storebox > "$WORK/apt-purge2.log" 2>&1; RC=$?
 check "purge after the upgrade" test "$RC $(ct sh -c 'test -e /var/lib/storebox && echo data-left')" = "0 "
 

@@ -4,6 +4,7 @@
 mod catalog;
 mod cli;
 mod devices;
+mod hostile;
 mod hq_nodes;
 mod http;
 mod mqtt_auth;

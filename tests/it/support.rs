@@ -184,6 +184,14 @@ impl StoreBox {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Descriptors the running server process has open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    }
+
     pub fn add_device(&self, id: &str, kind: &str) -> String {
         let (s, out, err) = cli(&self.dir, &["device", "add", id, "--kind", kind], None);
         assert!(s.success(), "device add: {out} {err}");
