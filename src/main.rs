@@ -67,6 +67,31 @@ enum HqCmd {
     /// Manage the stores registered at this HQ (offline; safe while HQ runs).
     #[command(subcommand)]
     Store(HqStoreCmd),
+    /// Manage the staff who sign in to HQ's console (offline; safe while HQ runs).
+    #[command(subcommand)]
+    User(HqUserCmd),
+}
+
+#[derive(Subcommand)]
+enum HqUserCmd {
+    /// Add a console user; the password is generated and printed once unless --password-stdin.
+    Add {
+        name: String,
+        /// admin (users, tokens, releases), operator (author data, rollouts, store groups) or
+        /// support (tickets, read-only fleet)
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List console users.
+    List,
+    /// Set a user's password (ends their sessions); generated unless --password-stdin.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +221,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => serve(config),
         Command::Hq { cmd: None } => serve_hq(config),
+        Command::Hq {
+            cmd: Some(HqCmd::User(cmd)),
+        } => {
+            logging::init_stderr("warn");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(hq_user_command(&config, cmd))
+        }
         Command::Hq {
             cmd: Some(HqCmd::Store(cmd)),
         } => {
@@ -422,6 +456,53 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     // Router and connection threads of the broker have no stop API; leave without waiting on them.
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
+
+/// `storebox hq user …` against whichever storage HQ is configured with.
+async fn hq_user_command(config: &Config, cmd: HqUserCmd) -> anyhow::Result<()> {
+    use storebox::hq::storage::HqRole;
+    let storage = storebox::hq::open_storage(&config.hq_server).await?;
+    match cmd {
+        HqUserCmd::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let role: HqRole = role.parse().map_err(anyhow::Error::msg)?;
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            let user = storebox::hq::console::new_user(&name, role, &password, now_ms())?;
+            storage.add_user(user).await?;
+            println!("HQ user {name} added with role {}", role.as_str());
+            if generated {
+                println!("password, shown only now:\n{password}");
+            }
+        }
+        HqUserCmd::List => {
+            println!("{:<24} {:<9} created", "name", "role");
+            for u in storage.users().await? {
+                println!(
+                    "{:<24} {:<9} {}",
+                    u.name,
+                    u.role.as_str(),
+                    storebox::db::ts_from_ms(u.created_ms)
+                );
+            }
+        }
+        HqUserCmd::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let (password, generated) = read_or_generate_password(password_stdin)?;
+            // Checked like a new user's (name and length); the role is not used.
+            let user = storebox::hq::console::new_user(&name, HqRole::Support, &password, 0)?;
+            storage.set_password(&name, &user.password_hash).await?;
+            println!("password of HQ user {name} changed; their sessions ended");
+            if generated {
+                println!("password, shown only now:\n{password}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -8,11 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
-
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -60,25 +55,7 @@ impl FromStr for Role {
     }
 }
 
-pub use crate::secrets::{digest_eq, generate_secret, hash_secret};
-
-pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 hashing with default params cannot fail")
-        .to_string()
-}
-
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
+pub use crate::secrets::{digest_eq, generate_secret, hash_password, hash_secret, verify_password};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -19,6 +19,11 @@ pub enum HqError {
     /// A feed cursor older than the events HQ keeps.
     #[error("cursor {after} is older than the feed HQ keeps (events up to {pruned_through} were pruned); rebuild from /sync/v1/snapshot")]
     CursorGone { after: i64, pruned_through: i64 },
+    /// Signed in, but the role may not do this (or a write without its CSRF token).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooManyAttempts(String),
     #[error("{message}")]
     Unauthorized {
         code: &'static str,
@@ -69,6 +74,8 @@ impl IntoResponse for HqError {
             HqError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             HqError::CursorGone { .. } => (StatusCode::GONE, "cursor_gone"),
             HqError::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
+            HqError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            HqError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             HqError::Storage(cause) => {
                 tracing::error!(cause, "HQ storage error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -9,6 +9,7 @@
 //! - [`server`]: the HTTP face (sync endpoints for stores, authoring and fleet API)
 //! - [`error`]: domain errors, mapped once to HTTP answers
 
+pub mod console;
 pub mod error;
 pub mod server;
 pub mod storage;
@@ -79,6 +80,7 @@ where
         clock,
         admin_token_hash: Arc::new(crate::secrets::hash_secret(&admin)),
         spool_dir,
+        sign_in: console::guard(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -86,9 +88,12 @@ where
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, engine = state.storage.engine(), "storebox hq ready");
     on_ready(addr);
-    axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 

@@ -14,10 +14,13 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::console::Caller;
 use super::error::{HqError, HqResult};
+use super::storage::HqRole;
 use super::storage::{EventQuery, Storage, StoreIdent, TicketReply};
 use crate::clock::SharedClock;
 use crate::proto::{HqEvent, PushBatch, Target};
+use axum::http::Method;
 
 /// Largest push or authoring JSON body accepted (CSV imports are streamed to disk instead).
 const MAX_JSON_BODY: usize = 64 << 20;
@@ -28,10 +31,11 @@ pub struct HqState {
     pub clock: SharedClock,
     pub admin_token_hash: Arc<String>,
     pub spool_dir: std::path::PathBuf,
+    pub sign_in: Arc<super::console::SignInGuard>,
 }
 
 impl HqState {
-    fn now_ms(&self) -> i64 {
+    pub fn now_ms(&self) -> i64 {
         self.clock.now().as_millisecond()
     }
 }
@@ -49,6 +53,11 @@ pub fn router(state: HqState) -> Router {
         .route("/hq/v1/store-events", get(store_events))
         .route("/hq/v1/tickets", get(tickets))
         .route("/hq/v1/tickets/{id}/replies", post(reply))
+        .route(
+            "/hq/v1/session",
+            post(super::console::sign_in).delete(super::console::sign_out),
+        )
+        .route("/hq/v1/me", get(super::console::me))
         .with_state(state)
 }
 
@@ -82,22 +91,17 @@ fn missing_token() -> HqError {
     }
 }
 
-fn require_admin(state: &HqState, headers: &HeaderMap) -> HqResult<()> {
-    match bearer(headers) {
-        Some(t)
-            if crate::secrets::digest_eq(
-                &crate::secrets::hash_secret(t),
-                &state.admin_token_hash,
-            ) =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(HqError::Unauthorized {
-            code: "bad_token",
-            message: "wrong admin token",
-        }),
-        None => Err(missing_token()),
-    }
+/// The caller, if it holds one of `roles` (admin always does).
+async fn require(
+    state: &HqState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    roles: &[HqRole],
+    what: &str,
+) -> HqResult<Caller> {
+    let c = super::console::caller(state, method, headers).await?;
+    super::console::need(&c, roles, what)?;
+    Ok(c)
 }
 
 /// JSON answer, gzip-compressed when the client accepts it and it is worth it.
@@ -230,7 +234,14 @@ struct AuthorRequest {
 }
 
 async fn author(State(state): State<HqState>, req: Request) -> HqResult<Response> {
-    require_admin(&state, req.headers())?;
+    require(
+        &state,
+        req.method(),
+        req.headers(),
+        &[HqRole::Operator],
+        "authoring",
+    )
+    .await?;
     let r: AuthorRequest = json_body(req).await?;
     super::check_target_shape(&r.target)?;
     let events = super::validate_events(r.events)?;
@@ -261,7 +272,14 @@ async fn import_csv(
     Query(q): Query<ImportQuery>,
     req: Request,
 ) -> HqResult<Response> {
-    require_admin(&state, req.headers())?;
+    require(
+        &state,
+        req.method(),
+        req.headers(),
+        &[HqRole::Operator],
+        "importing",
+    )
+    .await?;
     let target = Target::parse_query(&q.target).map_err(|m| HqError::invalid("bad_target", m))?;
     super::check_target_shape(&target)?;
     let spool = state
@@ -345,8 +363,10 @@ fn read_csv(path: &std::path::Path) -> HqResult<Vec<super::storage::Authored>> {
     Ok(out)
 }
 
+const READERS: &[HqRole] = &[HqRole::Operator, HqRole::Support];
+
 async fn stores(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
-    require_admin(&state, &headers)?;
+    require(&state, &Method::GET, &headers, READERS, "the fleet").await?;
     let list = state.storage.list_stores().await?;
     let head = state.storage.head().await?;
     Ok(
@@ -360,7 +380,7 @@ async fn store_events(
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
 ) -> HqResult<Response> {
-    require_admin(&state, &headers)?;
+    require(&state, &Method::GET, &headers, READERS, "store events").await?;
     let since_ms = match &q.since {
         None => None,
         Some(s) => Some(
@@ -379,7 +399,7 @@ async fn store_events(
 }
 
 async fn tickets(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
-    require_admin(&state, &headers)?;
+    require(&state, &Method::GET, &headers, READERS, "tickets").await?;
     let list = state.storage.tickets().await?;
     Ok(Json(json!({"tickets": list})).into_response())
 }
@@ -409,11 +429,24 @@ async fn reply(
     Query(q): Query<ReplyQuery>,
     req: Request,
 ) -> HqResult<Response> {
-    require_admin(&state, req.headers())?;
+    let caller = require(
+        &state,
+        req.method(),
+        req.headers(),
+        &[HqRole::Support],
+        "replying to tickets",
+    )
+    .await?;
     let r: ReplyRequest = json_body(req).await?;
     let reply = TicketReply {
         event_id: super::new_event_id("reply"),
-        author: r.author.unwrap_or_else(|| "HQ support".into()),
+        author: r.author.unwrap_or_else(|| {
+            if caller.role == HqRole::Admin && caller.name == "admin token" {
+                "HQ support".into()
+            } else {
+                caller.name.clone()
+            }
+        }),
         message: r.message,
         status: r.status,
     };
@@ -433,19 +466,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A plain page listing stores and their sync state, for the admin bearer token only: without it
-/// the page shows nothing of the fleet.
+/// A plain page listing stores and their sync state, for signed-in staff (or the admin bearer
+/// token); anyone else gets the sign-in page, which shows nothing of the fleet.
 async fn fleet_page(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
-    if require_admin(&state, &headers).is_err() {
-        return Ok((
-            StatusCode::UNAUTHORIZED,
-            Html(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>storebox HQ</title></head>\
-                 <body><h1>storebox HQ</h1><p>Sign-in required. Scripts send the admin bearer token \
-                 (<code>Authorization: Bearer …</code>); see docs/hq.md.</p></body></html>",
-            ),
-        )
-            .into_response());
+    if require(&state, &Method::GET, &headers, READERS, "the fleet")
+        .await
+        .is_err()
+    {
+        return Ok(super::console::sign_in_page());
     }
     let list = state.storage.list_stores().await?;
     let head = state.storage.head().await?;

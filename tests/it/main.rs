@@ -5,6 +5,7 @@ mod catalog;
 mod cli;
 mod devices;
 mod hostile;
+mod hq_console;
 mod hq_nodes;
 mod http;
 mod mqtt_auth;

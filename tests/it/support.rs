@@ -623,6 +623,11 @@ impl Hq {
         }
     }
 
+    /// The environment a `storebox hq …` command needs to reach this HQ's storage.
+    pub fn env_for_cli(&self) -> Vec<(String, String)> {
+        self.env()
+    }
+
     /// Registers a store; returns its token.
     pub fn add_store(&self, id: &str, group: &str) -> String {
         let mut args = vec!["hq", "store", "add", id];

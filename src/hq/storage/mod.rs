@@ -79,6 +79,57 @@ pub struct TicketReply {
     pub status: Option<String>,
 }
 
+/// What an HQ staff member may do: `admin` everything (users, tokens, releases), `operator`
+/// author data, rollouts and store groups, `support` tickets and a read-only fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HqRole {
+    Admin,
+    Operator,
+    Support,
+}
+
+impl HqRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HqRole::Admin => "admin",
+            HqRole::Operator => "operator",
+            HqRole::Support => "support",
+        }
+    }
+}
+
+impl std::str::FromStr for HqRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(HqRole::Admin),
+            "operator" => Ok(HqRole::Operator),
+            "support" => Ok(HqRole::Support),
+            other => Err(format!(
+                "unknown role {other:?}: expected admin, operator or support"
+            )),
+        }
+    }
+}
+
+/// A console user as stored.
+#[derive(Debug, Clone)]
+pub struct HqUser {
+    pub name: String,
+    pub role: HqRole,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// A signed-in session: whose, and the token its writes must carry (CSRF).
+#[derive(Debug, Clone)]
+pub struct HqSession {
+    pub user: String,
+    pub role: HqRole,
+    pub csrf: String,
+}
+
 #[async_trait]
 pub trait HqStorage: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -129,6 +180,22 @@ pub trait HqStorage: Send + Sync + 'static {
         reply: TicketReply,
         now_ms: i64,
     ) -> HqResult<i64>;
+
+    /// Adds a console user (`Conflict` when the name is taken).
+    async fn add_user(&self, user: HqUser) -> HqResult<()>;
+    async fn set_password(&self, name: &str, password_hash: &str) -> HqResult<()>;
+    async fn users(&self) -> HqResult<Vec<HqUser>>;
+    async fn user(&self, name: &str) -> HqResult<Option<HqUser>>;
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> HqResult<()>;
+    /// The live session with this id hash (none once expired or its user is gone).
+    async fn session(&self, id_hash: &str, now_ms: i64) -> HqResult<Option<HqSession>>;
+    async fn delete_session(&self, id_hash: &str) -> HqResult<()>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;

@@ -24,7 +24,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
-use super::{Authored, EventQuery, HqStorage, StoreIdent, StoreView, TicketReply};
+use super::{
+    Authored, EventQuery, HqRole, HqSession, HqStorage, HqUser, StoreIdent, StoreView, TicketReply,
+};
 use crate::db::ts_from_ms;
 use crate::hq::error::{HqError, HqResult};
 use crate::proto::{
@@ -32,7 +34,10 @@ use crate::proto::{
 };
 use crate::secrets;
 
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_hq", include_str!("pg_migrations/0001_hq.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_hq", include_str!("pg_migrations/0001_hq.sql")),
+    ("0002_users", include_str!("pg_migrations/0002_users.sql")),
+];
 
 /// The notification channel publishers signal on.
 const CHANNEL: &str = "storebox_hq_feed";
@@ -834,5 +839,127 @@ impl HqStorage for PgStorage {
             moved
         });
         Ok(seq)
+    }
+
+    async fn add_user(&self, user: HqUser) -> HqResult<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO hq_users (name, role, password_hash, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&user.name, &user.role.as_str(), &user.password_hash, &user.created_ms],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(HqError::Conflict(format!("user {:?} exists", user.name)));
+        }
+        Ok(())
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> HqResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute(
+                "UPDATE hq_users SET password_hash = $2 WHERE name = $1",
+                &[&name, &password_hash],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(HqError::not_found(
+                "unknown_user",
+                format!("no user {name:?}"),
+            ));
+        }
+        tx.execute("DELETE FROM hq_sessions WHERE user_name = $1", &[&name])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn users(&self) -> HqResult<Vec<HqUser>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name, role, password_hash, created_ms FROM hq_users ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(user_row).collect())
+    }
+
+    async fn user(&self, name: &str) -> HqResult<Option<HqUser>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT name, role, password_hash, created_ms FROM hq_users WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(pg)?
+            .as_ref()
+            .map(user_row))
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> HqResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO hq_sessions (id_hash, user_name, csrf, expires_ms) VALUES ($1, $2, $3, $4)",
+                &[&id_hash, &user, &csrf, &expires_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now_ms: i64) -> HqResult<Option<HqSession>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT s.user_name, u.role, s.csrf FROM hq_sessions s JOIN hq_users u ON u.name = s.user_name
+                 WHERE s.id_hash = $1 AND s.expires_ms > $2",
+                &[&id_hash, &now_ms],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| HqSession {
+                user: r.get(0),
+                role: r.get::<_, &str>(1).parse().unwrap_or(HqRole::Support),
+                csrf: r.get(2),
+            }))
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> HqResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM hq_sessions WHERE id_hash = $1", &[&id_hash])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+fn user_row(r: &tokio_postgres::Row) -> HqUser {
+    HqUser {
+        name: r.get(0),
+        // The column's CHECK allows only the three roles.
+        role: r.get::<_, &str>(1).parse().unwrap_or(HqRole::Support),
+        password_hash: r.get(2),
+        created_ms: r.get(3),
     }
 }

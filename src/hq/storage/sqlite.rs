@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
-use super::{Authored, EventQuery, HqStorage, StoreIdent, StoreView, TicketReply};
+use super::{
+    Authored, EventQuery, HqRole, HqSession, HqStorage, HqUser, StoreIdent, StoreView, TicketReply,
+};
 use crate::db::{ts_from_ms, Db, DbResult};
 use crate::hq::error::{HqError, HqResult};
 use crate::proto::{
@@ -21,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_tickets_per_store",
         include_str!("sqlite_migrations/0002_tickets_per_store.sql"),
+    ),
+    (
+        "0003_users",
+        include_str!("sqlite_migrations/0003_users.sql"),
     ),
 ];
 
@@ -190,6 +196,123 @@ impl HqStorage for SqliteStorage {
         self.head.send_replace(seq);
         Ok(seq)
     }
+
+    async fn add_user(&self, user: HqUser) -> HqResult<()> {
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO hq_users (name, role, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![user.name, user.role.as_str(), user.password_hash, user.created_ms],
+            )?;
+            if n == 0 {
+                return Err(HqError::Conflict(format!("user {:?} exists", user.name)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> HqResult<()> {
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        self.write(move |c| {
+            let tx = crate::db::immediate(c)?;
+            let n = tx.execute(
+                "UPDATE hq_users SET password_hash = ?2 WHERE name = ?1",
+                params![name, hash],
+            )?;
+            if n == 0 {
+                return Err(HqError::not_found(
+                    "unknown_user",
+                    format!("no user {name:?}"),
+                ));
+            }
+            // A new password ends the user's sessions.
+            tx.execute("DELETE FROM hq_sessions WHERE user_name = ?1", [&name])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn users(&self) -> HqResult<Vec<HqUser>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT name, role, password_hash, created_ms FROM hq_users ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], user_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> HqResult<Option<HqUser>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT name, role, password_hash, created_ms FROM hq_users WHERE name = ?1",
+                [&name],
+                user_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user: &str,
+        csrf: &str,
+        expires_ms: i64,
+    ) -> HqResult<()> {
+        let (id, user, csrf) = (id_hash.to_string(), user.to_string(), csrf.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO hq_sessions (id_hash, user_name, csrf, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, user, csrf, expires_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str, now_ms: i64) -> HqResult<Option<HqSession>> {
+        let id = id_hash.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT s.user_name, u.role, s.csrf FROM hq_sessions s JOIN hq_users u ON u.name = s.user_name
+                 WHERE s.id_hash = ?1 AND s.expires_ms > ?2",
+                params![id, now_ms],
+                |r| {
+                    Ok(HqSession {
+                        user: r.get(0)?,
+                        role: r.get::<_, String>(1)?.parse().unwrap_or(HqRole::Support),
+                        csrf: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> HqResult<()> {
+        let id = id_hash.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM hq_sessions WHERE id_hash = ?1", [&id])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {
+    Ok(HqUser {
+        name: r.get(0)?,
+        // The column's CHECK allows only the three roles.
+        role: r.get::<_, String>(1)?.parse().unwrap_or(HqRole::Support),
+        password_hash: r.get(2)?,
+        created_ms: r.get(3)?,
+    })
 }
 
 /// Registers a store; returns its token (only its hash is kept).
