@@ -65,8 +65,11 @@ where
         metrics.price_cache_hits.clone(),
         metrics.price_cache_misses.clone(),
     ));
+    let health = Arc::new(crate::ops::health::Health::default());
     let ctx = Arc::new(ingest::IngestCtx {
-        queued_bytes: shared.ingest_bytes.clone(),
+        broker: shared.clone(),
+        health: health.clone(),
+        clock: clock.clone(),
         changes: device_changes.clone(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
@@ -162,6 +165,7 @@ where
         tokens: Arc::default(),
         promotions,
         price_answers: price_answers.clone(),
+        health: health.clone(),
     });
     let live_changes = device_changes;
     let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub invalid_messages: Family<ReasonLabel, Counter>,
     pub ingest_dropped: Family<KindLabel, Counter>,
     pub ingest_queue_depth: Gauge,
+    pub ingest_backpressure_waits: Counter,
+    pub ingest_write_failures: Counter,
+    pub ingest_write_stalled: Gauge,
+    pub task_failed: Family<TaskLabel, Gauge>,
     pub events_acked: Counter,
     pub events_duplicate: Counter,
     pub telemetry_stored: Counter,
@@ -69,6 +73,11 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: String,
 }
@@ -85,6 +94,10 @@ impl Metrics {
             invalid_messages: Family::default(),
             ingest_dropped: Family::default(),
             ingest_queue_depth: Gauge::default(),
+            ingest_backpressure_waits: Counter::default(),
+            ingest_write_failures: Counter::default(),
+            ingest_write_stalled: Gauge::default(),
+            task_failed: Family::default(),
             events_acked: Counter::default(),
             events_duplicate: Counter::default(),
             telemetry_stored: Counter::default(),
@@ -140,13 +153,33 @@ impl Metrics {
         );
         registry.register(
             "ingest_dropped",
-            "Device messages not queued because the ingest queue was full, by kind",
+            "QoS 0 telemetry shed because the ingest queue was full (nothing acknowledged is dropped)",
             m.ingest_dropped.clone(),
         );
         registry.register(
             "ingest_queue_depth",
             "Device messages waiting to be written",
             m.ingest_queue_depth.clone(),
+        );
+        registry.register(
+            "ingest_backpressure_waits",
+            "Times a device connection stopped reading because the ingest queue was full",
+            m.ingest_backpressure_waits.clone(),
+        );
+        registry.register(
+            "ingest_write_failures",
+            "Ingest batches that could not be written (retried; disk full, I/O error)",
+            m.ingest_write_failures.clone(),
+        );
+        registry.register(
+            "ingest_write_stalled",
+            "1 while device ingest cannot write (disk full, I/O error): devices are not acknowledged",
+            m.ingest_write_stalled.clone(),
+        );
+        registry.register(
+            "task_failed",
+            "1 for a long-running task that ended or panicked (the process then exits)",
+            m.task_failed.clone(),
         );
         registry.register(
             "events_acked",

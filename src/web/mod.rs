@@ -81,6 +81,8 @@ pub struct AppStateInner {
     pub promotions: Arc<crate::catalog::promo_cache::PromotionCache>,
     /// Price answers kept between lookups (`catalog::answer_cache`).
     pub price_answers: Arc<crate::catalog::answer_cache::AnswerCache>,
+    /// Ingest that cannot write, a task that ended (`ops::health`).
+    pub health: Arc<crate::ops::health::Health>,
 }
 
 impl AppStateInner {

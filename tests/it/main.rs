@@ -5,6 +5,7 @@ mod catalog;
 mod cli;
 mod devices;
 mod http;
+mod ingest;
 mod mqtt_auth;
 mod sim;
 mod support;

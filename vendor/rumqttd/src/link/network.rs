@@ -104,6 +104,10 @@ impl<P: Protocol> Network<P> {
                 Err(e) => return Err(e.into()),
             };
 
+            // storebox patch (STOREBOX-PATCH.md): no socket read while the protocol's
+            // consumer has no room; the keepalive timer starts after the wait.
+            self.protocol.read_ready().await;
+
             // read more packets until a frame can be created. This function
             // blocks until a frame can be created. Use this in a select! branch
             timeout(self.keepalive, self.read_bytes(required)).await??;

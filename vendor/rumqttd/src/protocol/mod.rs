@@ -195,6 +195,11 @@ impl Publish {
         false
     }
 
+    /// storebox patch (STOREBOX-PATCH.md): the QoS the client published with.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
     /// Approximate length for meter
     pub fn len(&self) -> usize {
         let len = 2 + self.topic.len() + self.payload.len();
@@ -748,4 +753,12 @@ pub enum Error {
 pub trait Protocol {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error>;
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error>;
+
+    /// storebox patch (STOREBOX-PATCH.md): awaited by the connection before it reads more bytes
+    /// from the client's socket. A protocol whose consumer is full returns a future that resolves
+    /// once there is room again, so the client is back-pressured by TCP instead of its messages
+    /// being acknowledged and dropped. The default is always ready (upstream behaviour).
+    fn read_ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        std::future::ready(())
+    }
 }

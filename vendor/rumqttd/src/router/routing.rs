@@ -148,7 +148,8 @@ impl Router {
 
     /// Gets handle to the router. This is not a public method to ensure that link
     /// is created only after the router starts
-    fn link(&self) -> Sender<(ConnectionId, Event)> {
+    /// storebox patch (STOREBOX-PATCH.md): public, to run the router on a thread of one's own.
+    pub fn link(&self) -> Sender<(ConnectionId, Event)> {
         self.router_tx.clone()
     }
 
@@ -177,7 +178,8 @@ impl Router {
     /// After pulling 1 event, tries to pull 500 more events
     /// before polling ready queue 100 times (connections)
     #[tracing::instrument(skip_all)]
-    fn run(&mut self, count: usize) -> Result<(), RouterError> {
+    /// storebox patch (STOREBOX-PATCH.md): public, to run the router on a thread of one's own.
+    pub fn run(&mut self, count: usize) -> Result<(), RouterError> {
         match count {
             0 => loop {
                 self.run_inner()?;
