@@ -148,3 +148,182 @@ async fn burst_of_qos1_from_many_devices_loses_nothing_acknowledged() {
         "the queue of 100 should have filled and held connections back:\n{m}"
     );
 }
+
+/// A small tmpfs mounted for one test, unmounted (lazily, so a still-open file cannot keep it)
+/// when dropped, also when the test fails.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Writes a file until the filesystem has no space left.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for chunk in [64 * 1024, 4096, 1] {
+            let buf = vec![0u8; chunk];
+            while f.write_all(&buf).is_ok() {}
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Disk full: events published meanwhile are not acknowledged, the box stays up and says why
+/// (readiness, metrics, status for the UI); once space returns they are stored exactly once and
+/// acknowledged without the device doing anything, and the alert clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_stops_acks_and_recovers_by_itself() {
+    let fs = Tmpfs::mount("24m");
+    let mut sb = StoreBox::start_in(fs.path(), None, &[]);
+    let pw = provision(&sb, "lane-df").await;
+    let pw2 = provision(&sb, "fridge-df").await;
+    let mut dev = Device::connect(sb.mqtt_port, "lane-df", Some(&pw))
+        .await
+        .unwrap();
+    dev.subscribe("devices/lane-df/events/ack").await;
+    let event = |n: usize| json!({"id": format!("df-{n}"), "type": "door.opened"}).to_string();
+    dev.publish("devices/lane-df/events", event(0)).await;
+    let ack = dev.next_on("devices/lane-df/events/ack", 10).await;
+    assert_eq!(
+        ack.unwrap()["status"],
+        "stored",
+        "acked before the disk is full"
+    );
+
+    // Empty the WAL so that the next write must grow a file, then take every free block.
+    sb.db()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let filler = fs.fill();
+    const DURING: usize = 20;
+    for n in 1..=DURING {
+        dev.publish("devices/lane-df/events", event(n)).await;
+    }
+    // A connection signal and an alert in the same outage are kept too.
+    let fridge = Device::connect(sb.mqtt_port, "fridge-df", Some(&pw2))
+        .await
+        .unwrap();
+    fridge
+        .publish(
+            "devices/fridge-df/alerts",
+            r#"{"code":"DOOR_OPEN","severity":"warning","message":"door open"}"#,
+        )
+        .await;
+    assert!(
+        dev.next_on("devices/lane-df/events/ack", 3).await.is_none(),
+        "no event may be acknowledged while nothing can be written"
+    );
+    let (code, ready) = eventually(10, "/readyz reports the ingest failure", || async {
+        let r = reqwest::get(format!("{}/readyz", sb.http)).await.ok()?;
+        let code = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.ok()?;
+        (v["checks"]["ingest"]["failure"]["code"] == "disk_full").then_some((code, v))
+    })
+    .await;
+    assert_eq!(code, 503, "{ready}");
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", sb.http))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let m = metrics(&sb).await;
+    assert!(m.contains("storebox_ingest_write_stalled 1"), "{m}");
+    let (_, status) = sb.get("/api/v1/status").await;
+    assert_eq!(status["ingest_failure"]["code"], "disk_full", "{status}");
+    let (_, overview) = sb.get("/api/v1/overview").await;
+    assert_eq!(overview["ingest_failure"]["code"], "disk_full");
+
+    // Space returns: the kept batch is written and acknowledged without any resend.
+    std::fs::remove_file(filler).unwrap();
+    let mut acked = std::collections::BTreeSet::new();
+    while acked.len() < DURING {
+        let ack = dev
+            .next_on("devices/lane-df/events/ack", 15)
+            .await
+            .unwrap_or_else(|| panic!("acks after recovery: got {acked:?}"));
+        assert_eq!(ack["status"], "stored", "{ack}");
+        acked.insert(ack["id"].as_str().unwrap().to_string());
+    }
+    let stored: i64 = sb
+        .db()
+        .query_row(
+            "SELECT count(DISTINCT event_id) FROM device_events WHERE device_id = 'lane-df'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored as usize, DURING + 1);
+    // A resend (as a device that missed the ack would) is not stored twice.
+    dev.publish("devices/lane-df/events", event(7)).await;
+    let ack = dev.next_on("devices/lane-df/events/ack", 10).await.unwrap();
+    assert_eq!(ack["status"], "duplicate");
+    let rows: i64 = sb
+        .db()
+        .query_row(
+            "SELECT count(*) FROM device_events WHERE device_id = 'lane-df'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows as usize, DURING + 1, "each event stored exactly once");
+    let (online, alerts): (i64, i64) = sb
+        .db()
+        .query_row(
+            "SELECT online, (SELECT count(*) FROM alerts WHERE device_id = 'fridge-df' AND code = 'DOOR_OPEN')
+             FROM devices WHERE id = 'fridge-df'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (online, alerts),
+        (1, 1),
+        "connection and alert from the outage stored"
+    );
+    let (code, ready) = {
+        let r = reqwest::get(format!("{}/readyz", sb.http)).await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(code, 200, "{ready}");
+    assert!(metrics(&sb)
+        .await
+        .contains("storebox_ingest_write_stalled 0"));
+    let (_, status) = sb.get("/api/v1/status").await;
+    assert!(status["ingest_failure"].is_null(), "{status}");
+    sb.kill9();
+}
