@@ -5,4 +5,5 @@ pub mod audit;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod supervise;
 pub mod systemd;

@@ -327,3 +327,95 @@ async fn disk_full_stops_acks_and_recovers_by_itself() {
     assert!(status["ingest_failure"].is_null(), "{status}");
     sb.kill9();
 }
+
+/// Every long-running task of `serve`, by the name `/readyz` and the log give it.
+const TASKS: [&str; 11] = [
+    "ingest",
+    "presence",
+    "scheduler",
+    "retention",
+    "sync-feed",
+    "sync-push",
+    "sync-rollups",
+    "http",
+    "mqtt-listener",
+    "mqtt-router",
+    "mqtt-publisher",
+];
+
+/// Kills `task` through the debug-build hook; returns what `/readyz` said (None for `http`, which
+/// is what answers it), the exit status and the log.
+async fn kill_one(
+    task: &'static str,
+) -> (Option<serde_json::Value>, std::process::ExitStatus, String) {
+    let mut sb = tokio::task::spawn_blocking(move || {
+        StoreBox::start_with(&[
+            ("STOREBOX_TEST_KILL_TASK", task),
+            // Sync runs (and is supervised) only with an HQ; nothing listens on the discard port.
+            ("STOREBOX_HQ__URL", "http://127.0.0.1:9"),
+            ("STOREBOX_HQ__TOKEN", "not-a-real-token"),
+        ])
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut said = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while task != "http" && tokio::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{}/readyz", sb.http)).send().await {
+            let code = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if v["checks"]["tasks"]["failed_task"] == task {
+                assert_eq!(code, 503, "{task}: {v}");
+                said = Some(v);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let status = sb.wait_exit(30);
+        (status, sb.stderr())
+    })
+    .await
+    .unwrap();
+    let status = status.unwrap_or_else(|| panic!("{task}: process still running 30 s after"));
+    (said, status, log)
+}
+
+/// Each task's death (panic, or abort for tasks spawned elsewhere) makes `/readyz` name it, is
+/// logged once, and ends the process with a non-zero status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_supervised_task_that_dies_fails_readiness_and_exits_non_zero() {
+    let results = futures_util::future::join_all(TASKS.iter().map(|t| kill_one(t))).await;
+    for (task, (said, status, log)) in TASKS.iter().zip(results) {
+        if *task != "http" {
+            let v = said.unwrap_or_else(|| panic!("{task}: /readyz never named it; log:\n{log}"));
+            assert_eq!(v["ready"], false, "{task}: {v}");
+        }
+        assert!(
+            !status.success(),
+            "{task}: exit status {status:?}; log:\n{log}"
+        );
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("a long-running task ended"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{task}: logged once:\n{log}");
+        assert!(
+            lines[0].contains(&format!("task={task}"))
+                || lines[0].contains(&format!("task=\"{task}\"")),
+            "{task}: {}",
+            lines[0]
+        );
+        // Tasks spawned by the supervisor panic; those spawned elsewhere are aborted.
+        assert!(
+            lines[0].contains("panicked: test hook") || lines[0].contains("was aborted"),
+            "{task}: {}",
+            lines[0]
+        );
+    }
+}

@@ -152,6 +152,22 @@ impl StoreBox {
         }
     }
 
+    /// Waits up to `secs` for the process to exit by itself.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let c = self.child.as_mut()?;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM and wait; returns the exit status and how long it took.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         let mut c = self.child.take().expect("running");
