@@ -726,3 +726,99 @@ fn apply_signal(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::acl::TopicKind;
+    use bytes::Bytes;
+
+    fn telemetry(device: &str, n: i64) -> IngestItem {
+        IngestItem::Message(Inbound {
+            device: Arc::from(device),
+            kind: TopicKind::Telemetry,
+            topic: Bytes::from(format!("devices/{device}/telemetry")),
+            payload: Bytes::from(format!(r#"{{"metrics":{{"n":{n}}}}}"#)),
+            received_ms: 1_000 + n,
+        })
+    }
+
+    /// A batch that SQLite refuses because of one item is written again item by item: the other
+    /// items are stored, the refused one is dead-lettered with the reason, nothing is retried forever.
+    #[tokio::test]
+    async fn an_item_refused_by_sqlite_is_dead_lettered_and_the_rest_of_its_batch_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON telemetry WHEN NEW.device_id = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned row'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = flume::unbounded();
+        let broker = BrokerShared::new(
+            metrics.clone(),
+            crate::clock::system(),
+            4096,
+            tx.clone(),
+            100,
+            1 << 20,
+        );
+        let ctx = Arc::new(IngestCtx {
+            metrics: metrics.clone(),
+            publisher: crate::broker::Publisher::channel().0,
+            dead_letter_keep: 100,
+            price: Arc::new(|_, _, _| serde_json::Value::Null),
+            broker: broker.clone(),
+            health: Arc::default(),
+            clock: crate::clock::system(),
+            changes: Default::default(),
+        });
+        let writer = tokio::spawn(run(rx, db.clone(), ctx.clone()));
+        for item in [telemetry("a", 1), telemetry("poison", 2), telemetry("b", 3)] {
+            tx.send(item).unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), broker.flush())
+            .await
+            .expect("flushed")
+            .unwrap();
+        let (rows, dead): (i64, String) = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM telemetry),
+                            (SELECT group_concat(device_id || ': ' || reason) FROM dead_letters)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        assert!(
+            dead.starts_with("poison: could not be stored:") && dead.contains("poisoned row"),
+            "{dead}"
+        );
+        assert!(ctx.health.ingest_failure().is_none(), "not a write failure");
+        writer.abort();
+    }
+
+    #[test]
+    fn disk_and_lock_errors_are_retried_data_errors_are_not() {
+        let sqlite = |code: i32| {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_FULL)));
+        assert!(is_disk_full(&sqlite(rusqlite::ffi::SQLITE_FULL)));
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_IOERR)));
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_BUSY)));
+        assert!(!is_transient(&sqlite(rusqlite::ffi::SQLITE_CONSTRAINT)));
+        assert!(!is_transient(&DbError::NotFound));
+    }
+}
