@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Db;
 use crate::devices::{self, ingest};
+use crate::ops::supervise::{self, Supervisor};
 use crate::ops::{metrics::Metrics, systemd};
 use crate::web::{self, AppState};
 
@@ -59,8 +60,26 @@ where
         config.mqtt.ingest_queue,
         broker::ingest_bytes_cap(&config.mqtt),
     );
-    let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone()).await?);
+    let health = Arc::new(crate::ops::health::Health::default());
+    let mut sup = Supervisor::new(health.clone(), metrics.clone());
+    let watches = broker::Watches {
+        router: sup.thread("mqtt-router"),
+        publisher: sup.thread("mqtt-publisher"),
+    };
+    let mqtt = Arc::new(broker::start(&config.mqtt, shared.clone(), db.clone(), watches).await?);
     let publisher = mqtt.publisher.clone();
+    if let Some(t) = mqtt.take_accept_task() {
+        sup.watch("mqtt-listener", t);
+    }
+    for thread in ["mqtt-router", "mqtt-publisher"] {
+        // Test hook only (debug builds): wake the thread once it is asked to end.
+        let p = publisher.clone();
+        tokio::spawn(async move {
+            if supervise::kill_thread_after_delay(thread).await {
+                p.publish("storebox-sink/test-hook", "");
+            }
+        });
+    }
 
     let device_changes = devices::live::DeviceChanges::default();
     let promotions = Arc::new(crate::catalog::promo_cache::PromotionCache::default());
@@ -70,7 +89,9 @@ where
         metrics.price_cache_misses.clone(),
     ));
     let ctx = Arc::new(ingest::IngestCtx {
-        queued_bytes: shared.ingest_bytes.clone(),
+        broker: shared.clone(),
+        health: health.clone(),
+        clock: clock.clone(),
         changes: device_changes.clone(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
@@ -110,23 +131,29 @@ where
             })
         },
     });
-    let ingest_task = tokio::spawn(ingest::run(ingest_rx, db.clone(), ctx));
-    let presence_task = devices::spawn_presence_monitor(shared.clone());
-    let scheduler_task = spawn_price_scheduler(
-        db.clone(),
-        clock.clone(),
-        publisher.clone(),
-        config.store.currency.clone(),
+    sup.spawn("ingest", ingest::run(ingest_rx, db.clone(), ctx));
+    sup.watch("presence", devices::spawn_presence_monitor(shared.clone()));
+    sup.spawn(
+        "scheduler",
+        price_scheduler(
+            db.clone(),
+            clock.clone(),
+            publisher.clone(),
+            config.store.currency.clone(),
+        ),
     );
-    let maintenance_task = spawn_maintenance(
-        db.clone(),
-        clock.clone(),
-        config.storage.telemetry_keep_days,
+    sup.spawn(
+        "retention",
+        maintenance(
+            db.clone(),
+            clock.clone(),
+            config.storage.telemetry_keep_days,
+        ),
     );
 
     let sync_state = Arc::new(crate::sync::state::SyncState::new(&config.hq.url));
     let started = Instant::now();
-    let sync_task = crate::sync::client::spawn(crate::sync::client::Ctx {
+    let sync_tasks = crate::sync::client::spawn(crate::sync::client::Ctx {
         db: db.clone(),
         config: config.clone(),
         clock: clock.clone(),
@@ -135,6 +162,15 @@ where
         publisher: publisher.clone(),
         started,
     });
+    if let Some(tasks) = sync_tasks {
+        // In the order client::spawn starts them.
+        for (name, task) in ["sync-feed", "sync-push", "sync-rollups"]
+            .into_iter()
+            .zip(tasks.0)
+        {
+            sup.watch(name, task);
+        }
+    }
 
     let setup_code = Arc::new(Mutex::new(None));
     if db.read(crate::auth::user_count).await? == 0 {
@@ -167,12 +203,14 @@ where
         promotions,
         price_answers: price_answers.clone(),
         password_checks: Arc::new(tokio::sync::Semaphore::new(config.http.max_password_checks)),
+        health: health.clone(),
     });
     let live_changes = device_changes;
     let app = web::router(state);
     let https = web::tls::acceptor(&config.tls, &[b"http/1.1"])?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(web::serve::run(
+    let (http_done, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve_http = web::serve::run(
         listener,
         app,
         web::serve::Limits::from_config(&config.http),
@@ -181,7 +219,11 @@ where
         async {
             let _ = stopped.await;
         },
-    ));
+    );
+    sup.spawn("http", async move {
+        serve_http.await;
+        let _ = http_done.send(());
+    });
 
     let mqtt_tls = match (
         config.mqtt.tls_listen,
@@ -205,11 +247,20 @@ where
     };
     tracing::info!(http = %running.http, mqtt = %running.mqtt, store = %config.store.id, "storebox ready");
     systemd::notify_ready();
-    let watchdog_task =
-        systemd::watchdog_interval().map(|every| spawn_watchdog(every, db.clone(), mqtt.clone()));
+    let watchdog_task = systemd::watchdog_interval()
+        .map(|every| spawn_watchdog(every, db.clone(), mqtt.clone(), health.clone()));
     on_ready(running);
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let failed = tokio::select! {
+        () = &mut shutdown => None,
+        f = sup.failed() => Some(f),
+    };
+    if failed.is_some() {
+        // `/readyz` names the task meanwhile; the watchdog is no longer fed.
+        tokio::time::sleep(FAILED_TASK_GRACE).await;
+    }
+    sup.stopping();
 
     // Orderly stop, bounded to well under systemd's 5 s budget.
     tracing::info!("storebox stopping");
@@ -220,26 +271,24 @@ where
     }
     live_changes.close();
     let _ = stop_http.send(());
-    if tokio::time::timeout(Duration::from_secs(2), http_task)
+    if tokio::time::timeout(Duration::from_secs(2), http_stopped)
         .await
         .is_err()
     {
         tracing::warn!("http: open requests did not finish within 2 s; closing them");
     }
     match tokio::time::timeout(Duration::from_secs(2), shared.flush()).await {
-        Ok(_) => tracing::info!("device ingest flushed"),
+        Ok(Ok(())) => tracing::info!("device ingest flushed"),
+        Ok(Err(_)) => tracing::warn!(
+            queued = shared.queue_depth(),
+            "device ingest writer is gone; unacked events will be resent by devices"
+        ),
         Err(_) => tracing::warn!(
             queued = shared.queue_depth(),
             "device ingest not flushed within 2 s; unacked events will be resent by devices"
         ),
     }
-    if let Some(t) = sync_task {
-        t.stop();
-    }
-    presence_task.abort();
-    scheduler_task.abort();
-    maintenance_task.abort();
-    ingest_task.abort();
+    sup.abort_all();
     if let Some(t) = watchdog_task {
         t.abort();
     }
@@ -247,18 +296,26 @@ where
         .write(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?))
         .await;
     tracing::info!("storebox stopped");
-    Ok(())
+    match failed {
+        Some((task, cause)) => Err(anyhow::anyhow!(
+            "stopped because the task {task} {cause} (exit non-zero so that systemd restarts it)"
+        )),
+        None => Ok(()),
+    }
 }
+
+/// How long `/readyz` names a failed task before the process stops.
+pub const FAILED_TASK_GRACE: Duration = Duration::from_millis(1500);
 
 /// Announces price and promotion boundaries on `store/prices/changed` within a second of their
 /// instant (4 evaluations per second; see `catalog::scheduler`).
-fn spawn_price_scheduler(
+async fn price_scheduler(
     db: Db,
     clock: SharedClock,
     publisher: broker::Publisher,
     currency: String,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -280,13 +337,13 @@ fn spawn_price_scheduler(
                 Err(e) => tracing::error!(error = %e, "price scheduler: evaluation failed"),
             }
         }
-    })
+    }
 }
 
 /// Telemetry retention: raw rows and minute rollups older than `keep_days`, and raw rows beyond
 /// [`TELEMETRY_MAX_ROWS`], are deleted at start and every 10 minutes.
-fn spawn_maintenance(db: Db, clock: SharedClock, keep_days: u32) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+async fn maintenance(db: Db, clock: SharedClock, keep_days: u32) {
+    {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
@@ -309,7 +366,7 @@ fn spawn_maintenance(db: Db, clock: SharedClock, keep_days: u32) -> tokio::task:
                 Err(e) => tracing::error!(error = %e, "telemetry retention failed"),
             }
         }
-    })
+    }
 }
 
 /// Pings the systemd watchdog while the database answers and the broker accepts; if either stops,
@@ -318,6 +375,7 @@ fn spawn_watchdog(
     every: Duration,
     db: Db,
     mqtt: Arc<broker::Broker>,
+    health: Arc<crate::ops::health::Health>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every / 2);
@@ -329,12 +387,14 @@ fn spawn_watchdog(
             )
             .await
             .is_ok_and(|r| r.is_ok());
-            if db_ok && mqtt.is_accepting() {
+            let task = health.failed_task();
+            if db_ok && mqtt.is_accepting() && task.is_none() {
                 systemd::notify_watchdog();
             } else {
                 tracing::error!(
                     db_ok,
                     broker_ok = mqtt.is_accepting(),
+                    failed_task = task.as_ref().map(|t| t.task),
                     "health check failed; withholding watchdog ping"
                 );
             }

@@ -219,14 +219,21 @@ pub struct BrokerShared {
     pub presence: Presence,
     pub max_payload: usize,
     pub clock: SharedClock,
-    /// One ordered queue for messages and lifecycle signals. It is unbounded so that signals are
-    /// never lost; messages are refused once `ingest_cap` items wait.
+    /// One ordered queue for messages and lifecycle signals. Nothing queued is ever dropped; it is
+    /// bounded by back-pressure: once `ingest_cap` items or `ingest_bytes_cap` bytes wait (or the
+    /// writer cannot write), connections stop reading from their sockets ([`Guard`]'s
+    /// `read_ready`), so the router sees and acknowledges no new message until there is room.
+    /// Only QoS 0 telemetry is shed when full (counted).
     ingest: flume::Sender<IngestItem>,
     ingest_cap: usize,
     /// Topic and payload bytes of the messages waiting in the ingest queue; the ingest writer
     /// subtracts what it takes. New messages are refused above `ingest_bytes_cap`.
     pub ingest_bytes: Arc<AtomicUsize>,
     ingest_bytes_cap: usize,
+    /// Room for more: told by the ingest writer each time it takes items or recovers.
+    pub ingest_room: Arc<tokio::sync::Notify>,
+    /// Set by the ingest writer while its writes fail (disk full, I/O error): no room at all.
+    pub ingest_stalled: Arc<AtomicBool>,
 }
 
 impl BrokerShared {
@@ -250,6 +257,8 @@ impl BrokerShared {
             ingest_cap,
             ingest_bytes: Arc::default(),
             ingest_bytes_cap,
+            ingest_room: Arc::default(),
+            ingest_stalled: Arc::default(),
         })
     }
 
@@ -350,12 +359,33 @@ impl BrokerShared {
         Error::InvalidProtocol
     }
 
-    fn queue(&self, item: IngestItem, kind: &'static str) {
+    /// True while the ingest queue may take more messages.
+    pub fn has_room(&self) -> bool {
+        self.ingest.len() < self.ingest_cap
+            && self.ingest_bytes.load(Ordering::Relaxed) < self.ingest_bytes_cap
+            && !self.ingest_stalled.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the ingest queue has room (at once if it has).
+    pub async fn room(&self) {
+        loop {
+            let notified = self.ingest_room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            self.metrics.ingest_backpressure_waits.inc();
+            notified.await;
+        }
+    }
+
+    /// Queues a decoded message. It is never dropped once queued: the connection stops reading
+    /// while the queue is full, so what waits beyond the caps is bounded by what connections had
+    /// already read (their read buffers). Only QoS 0 telemetry (`sheddable`) is refused when full.
+    fn queue(&self, item: IngestItem, kind: &'static str, sheddable: bool) {
         let bytes = item.queued_bytes();
-        if self.ingest.len() >= self.ingest_cap
-            || self.ingest_bytes.load(Ordering::Relaxed) + bytes > self.ingest_bytes_cap
-        {
-            // Events are resent by the device until acked; telemetry is counted as dropped.
+        if sheddable && !self.has_room() {
             Metrics::inc_kind(&self.metrics.ingest_dropped, kind);
             return;
         }
@@ -532,6 +562,17 @@ impl Protocol for Guard {
             _ => V4.write(packet, write),
         }
     }
+
+    /// Back-pressure (the vendored rumqttd's hook): an authenticated connection reads no more
+    /// from its socket while the ingest queue is full, so nothing more is acknowledged.
+    fn read_ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shared = self.state.as_ref().map(|_| self.shared.clone());
+        async move {
+            if let Some(shared) = shared {
+                shared.room().await;
+            }
+        }
+    }
 }
 
 impl Guard {
@@ -655,6 +696,7 @@ impl Guard {
                                     received_ms: now,
                                 },
                                 "rejected",
+                                false,
                             );
                         } else if kind == TopicKind::Unknown {
                             shared.queue(
@@ -667,6 +709,7 @@ impl Guard {
                                     received_ms: now,
                                 },
                                 "rejected",
+                                false,
                             );
                         } else if let Some(refusal) = (kind == TopicKind::Events)
                             .then(|| event_of_wrong_kind(&shared, &state.live, &publish.payload))
@@ -711,6 +754,8 @@ impl Guard {
                                     received_ms: now,
                                 }),
                                 kind.as_str(),
+                                kind == TopicKind::Telemetry
+                                    && publish.qos() == rumqttd::protocol::QoS::AtMostOnce,
                             );
                         }
                         // The router only runs the QoS handshake; the data went to the queue.

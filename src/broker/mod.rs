@@ -113,7 +113,15 @@ impl Publisher {
 pub struct Broker {
     pub addr: SocketAddr,
     pub publisher: Publisher,
-    accept: tokio::task::JoinHandle<()>,
+    accept: tokio::task::AbortHandle,
+    /// The listener task, taken once by the supervisor ([`Broker::take_accept_task`]).
+    accept_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How the broker's threads report their end (supervision, `ops::supervise`).
+pub struct Watches {
+    pub router: crate::ops::supervise::ThreadWatch,
+    pub publisher: crate::ops::supervise::ThreadWatch,
 }
 
 impl Broker {
@@ -126,6 +134,29 @@ impl Broker {
     pub fn is_accepting(&self) -> bool {
         !self.accept.is_finished()
     }
+
+    /// The device listener's task, for the supervisor (once).
+    pub fn take_accept_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.accept_task.lock().take()
+    }
+}
+
+/// Runs the router on a thread of its own (rumqttd's `Router::spawn` hides its thread), so that
+/// its end, by error or panic, is reported to the supervisor.
+fn run_router(mut router: Router, watch: crate::ops::supervise::ThreadWatch) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+        if watch.kill_requested() {
+            panic!("test hook: mqtt router killed (STOREBOX_TEST_KILL_TASK)");
+        }
+        // One round at a time (upstream's `spawn` runs `run(0)`: the same rounds in a loop).
+        if let Err(e) = router.run(1) {
+            return format!("ended: {e}");
+        }
+    }));
+    watch.ended(match run {
+        Ok(cause) => cause,
+        Err(p) => format!("panicked: {}", crate::ops::supervise::panic_message(&*p)),
+    });
 }
 
 fn bind_probe(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
@@ -215,6 +246,7 @@ pub async fn start(
     cfg: &MqttConfig,
     shared: Arc<BrokerShared>,
     db: Db,
+    watches: Watches,
 ) -> Result<Broker, BrokerError> {
     let reservation = bind_probe(cfg.listen).map_err(|source| BrokerError::Bind {
         addr: cfg.listen,
@@ -237,7 +269,13 @@ pub async fn start(
         .limits
         .max_inflight_qos2
         .store(cfg.max_inflight_qos2, std::sync::atomic::Ordering::Relaxed);
-    let router_tx = Router::new(0, router_config(cfg)).spawn();
+    let router = Router::new(0, router_config(cfg));
+    let router_tx = router.link();
+    let router_watch = watches.router;
+    std::thread::Builder::new()
+        .name("mqtt-router".into())
+        .spawn(move || run_router(router, router_watch))
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
     // Closes device connections on request (`guard::Presence::revoke`). rumqttd has no API to
     // drop a connection, but its router drops the older of two connections with one client id:
     // a local link under the device's id takes its place (the device's TCP connection is closed)
@@ -371,15 +409,25 @@ pub async fn start(
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     let (tx, rx) = flume::unbounded::<(String, bytes::Bytes)>();
     let _ = shared.publisher.set(Publisher { tx: tx.clone() });
+    let watch = watches.publisher;
     std::thread::Builder::new()
         .name("mqtt-publisher".into())
         .spawn(move || {
-            while let Ok((topic, payload)) = rx.recv() {
-                if let Err(e) = link_tx.publish(topic, payload) {
-                    tracing::error!(error = %e, "mqtt: router link closed; box publishes stopped");
-                    break;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Ok((topic, payload)) = rx.recv() {
+                    if watch.kill_requested() {
+                        panic!("test hook: mqtt publisher killed (STOREBOX_TEST_KILL_TASK)");
+                    }
+                    if let Err(e) = link_tx.publish(topic, payload) {
+                        return format!("router link closed: {e}");
+                    }
                 }
-            }
+                "ended: every publisher dropped".to_string()
+            }));
+            watch.ended(match run {
+                Ok(cause) => cause,
+                Err(p) => format!("panicked: {}", crate::ops::supervise::panic_message(&*p)),
+            });
         })
         .map_err(|e| BrokerError::Link(e.to_string()))?;
     // The link subscribes to nothing, but the router may still notify it; drain and answer.
@@ -401,6 +449,7 @@ pub async fn start(
     Ok(Broker {
         addr,
         publisher: Publisher { tx },
-        accept,
+        accept: accept.abort_handle(),
+        accept_task: parking_lot::Mutex::new(Some(accept)),
     })
 }

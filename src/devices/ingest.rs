@@ -2,6 +2,13 @@
 //! broker guard's queue, in order, and commits them to SQLite in batches (group commit: while one
 //! batch commits, the next accumulates). Business events are acknowledged to the device on
 //! `devices/{id}/events/ack` only after their batch committed; a resent event id is stored once.
+//!
+//! Nothing taken off the queue is dropped: a batch that cannot be written (disk full, I/O error)
+//! is kept and written again until it succeeds. Meanwhile the broker's connections read nothing
+//! more (`BrokerShared::ingest_stalled`), so devices get no further acknowledgement, and the
+//! failure is shown in `/readyz`, `/metrics` and the UI until a write succeeds again. A batch that
+//! fails for a reason of its own data (a constraint) is written again item by item, each in a
+//! savepoint, and an item that still fails is dead-lettered with the reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use super::payloads::{self, Parsed};
-use crate::broker::guard::{Inbound, IngestItem, Signal};
+use crate::broker::guard::{BrokerShared, Inbound, IngestItem, Signal};
 use crate::broker::Publisher;
-use crate::db::{Db, DbResult};
+use crate::db::{Db, DbError, DbResult};
 use crate::ops::{audit, metrics::Metrics};
 use crate::outbox::{self, Class};
 
@@ -27,8 +34,12 @@ pub struct IngestCtx {
     pub publisher: Publisher,
     pub dead_letter_keep: i64,
     pub price: PriceResponder,
-    /// The broker's count of queued message bytes, released as the writer takes messages.
-    pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The broker's side of the queue: its byte count (released as the writer takes messages),
+    /// its room signal and its stalled flag (back-pressure).
+    pub broker: Arc<BrokerShared>,
+    /// Where a failing write is shown (readiness, UI).
+    pub health: Arc<crate::ops::health::Health>,
+    pub clock: crate::clock::SharedClock,
     /// Told the ids of devices whose state changed, after their batch committed (live UI).
     pub changes: super::live::DeviceChanges,
 }
@@ -52,19 +63,24 @@ struct Agg {
     max: f64,
 }
 
+/// Longest pause between two attempts at a batch that could not be written.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs until every sender of `rx` is gone.
 pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
+    use std::sync::atomic::Ordering;
     while let Ok(first) = rx.recv_async().await {
         let mut batch = Vec::with_capacity(64);
-        // Flush markers are answered after the batch, even if writing it fails.
+        // Flush markers are answered once the batch is written.
         let mut flushes = Vec::new();
         let mut item = Some(first);
         while let Some(next) = item.take() {
             match next {
                 IngestItem::Flush(tx) => flushes.push(tx),
                 other => {
-                    ctx.queued_bytes
-                        .fetch_sub(other.queued_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    ctx.broker
+                        .ingest_bytes
+                        .fetch_sub(other.queued_bytes(), Ordering::Relaxed);
                     batch.push(other)
                 }
             }
@@ -73,31 +89,97 @@ pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
             }
         }
         ctx.metrics.ingest_queue_depth.set(rx.len() as i64);
-        let c = ctx.clone();
-        match db.write(move |conn| write_batch(conn, batch, &c)).await {
-            Ok(out) => {
-                for (topic, payload) in out.publishes {
-                    ctx.publisher.publish(topic, payload);
+        // Room again for the connections that wait (unless writes are failing).
+        ctx.broker.ingest_room.notify_waiters();
+        let mut careful = false;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            let c = ctx.clone();
+            let (back, result) = db
+                .write(move |conn| {
+                    let r = write_batch(conn, &batch, &c, careful);
+                    Ok((batch, r))
+                })
+                .await
+                .expect("the closure returns Ok");
+            batch = back;
+            match result {
+                Ok(out) => {
+                    finish(&ctx, out);
+                    if let Some(f) = ctx.health.ingest_recovered() {
+                        tracing::warn!(since = %f.since, failed_batches = f.attempts, "device ingest: writing again; devices are acknowledged again");
+                        ctx.metrics.ingest_write_stalled.set(0);
+                        ctx.broker.ingest_stalled.store(false, Ordering::Relaxed);
+                        ctx.broker.ingest_room.notify_waiters();
+                    }
+                    break;
                 }
-                ctx.metrics.events_acked.inc_by(out.acked);
-                ctx.metrics.events_duplicate.inc_by(out.duplicates);
-                ctx.metrics.telemetry_stored.inc_by(out.telemetry);
-                for code in out.invalid {
-                    ctx.metrics.invalid(code);
+                Err(e) if !careful && !is_transient(&e) => {
+                    tracing::warn!(error = %e, items = batch.len(), "device ingest: batch refused; writing it item by item");
+                    careful = true;
                 }
-                for device in &out.changed {
-                    ctx.changes.notify(device);
+                Err(e) => {
+                    ctx.metrics.ingest_write_failures.inc();
+                    ctx.broker.ingest_stalled.store(true, Ordering::Relaxed);
+                    ctx.metrics.ingest_write_stalled.set(1);
+                    let code = if is_disk_full(&e) {
+                        "disk_full"
+                    } else {
+                        "write_error"
+                    };
+                    if ctx
+                        .health
+                        .ingest_failed(ctx.clock.now().to_string(), code, e.to_string())
+                    {
+                        // Logged once per outage; the batch is kept and written again.
+                        tracing::error!(error = %e, code, items = batch.len(), "device ingest: cannot write; devices are not acknowledged until it can (retrying)");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
                 }
-            }
-            Err(e) => {
-                // Nothing was acknowledged, so devices resend their events.
-                tracing::error!(error = %e, "device ingest: batch not written");
             }
         }
         for f in flushes {
             let _ = f.send(());
         }
     }
+}
+
+/// Publishes a written batch's replies and counts it.
+fn finish(ctx: &IngestCtx, out: Outcome) {
+    for (topic, payload) in out.publishes {
+        ctx.publisher.publish(topic, payload);
+    }
+    ctx.metrics.events_acked.inc_by(out.acked);
+    ctx.metrics.events_duplicate.inc_by(out.duplicates);
+    ctx.metrics.telemetry_stored.inc_by(out.telemetry);
+    for code in out.invalid {
+        ctx.metrics.invalid(code);
+    }
+    for device in &out.changed {
+        ctx.changes.notify(device);
+    }
+}
+
+fn sqlite_code(e: &DbError) -> Option<rusqlite::ErrorCode> {
+    match e {
+        DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    }
+}
+
+fn is_disk_full(e: &DbError) -> bool {
+    sqlite_code(e) == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// Whether a failed batch may succeed as it is when tried again (the disk, the file or a lock),
+/// as opposed to a refusal caused by one of its items (a constraint, a value SQLite rejects).
+pub fn is_transient(e: &DbError) -> bool {
+    use rusqlite::ErrorCode::*;
+    !matches!(
+        sqlite_code(e),
+        None | Some(ConstraintViolation | TypeMismatch | TooBig | ApiMisuse | ParameterOutOfRange)
+    )
 }
 
 fn dead_letter(
@@ -120,27 +202,92 @@ fn dead_letter(
     Ok(())
 }
 
+/// Writes one batch in one transaction. `careful`: each item in a savepoint of its own, and an item
+/// that fails is rolled back and dead-lettered with the reason instead of failing the batch.
 fn write_batch(
     conn: &mut Connection,
-    batch: Vec<IngestItem>,
+    batch: &[IngestItem],
     ctx: &IngestCtx,
+    careful: bool,
 ) -> DbResult<Outcome> {
-    let tx = crate::db::immediate(conn)?;
+    let mut tx = crate::db::immediate(conn)?;
     let mut out = Outcome::default();
     let mut minutes: HashMap<(Arc<str>, String, i64), Agg> = HashMap::new();
     let mut last_seen: HashMap<Arc<str>, i64> = HashMap::new();
     let mut dead = 0usize;
     for item in batch {
+        if !careful {
+            write_item(
+                &tx,
+                item,
+                ctx,
+                &mut out,
+                &mut minutes,
+                &mut last_seen,
+                &mut dead,
+            )?;
+            continue;
+        }
+        let sp = tx.savepoint()?;
+        match write_item(
+            &sp,
+            item,
+            ctx,
+            &mut out,
+            &mut minutes,
+            &mut last_seen,
+            &mut dead,
+        ) {
+            Ok(()) => sp.commit()?,
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => {
+                drop(sp); // rolls the item back
+                let (device, topic) = origin(item);
+                tracing::error!(device, topic, error = %e, "device ingest: item could not be stored; dead-lettered");
+                let payload = match item {
+                    IngestItem::Message(m) => &m.payload[..],
+                    _ => b"",
+                };
+                dead_letter(
+                    &tx,
+                    ctx.clock.now().as_millisecond(),
+                    device,
+                    &topic,
+                    &format!("could not be stored: {e}"),
+                    payload,
+                    payload.len(),
+                )?;
+                dead += 1;
+                out.invalid.push("not_stored");
+            }
+        }
+    }
+    finish_batch(&tx, minutes, last_seen, dead, ctx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Writes one queued item (its telemetry counted into `minutes`, its device into `last_seen`).
+fn write_item(
+    tx: &Connection,
+    item: &IngestItem,
+    ctx: &IngestCtx,
+    out: &mut Outcome,
+    minutes: &mut HashMap<(Arc<str>, String, i64), Agg>,
+    last_seen: &mut HashMap<Arc<str>, i64>,
+    dead: &mut usize,
+) -> DbResult<()> {
+    {
         match item {
             IngestItem::Message(m) => {
                 let seen = last_seen.entry(m.device.clone()).or_insert(m.received_ms);
                 *seen = (*seen).max(m.received_ms);
                 match payloads::parse(m.kind, &m.payload, m.received_ms) {
-                    Ok(parsed) => apply(&tx, &m, parsed, ctx, &mut out, &mut minutes)?,
+                    Ok(parsed) => apply(tx, m, parsed, ctx, out, minutes)?,
                     Err(invalid) => {
                         let topic = String::from_utf8_lossy(&m.topic);
                         dead_letter(
-                            &tx,
+                            tx,
                             m.received_ms,
                             &m.device,
                             &topic,
@@ -148,7 +295,7 @@ fn write_batch(
                             &m.payload,
                             m.payload.len(),
                         )?;
-                        dead += 1;
+                        *dead += 1;
                         out.invalid.push(invalid.code);
                         if let Some(id) = invalid.event_id {
                             out.publishes.push((
@@ -168,18 +315,29 @@ fn write_batch(
                 size,
                 received_ms,
             } => {
-                dead_letter(&tx, received_ms, &device, &topic, &reason, &payload, size)?;
-                dead += 1;
+                dead_letter(tx, *received_ms, device, topic, reason, payload, *size)?;
+                *dead += 1;
                 out.invalid.push(if reason.starts_with("payload of") {
                     "oversize"
                 } else {
                     "unknown_topic"
                 });
             }
-            IngestItem::Signal(signal) => apply_signal(&tx, signal, &mut out, &mut dead)?,
+            IngestItem::Signal(signal) => apply_signal(tx, signal, out, dead)?,
             IngestItem::Flush(_) => {} // answered by `run`
         }
     }
+    Ok(())
+}
+
+/// The batch's minute rollups, last-seen times and dead-letter trim.
+fn finish_batch(
+    tx: &Connection,
+    minutes: HashMap<(Arc<str>, String, i64), Agg>,
+    last_seen: HashMap<Arc<str>, i64>,
+    dead: usize,
+    ctx: &IngestCtx,
+) -> DbResult<()> {
     {
         let mut up = tx.prepare_cached(
             "INSERT INTO telemetry_minute (device_id, metric, minute, count, sum, min, max)
@@ -206,8 +364,7 @@ fn write_batch(
             [ctx.dead_letter_keep],
         )?;
     }
-    tx.commit()?;
-    Ok(out)
+    Ok(())
 }
 
 fn apply(
@@ -449,15 +606,31 @@ fn set_online(
     Ok(changed)
 }
 
+/// The device and topic an item is about, for a dead letter.
+fn origin(item: &IngestItem) -> (&str, String) {
+    match item {
+        IngestItem::Message(m) => (&m.device, String::from_utf8_lossy(&m.topic).into_owned()),
+        IngestItem::Rejected { device, topic, .. } => (device, topic.clone()),
+        IngestItem::Signal(s) => match s {
+            Signal::Connected { device, .. }
+            | Signal::Disconnected { device, .. }
+            | Signal::Silent { device, .. }
+            | Signal::Resumed { device, .. } => (device, "(connection signal)".into()),
+            Signal::Denied { device, topic, .. } => (device, topic.clone()),
+        },
+        IngestItem::Flush(_) => ("", String::new()),
+    }
+}
+
 fn apply_signal(
     tx: &Connection,
-    signal: Signal,
+    signal: &Signal,
     out: &mut Outcome,
     dead: &mut usize,
 ) -> DbResult<()> {
     match signal {
         Signal::Connected { device, at_ms, .. } => {
-            if set_online(tx, &device, true, None, at_ms)? {
+            if set_online(tx, device, true, None, *at_ms)? {
                 out.changed.insert(device.to_string());
             }
             // Commands sent while the device was away (last hour) are sent again.
@@ -465,7 +638,7 @@ fn apply_signal(
                 "SELECT id, name, args FROM commands
                  WHERE device_id = ?1 AND acked_ms IS NULL AND sent_ms > ?2 ORDER BY sent_ms",
             )?;
-            let rows = stmt.query_map(params![&*device, at_ms - 3_600_000], |r| {
+            let rows = stmt.query_map(params![&**device, at_ms - 3_600_000], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -488,21 +661,21 @@ fn apply_signal(
             at_ms,
             ..
         } => {
-            let reason = if clean {
+            let reason = if *clean {
                 "disconnected"
             } else {
                 "connection lost"
             };
-            if set_online(tx, &device, false, Some(reason), at_ms)? {
+            if set_online(tx, device, false, Some(reason), *at_ms)? {
                 out.changed.insert(device.to_string());
             }
             if let Some(will) = will {
                 if let Ok(Parsed::Status { raw, .. }) =
-                    payloads::parse(crate::broker::acl::TopicKind::Status, &will, at_ms)
+                    payloads::parse(crate::broker::acl::TopicKind::Status, will, *at_ms)
                 {
                     tx.execute(
                         "UPDATE devices SET status_json = ?2 WHERE id = ?1",
-                        params![&*device, raw],
+                        params![&**device, raw],
                     )?;
                 }
             }
@@ -514,12 +687,12 @@ fn apply_signal(
             ..
         } => {
             let reason = format!("no message for {after_s} s (twice the keepalive)");
-            if set_online(tx, &device, false, Some(&reason), at_ms)? {
+            if set_online(tx, device, false, Some(&reason), *at_ms)? {
                 out.changed.insert(device.to_string());
             }
         }
         Signal::Resumed { device, at_ms, .. } => {
-            if !device.is_empty() && set_online(tx, &device, true, None, at_ms)? {
+            if !device.is_empty() && set_online(tx, device, true, None, *at_ms)? {
                 out.changed.insert(device.to_string());
             }
         }
@@ -532,9 +705,9 @@ fn apply_signal(
         } => {
             dead_letter(
                 tx,
-                at_ms,
-                &device,
-                &topic,
+                *at_ms,
+                device,
+                topic,
                 &format!("not authorized ({action}): {reason}"),
                 b"",
                 0,
@@ -543,13 +716,109 @@ fn apply_signal(
             out.invalid.push("not_authorized");
             audit::record(
                 tx,
-                at_ms,
+                *at_ms,
                 &format!("device:{device}"),
                 "mqtt.denied",
-                &topic,
-                &reason,
+                topic,
+                reason,
             )?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::acl::TopicKind;
+    use bytes::Bytes;
+
+    fn telemetry(device: &str, n: i64) -> IngestItem {
+        IngestItem::Message(Inbound {
+            device: Arc::from(device),
+            kind: TopicKind::Telemetry,
+            topic: Bytes::from(format!("devices/{device}/telemetry")),
+            payload: Bytes::from(format!(r#"{{"metrics":{{"n":{n}}}}}"#)),
+            received_ms: 1_000 + n,
+        })
+    }
+
+    /// A batch that SQLite refuses because of one item is written again item by item: the other
+    /// items are stored, the refused one is dead-lettered with the reason, nothing is retried forever.
+    #[tokio::test]
+    async fn an_item_refused_by_sqlite_is_dead_lettered_and_the_rest_of_its_batch_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON telemetry WHEN NEW.device_id = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned row'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = flume::unbounded();
+        let broker = BrokerShared::new(
+            metrics.clone(),
+            crate::clock::system(),
+            4096,
+            tx.clone(),
+            100,
+            1 << 20,
+        );
+        let ctx = Arc::new(IngestCtx {
+            metrics: metrics.clone(),
+            publisher: crate::broker::Publisher::channel().0,
+            dead_letter_keep: 100,
+            price: Arc::new(|_, _, _| serde_json::Value::Null),
+            broker: broker.clone(),
+            health: Arc::default(),
+            clock: crate::clock::system(),
+            changes: Default::default(),
+        });
+        let writer = tokio::spawn(run(rx, db.clone(), ctx.clone()));
+        for item in [telemetry("a", 1), telemetry("poison", 2), telemetry("b", 3)] {
+            tx.send(item).unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), broker.flush())
+            .await
+            .expect("flushed")
+            .unwrap();
+        let (rows, dead): (i64, String) = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM telemetry),
+                            (SELECT group_concat(device_id || ': ' || reason) FROM dead_letters)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        assert!(
+            dead.starts_with("poison: could not be stored:") && dead.contains("poisoned row"),
+            "{dead}"
+        );
+        assert!(ctx.health.ingest_failure().is_none(), "not a write failure");
+        writer.abort();
+    }
+
+    #[test]
+    fn disk_and_lock_errors_are_retried_data_errors_are_not() {
+        let sqlite = |code: i32| {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_FULL)));
+        assert!(is_disk_full(&sqlite(rusqlite::ffi::SQLITE_FULL)));
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_IOERR)));
+        assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_BUSY)));
+        assert!(!is_transient(&sqlite(rusqlite::ffi::SQLITE_CONSTRAINT)));
+        assert!(!is_transient(&DbError::NotFound));
+    }
 }

@@ -47,6 +47,10 @@ pub struct Metrics {
     /// HTTP connections closed at accept: `per_client` or `total` cap reached.
     pub http_connections_refused: Family<KindLabel, Counter>,
     pub ingest_queue_depth: Gauge,
+    pub ingest_backpressure_waits: Counter,
+    pub ingest_write_failures: Counter,
+    pub ingest_write_stalled: Gauge,
+    pub task_failed: Family<TaskLabel, Gauge>,
     pub events_acked: Counter,
     pub events_duplicate: Counter,
     pub telemetry_stored: Counter,
@@ -71,6 +75,11 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: String,
 }
@@ -88,6 +97,10 @@ impl Metrics {
             ingest_dropped: Family::default(),
             http_connections_refused: Family::default(),
             ingest_queue_depth: Gauge::default(),
+            ingest_backpressure_waits: Counter::default(),
+            ingest_write_failures: Counter::default(),
+            ingest_write_stalled: Gauge::default(),
+            task_failed: Family::default(),
             events_acked: Counter::default(),
             events_duplicate: Counter::default(),
             telemetry_stored: Counter::default(),
@@ -143,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "ingest_dropped",
-            "Device messages not queued because the ingest queue was full, by kind",
+            "QoS 0 telemetry shed because the ingest queue was full (nothing acknowledged is dropped)",
             m.ingest_dropped.clone(),
         );
         registry.register(
@@ -155,6 +168,26 @@ impl Metrics {
             "ingest_queue_depth",
             "Device messages waiting to be written",
             m.ingest_queue_depth.clone(),
+        );
+        registry.register(
+            "ingest_backpressure_waits",
+            "Times a device connection stopped reading because the ingest queue was full",
+            m.ingest_backpressure_waits.clone(),
+        );
+        registry.register(
+            "ingest_write_failures",
+            "Ingest batches that could not be written (retried; disk full, I/O error)",
+            m.ingest_write_failures.clone(),
+        );
+        registry.register(
+            "ingest_write_stalled",
+            "1 while device ingest cannot write (disk full, I/O error): devices are not acknowledged",
+            m.ingest_write_stalled.clone(),
+        );
+        registry.register(
+            "task_failed",
+            "1 for a long-running task that ended or panicked (the process then exits)",
+            m.task_failed.clone(),
         );
         registry.register(
             "events_acked",

@@ -2,6 +2,8 @@
 //! trail, and the systemd handshake (readiness and watchdog).
 
 pub mod audit;
+pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod supervise;
 pub mod systemd;

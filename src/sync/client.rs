@@ -79,7 +79,7 @@ pub fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
 }
 
 /// Handles of the running loops; [`Handles::stop`] ends them (at shutdown).
-pub struct Handles(Vec<tokio::task::JoinHandle<()>>);
+pub struct Handles(pub Vec<tokio::task::JoinHandle<()>>);
 
 impl Handles {
     pub fn stop(self) {

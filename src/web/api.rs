@@ -33,6 +33,8 @@ pub struct Status {
     pub alerts_open: i64,
     pub mqtt_connections: usize,
     pub ingest_queue: usize,
+    /// Set while device ingest cannot write (disk full, I/O error): devices are not acknowledged.
+    pub ingest_failure: Option<crate::ops::health::IngestFailure>,
     pub outbox_business: i64,
     pub outbox_telemetry: i64,
     pub hq_configured: bool,
@@ -75,6 +77,7 @@ pub async fn status(
         alerts_open: alerts,
         mqtt_connections: state.broker.presence.live_count(),
         ingest_queue: state.broker.queue_depth(),
+        ingest_failure: state.health.ingest_failure(),
         outbox_business: ob,
         outbox_telemetry: ot,
         hq_configured: !cfg.hq.url.is_empty(),

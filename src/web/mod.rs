@@ -85,6 +85,8 @@ pub struct AppStateInner {
     pub price_answers: Arc<crate::catalog::answer_cache::AnswerCache>,
     /// Turns for argon2 work (`http.max_password_checks`); see [`AppStateInner::password_work`].
     pub password_checks: Arc<tokio::sync::Semaphore>,
+    /// Ingest that cannot write, a task that ended (`ops::health`).
+    pub health: Arc<crate::ops::health::Health>,
 }
 
 impl AppStateInner {

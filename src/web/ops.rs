@@ -12,7 +12,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the database answers, the broker accepts and the ingest queue is not backed up.
+/// Ready when the database answers, the broker accepts, device ingest can write and every
+/// long-running task runs. A failed task is named (`failed_task`); the process exits seconds later.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db_ok = state
         .db
@@ -20,12 +21,19 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .await
         .is_ok();
     let queue = state.broker.queue_depth();
-    let ingest_ok = queue < state.config.mqtt.ingest_queue;
+    let failure = state.health.ingest_failure();
+    let ingest_ok = failure.is_none();
     let broker_ok = state.mqtt.is_accepting();
-    let ok = db_ok && ingest_ok && broker_ok;
+    let task = state.health.failed_task();
+    let ok = db_ok && ingest_ok && broker_ok && task.is_none();
     let body = json!({
         "ready": ok,
-        "checks": {"database": db_ok, "broker": broker_ok, "ingest_queue": {"ok": ingest_ok, "depth": queue}},
+        "checks": {
+            "database": db_ok,
+            "broker": broker_ok,
+            "ingest": {"ok": ingest_ok, "depth": queue, "failure": failure},
+            "tasks": {"ok": task.is_none(), "failed_task": task.as_ref().map(|t| t.task), "cause": task.as_ref().map(|t| &t.cause)},
+        },
     });
     (
         if ok {

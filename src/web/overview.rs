@@ -100,6 +100,8 @@ pub struct Overview {
     pub timezone: String,
     pub currency: String,
     pub sync: SyncStatus,
+    /// Set while device ingest cannot write (disk full, I/O error): devices are not acknowledged.
+    pub ingest_failure: Option<crate::ops::health::IngestFailure>,
     pub devices: DeviceCounts,
     pub sales_today: SalesToday,
     pub upcoming: Upcoming,
@@ -135,6 +137,7 @@ pub async fn overview(
         timezone: cfg.store.timezone.clone(),
         currency,
         sync,
+        ingest_failure: state.health.ingest_failure(),
         devices,
         sales_today,
         upcoming,

@@ -30,9 +30,9 @@ async fn status_telemetry_and_alerts_are_stored_and_visible() {
         )
         .await
         .unwrap();
-    // Three points in the previous minute (the roll-ups shown cover the last 24 hours).
-    let now = jiff::Timestamp::now().as_second();
-    let minute = now - now.rem_euclid(60) - 60;
+    // Three points in one minute an hour ago: inside the detail's default 24 h of rollups
+    // whatever today's date (a fixed date here once made this test fail a day after it was written).
+    let minute = jiff::Timestamp::now().as_second().div_euclid(60) * 60 - 3600;
     for (i, paper) in [0.9, 0.5, 0.1].iter().enumerate() {
         let ts = jiff::Timestamp::from_second(minute + i as i64).unwrap();
         dev.publish(

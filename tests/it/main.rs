@@ -8,6 +8,7 @@ mod hostile;
 mod hq_console;
 mod hq_nodes;
 mod http;
+mod ingest;
 mod mqtt_auth;
 mod sim;
 mod support;

@@ -71,6 +71,15 @@ impl StoreBox {
     pub fn start_with(env: &[(&str, &str)]) -> StoreBox {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
+        Self::start_in(dir, Some(tmp), env)
+    }
+
+    /// Starts on a data dir the caller made (e.g. a small tmpfs); `tmp` is kept until drop.
+    pub fn start_in(
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        env: &[(&str, &str)],
+    ) -> StoreBox {
         let (ok, out, err) = {
             let (s, o, e) = cli(&dir, &["token", "add", "tests", "--role", "admin"], None);
             (s.success(), o, e)
@@ -79,7 +88,7 @@ impl StoreBox {
         let token = out.lines().last().unwrap().trim().to_string();
         let mut sb = StoreBox {
             dir,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             child: None,
             http: String::new(),
             mqtt_port: 0,
@@ -140,6 +149,22 @@ impl StoreBox {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits up to `secs` for the process to exit by itself.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let c = self.child.as_mut()?;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

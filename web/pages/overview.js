@@ -72,7 +72,15 @@ export async function overviewPage() {
     { label: "For", cell: (r) => [r.department ? `department ${r.department}` : null, r.skus.length ? plural(r.skus.length, "product") : null].filter(Boolean).join(" and ") },
   ], up.promotions, { empty: "No promotions start or end in the next 7 days." });
 
+  // Device ingest cannot write (disk full, I/O error): devices get no acknowledgement until it can.
+  const f = o.ingest_failure;
+  const ingestAlert = f ? notice(
+    `${f.code === "disk_full" ? "The disk is full" : "The box cannot write to its database"} since ${when(f.since)}: ` +
+    `device messages are not being saved or acknowledged (devices keep and resend them). ` +
+    `It recovers by itself once it can write again. Details: ${f.message}`, "error") : null;
+
   page("Overview",
+    ingestAlert,
     h("p", { class: "muted" }, `${o.store_name} (${o.store_id}), ${when(o.now)} store time (${o.timezone}).`),
     cards,
     h("section", { "aria-labelledby": "sales-h" }, h("h2", { id: "sales-h" }, "Sales by hour today"), salesChart),
