@@ -176,9 +176,14 @@ async fn a_printer_out_of_paper_raises_paper_out_at_the_box_and_hq() {
     assert_eq!(list["devices"][0]["id"], "p-printer-1");
     assert_eq!(list["devices"][0]["kind"], "printer");
     ctl.wait_online(&sb, "p-printer-1").await;
-    let d = sb.get("/api/v1/devices/p-printer-1").await.1;
+    // Online comes with the connection; the firmware with the device's status message, written
+    // a moment later.
+    let d = eventually(10, "the printer's status message stored", || async {
+        let d = sb.get("/api/v1/devices/p-printer-1").await.1;
+        (d["firmware"] == "sim-1.0").then_some(d)
+    })
+    .await;
     assert_eq!(d["kind"], "printer", "provisioned with its kind: {d}");
-    assert_eq!(d["firmware"], "sim-1.0");
 
     // Paper runs out.
     let st = ctl
