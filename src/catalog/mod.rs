@@ -18,7 +18,7 @@ use crate::pricing::{
     Item, PriceRecord, PriceSetPayload, PromoKind, Promotion, PromotionPayload, Unit,
 };
 
-/// An HQ event as it travels (sync feed, import files): DESIGN §4 wire shape.
+/// An HQ event as it travels (sync feed, import files): the wire shape of docs/sync-protocol.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HqEvent {
     #[serde(default)]

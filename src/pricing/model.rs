@@ -1,7 +1,7 @@
-//! Pricing data: items, price records, promotions, priced lines, errors and the §4 wire payloads.
+//! Pricing data: items, price records, promotions, priced lines, errors and the wire payloads.
 //!
 //! Types that travel on the wire (API answers, sync payloads, stored JSON) derive serde with the field
-//! names of DESIGN §4/§5. Promotions serialize in the §4 shape, `"kind":"percent_off",
+//! names of docs/sync-protocol.md and docs/pricing.md. Promotions serialize in the wire shape, `"kind":"percent_off",
 //! "params":{"percent":20}`, and are validated when deserialized.
 
 use std::fmt;
@@ -103,7 +103,7 @@ pub enum PromoKind {
     BuyXGetY { buy: u32, get: u32 },
 }
 
-/// The unvalidated §4 form of a promotion kind: `"kind"` and `"params"`.
+/// The unvalidated wire form of a promotion kind: `"kind"` and `"params"`.
 #[derive(Debug, Clone, Deserialize)]
 struct PromoKindWire {
     kind: String,
@@ -118,7 +118,7 @@ impl TryFrom<PromoKindWire> for PromoKind {
     }
 }
 
-/// A promotion kind or its params that do not satisfy §4/§5; names the kind and the field.
+/// A promotion kind or its params that do not satisfy the documented rules (docs/pricing.md); names the kind and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PromotionError {
     #[error(
@@ -141,7 +141,7 @@ pub enum PromotionError {
 }
 
 impl PromoKind {
-    /// The §4 kind name.
+    /// The wire kind name.
     pub fn name(&self) -> &'static str {
         match self {
             PromoKind::PercentOff { .. } => "percent_off",
@@ -157,7 +157,7 @@ impl PromoKind {
         matches!(self, PromoKind::PercentOff { .. }) || unit == Unit::Each
     }
 
-    /// Builds a kind from the §4 wire form, e.g. `("percent_off", {"percent":20})`, validating the
+    /// Builds a kind from the wire form, e.g. `("percent_off", {"percent":20})`, validating the
     /// params: percent 1..=100, amount > 0, multi_buy quantity >= 2 and price >= 0, buy >= 1, get >= 1.
     /// Extra fields in `params` are ignored.
     pub fn from_wire(kind: &str, params: &Value) -> Result<PromoKind, PromotionError> {
@@ -186,7 +186,7 @@ impl PromoKind {
         Ok(k)
     }
 
-    /// The §4 wire form: kind name and params object.
+    /// The wire form: kind name and params object.
     pub fn to_wire(&self) -> (&'static str, Value) {
         let params = match *self {
             PromoKind::PercentOff { percent } => serde_json::json!({ "percent": percent }),
@@ -268,7 +268,7 @@ fn u32_field(
     })
 }
 
-/// A promotion with its times resolved to instants. Serializes in the §4 shape (`kind` and `params`
+/// A promotion with its times resolved to instants. Serializes in the wire shape (`kind` and `params`
 /// at the top level) with RFC 3339 instants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Promotion {
@@ -391,7 +391,7 @@ fn store_time(field: &'static str, s: &str, tz: &TimeZone) -> Result<Timestamp, 
     parse_store_time(s, tz).map_err(|source| PricingError::BadTime { field, source })
 }
 
-/// The §4 `price.set` payload as it arrives (times not yet resolved).
+/// The `price.set` wire payload as it arrives (times not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceSetPayload {
     pub id: String,
@@ -452,7 +452,7 @@ impl PriceSetPayload {
     }
 }
 
-/// The §4 `promotion.upsert` payload as it arrives (kind unvalidated, times not yet resolved).
+/// The `promotion.upsert` wire payload as it arrives (kind unvalidated, times not yet resolved).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromotionPayload {
     pub id: String,
@@ -609,7 +609,7 @@ mod tests {
 
     #[test]
     fn promotion_payload_from_design_example() {
-        // DESIGN §4 e-3: civil times in the store's zone.
+        // The `promo-bf` example of docs/pricing.md: civil times in the store's zone.
         let payload: PromotionPayload = serde_json::from_value(json!({"id":"promo-bf",
             "name":"Black Friday dairy","kind":"percent_off","params":{"percent":20},"skus":["1001"],
             "department":null,"starts_at":"2026-11-27T00:00:00","ends_at":"2026-11-30T00:00:00"}))
@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(promo.skus, vec!["1001".to_string()]);
         assert_eq!(promo.department, None);
 
-        // Stored form: §4 shape with instants, and it round-trips.
+        // Stored form: wire shape with instants, and it round-trips.
         let v = serde_json::to_value(&promo).unwrap();
         assert_eq!(v["kind"], json!("percent_off"));
         assert_eq!(v["params"], json!({"percent":20}));
@@ -669,7 +669,7 @@ mod tests {
 
     #[test]
     fn price_set_payload_from_design_example() {
-        // DESIGN §4 e-2.
+        // The `pr-1001-base` example of docs/sync-protocol.md.
         let payload: PriceSetPayload = serde_json::from_value(json!({"id":"pr-1001-base",
             "sku":"1001","price":129,"starts_at":"2026-11-01T00:00:00Z","ends_at":null}))
         .unwrap();

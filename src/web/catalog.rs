@@ -1,6 +1,6 @@
 //! Catalog and pricing API: product lookup, the effective price at an instant, basket pricing and
 //! idempotent checkouts. Pricing itself is `crate::pricing`; this file loads the data and shapes
-//! the answers of DESIGN §5.
+//! the answers of docs/api.md and docs/pricing.md.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -119,7 +119,7 @@ pub struct AtQuery {
     pub at: Option<String>,
 }
 
-/// The price answer of DESIGN §5 (HTTP, and devices' `devices/{id}/price/reply`).
+/// The price answer (docs/pricing.md) (HTTP, and devices' `devices/{id}/price/reply`).
 #[derive(Debug, Serialize)]
 pub struct PriceAnswer {
     pub sku: String,

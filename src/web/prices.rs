@@ -1,4 +1,4 @@
-//! Price questions staff ask, beyond the §5 price answer: *why* a product costs what it costs at
+//! Price questions staff ask, beyond the price answer of docs/pricing.md: *why* a product costs what it costs at
 //! an instant (which price record is in effect and why the others are not, which promotions apply
 //! and which one wins for a single unit), how its price will change over a period (timeline), and
 //! which promotions run in a period (calendar). All of it is computed by `crate::pricing` from

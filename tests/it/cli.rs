@@ -77,7 +77,6 @@ async fn sigterm_stops_cleanly_within_5_s_and_keeps_acked_events() {
         .await
         .unwrap();
     dev.subscribe("devices/lane-5/events/ack").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..50 {
         dev.publish(
             "devices/lane-5/events",

@@ -153,7 +153,7 @@ async fn overview_prices_explained_timeline_and_calendar() {
     assert_eq!(by_id("promo-3for2")["targets"], "department");
     assert_eq!(by_id("promo-3for2")["discount_one"], 0);
     assert_eq!(by_id("promo-later")["state"], "not_started");
-    // The same answer as the §5 price endpoint at another instant.
+    // The same answer as the price endpoint at another instant.
     let at = rfc(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(96));
     let (_, w4) = call(
         &sb,
