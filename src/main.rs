@@ -47,6 +47,14 @@ enum Command {
     Import { file: PathBuf },
     /// Write a consistent copy of the database to FILE (safe while the server runs).
     Backup { file: PathBuf },
+    /// Write a support bundle (one JSON file, secrets redacted) for first-level support: version,
+    /// config, sync, devices, alerts, database health, disk, recent logs, systemd state. Safe
+    /// while the server runs; docs/operations.md#support-bundle.
+    Diag {
+        /// Where to write it (mode 0600); without it, standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run virtual devices (lanes, scales, labels, fridges, printers) against a box, each with
     /// its own credentials, steered through a control API on loopback (docs/simulator.md).
     Simulate(Box<storebox::sim::cli::SimulateArgs>),
@@ -403,6 +411,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             println!("imported {} events from {}", report.events, file.display());
+            Ok(())
+        }
+        Command::Diag { out } => {
+            let text = storebox::ops::diag::make_text(&config, "storebox diag");
+            match out {
+                Some(path) => {
+                    storebox::ops::diag::write_private(&path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "support bundle written to {} ({} bytes); it has no secrets (docs/operations.md)",
+                        path.display(),
+                        text.len()
+                    );
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush())
+                        .or_else(|e| match e.kind() {
+                            std::io::ErrorKind::BrokenPipe => Ok(()),
+                            _ => Err(e),
+                        })?;
+                }
+            }
             Ok(())
         }
         Command::Backup { file } => {

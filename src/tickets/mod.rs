@@ -23,6 +23,10 @@ pub struct NewTicket {
     /// The device concerned, if any (must be a provisioned device).
     #[serde(default)]
     pub device_id: Option<String>,
+    /// Attach the whole support bundle (`GET /api/v1/diag`) to the ticket's diagnostics, under
+    /// `bundle`. It carries no secret.
+    #[serde(default)]
+    pub attach_bundle: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -285,6 +289,7 @@ mod tests {
             subject: subject.into(),
             description: "Paper jams on every receipt".into(),
             device_id: device.map(String::from),
+            attach_bundle: false,
         }
     }
 

@@ -39,6 +39,7 @@ use super::{about, api, catalog, live, overview, prices, session, support, users
         support::open_ticket,
         support::list_tickets,
         support::get_ticket,
+        support::diag,
         overview::overview,
         live::events,
         prices::explain,

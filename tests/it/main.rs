@@ -4,6 +4,7 @@
 mod catalog;
 mod cli;
 mod devices;
+mod diag;
 mod http;
 mod mqtt_auth;
 mod sim;
