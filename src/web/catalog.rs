@@ -2,7 +2,7 @@
 //! idempotent checkouts. Pricing itself is `crate::pricing`; this file loads the data and shapes
 //! the answers of docs/api.md and docs/pricing.md.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::caller::Caller;
-use super::error::JsonBody;
+use super::error::{JsonBody, QueryParams};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::catalog::answer_cache::{self, AnswerCache};
@@ -59,7 +59,7 @@ pub struct SearchResult {
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SearchQuery>,
+    QueryParams(q): QueryParams<SearchQuery>,
 ) -> Result<Json<SearchResult>, ApiError> {
     caller.require(Role::Staff)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -207,13 +207,13 @@ pub fn fresh_answer_json(
 }
 
 /// Effective price of a sku at an instant (default now), active promotions, next scheduled change.
-#[utoipa::path(get, path = "/api/v1/prices/{sku}", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time")),
+#[utoipa::path(get, path = "/api/v1/prices/{sku}", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time (no offset); default now", pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, description = "{sku, price, currency, unit, price_id, promotions, next_change}"), (status = 404, description = "unknown_sku or no_price")))]
 pub async fn price(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<AtQuery>,
+    QueryParams(q): QueryParams<AtQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
@@ -242,15 +242,21 @@ pub async fn price(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BasketRequest {
-    /// RFC 3339 instant or store-local time; default now.
+    /// RFC 3339 instant or store-local time (no offset); default now.
+    #[schema(
+        nullable = false,
+        pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"
+    )]
     pub at: Option<String>,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub lines: Vec<LineRequest>,
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 pub struct LineRequest {
     pub sku: String,
+    /// Units, or grams for `kg` items.
+    #[schema(minimum = 1)]
     pub quantity: i64,
 }
 
@@ -317,9 +323,11 @@ pub async fn price_basket(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CheckoutRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub checkout_id: String,
+    #[schema(min_length = 1, max_length = 64)]
     pub lane: String,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub lines: Vec<LineRequest>,
     #[serde(default)]
     #[schema(value_type = Object)]

@@ -4,13 +4,14 @@
 //! which promotions run in a period (calendar). All of it is computed by `crate::pricing` from
 //! the same records that price the lanes.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::caller::Caller;
+use super::error::QueryParams;
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::catalog;
@@ -138,7 +139,7 @@ pub struct PriceWhy {
     pub promotions: Vec<PromotionWhy>,
     /// What one unit (one kg) costs at the instant, best promotion applied.
     pub one: Option<OneUnit>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub next_change: Option<Value>,
 }
 
@@ -167,13 +168,13 @@ fn record_state(
 
 /// Why a product costs what it costs at an instant: the price record in effect (and why the
 /// others are not), the promotions that reach it and the one applied to a single unit.
-#[utoipa::path(get, path = "/api/v1/prices/{sku}/explain", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time; default now")),
+#[utoipa::path(get, path = "/api/v1/prices/{sku}/explain", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time (no offset); default now", pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, body = PriceWhy), (status = 400), (status = 404)))]
 pub async fn explain(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<AtQuery>,
+    QueryParams(q): QueryParams<AtQuery>,
 ) -> Result<Json<PriceWhy>, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_time(&state, "at", q.at.as_deref())?.unwrap_or_else(|| state.clock.now());
@@ -313,13 +314,13 @@ pub struct Timeline {
 }
 
 /// How a product's price changes over a period (default: the next 30 days).
-#[utoipa::path(get, path = "/api/v1/prices/{sku}/timeline", params(("sku" = String, Path), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+#[utoipa::path(get, path = "/api/v1/prices/{sku}/timeline", params(("sku" = String, Path), ("from" = Option<String>, Query, pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"), ("to" = Option<String>, Query, pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, body = Timeline), (status = 400), (status = 404)))]
 pub async fn timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<RangeQuery>,
+    QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     caller.require(Role::Staff)?;
     let (from, to) = parse_range(
@@ -394,12 +395,12 @@ pub struct Calendar {
 
 /// The promotions calendar: promotions running at some time in [from, to) (default: from the
 /// start of today, store time, for 35 days).
-#[utoipa::path(get, path = "/api/v1/promotions", params(("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+#[utoipa::path(get, path = "/api/v1/promotions", params(("from" = Option<String>, Query, pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"), ("to" = Option<String>, Query, pattern = r"^(19|2[01])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, body = Calendar), (status = 400)))]
 pub async fn promotions(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<RangeQuery>,
+    QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Json<Calendar>, ApiError> {
     caller.require(Role::Staff)?;
     let (_, today, _) = super::overview::local_day(state.clock.now(), &state.config.timezone());

@@ -186,7 +186,7 @@ pub async fn diag(State(state): State<AppState>, caller: Caller) -> Result<Respo
 /// Open a support ticket; it goes to HQ with a diagnostic summary of the box, and the whole
 /// support bundle when `attach_bundle` is true.
 #[utoipa::path(post, path = "/api/v1/tickets", request_body = NewTicket,
-    responses((status = 201, body = Ticket), (status = 400)))]
+    responses((status = 201, body = Ticket), (status = 400), (status = 404, description = "`unknown_device`: no such device is provisioned")))]
 pub async fn open_ticket(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,7 +211,10 @@ pub async fn open_ticket(
             Ok(Ok(t))
         })
         .await?
-        .map_err(|m| ApiError::bad_request("invalid", m))?;
+        .map_err(|e| match e {
+            tickets::Invalid::Field(m) => ApiError::bad_request("invalid", m),
+            tickets::Invalid::UnknownDevice(m) => ApiError::not_found("unknown_device", m),
+        })?;
     Ok((StatusCode::CREATED, Json(ticket)).into_response())
 }
 

@@ -15,10 +15,14 @@ use super::{ApiError, AppState};
 use crate::auth::{self, Role};
 use crate::ops::audit;
 
+/// At least one of the two (`minProperties: 1`, set in `openapi::ErrorResponses`: utoipa 5.5's
+/// `min_properties` attribute writes `maxProperties`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
+    #[schema(nullable = false)]
     pub role: Option<Role>,
+    #[schema(nullable = false)]
     pub disabled: Option<bool>,
 }
 
@@ -26,6 +30,7 @@ pub struct UserChange {
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub password: String,
 }
 
