@@ -601,7 +601,7 @@ fn generate(items_n: usize, promos_n: usize, now_ms: i64) -> Dataset {
     }
 }
 
-/// Writes the data set as HQ events (DESIGN §4 wire shape), one per line; returns the count.
+/// Writes the data set as HQ events (the wire shape of docs/sync-protocol.md), one per line; returns the count.
 fn write_events(ds: &Dataset, path: &Path) -> anyhow::Result<u64> {
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut n = 0u64;

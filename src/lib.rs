@@ -43,3 +43,33 @@ pub mod web;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    /// README's Layout names every module of `src/` (a newcomer reads the map there first).
+    #[test]
+    fn readme_layout_names_every_module() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let layout = &readme[readme
+            .find("## Layout")
+            .expect("README has a Layout section")..];
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(root.join("src")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let is_module = path.is_dir() || path.extension().is_some_and(|e| e == "rs");
+            if is_module
+                && name != "lib"
+                && name != "main"
+                && !layout.contains(&format!("- `{name}`"))
+            {
+                missing.push(name);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "README's Layout does not name: {missing:?}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The `storebox` command: parses the command line and calls into the library.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -19,7 +19,8 @@ use storebox::ops::{audit, logging};
     about = "Store-in-a-box appliance: device broker, local catalog and pricing, HQ sync, staff web UI"
 )]
 struct Cli {
-    /// Config file (TOML). Without it, embedded defaults are used; STOREBOX_SECTION__KEY
+    /// Config file (TOML). Without it: /etc/storebox/storebox.toml (hq.toml for `storebox hq`)
+    /// when that exists (an installed package), else embedded defaults. STOREBOX_SECTION__KEY
     /// environment variables override either.
     #[arg(long, short, global = true, env = "STOREBOX_CONFIG")]
     config: Option<PathBuf>,
@@ -47,6 +48,14 @@ enum Command {
     Import { file: PathBuf },
     /// Write a consistent copy of the database to FILE (safe while the server runs).
     Backup { file: PathBuf },
+    /// Write a support bundle (one JSON file, secrets redacted) for first-level support: version,
+    /// config, sync, devices, alerts, database health, disk, recent logs, systemd state. Safe
+    /// while the server runs; docs/operations.md#support-bundle.
+    Diag {
+        /// Where to write it (mode 0600); without it, standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run virtual devices (lanes, scales, labels, fridges, printers) against a box, each with
     /// its own credentials, steered through a control API on loopback (docs/simulator.md).
     Simulate(Box<storebox::sim::cli::SimulateArgs>),
@@ -178,6 +187,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The Debian package's config files (docs/install.md): used when neither `--config` nor
+/// `STOREBOX_CONFIG` names one and they exist, so admin commands on an installed box need no
+/// `--config`. Elsewhere (no such file) the embedded defaults apply, as before.
+const PACKAGE_CONFIG: &str = "/etc/storebox/storebox.toml";
+const PACKAGE_HQ_CONFIG: &str = "/etc/storebox/hq.toml";
+
+/// This process's command line, quoted for a shell where needed (for "run it as …" hints).
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -203,9 +235,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => return storebox::sim::cli::demo(args),
         other => other,
     };
+    // On a box installed from the .deb, the package's config file is the default.
+    let default = match command {
+        Command::Hq { .. } => PACKAGE_HQ_CONFIG,
+        _ => PACKAGE_CONFIG,
+    };
+    let config_path = cli
+        .config
+        .clone()
+        .or_else(|| Path::new(default).is_file().then(|| PathBuf::from(default)));
     let cli = Cli { command, ..cli };
-    let config = Config::load(cli.config.as_deref())?;
-    let open_db = || Db::open(&config.db_path()).with_context(|| "opening the store database");
+    let config = Config::load(config_path.as_deref()).map_err(|e| {
+        let denied = e.to_string().contains("ermission denied");
+        let hint = if denied {
+            format!(
+                " (run it as the service user: sudo -u storebox {})",
+                command_line()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
+    let open_db = || {
+        storebox::db::check_data_dir_owner(&config.storage.data_dir, &command_line())
+            .map_err(anyhow::Error::msg)?;
+        Db::open(&config.db_path()).with_context(|| "opening the store database")
+    };
     match cli.command {
         Command::Version | Command::Simulate(_) | Command::Demo(_) => unreachable!(),
         Command::CheckConfig => {
@@ -225,6 +281,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: Some(HqCmd::User(cmd)),
         } => {
             logging::init_stderr("warn");
+            if config.hq_server.database_url.is_empty() {
+                storebox::db::check_data_dir_owner(&config.hq_server.data_dir, &command_line())
+                    .map_err(anyhow::Error::msg)?;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -234,6 +294,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cmd: Some(HqCmd::Store(cmd)),
         } => {
             logging::init_stderr("warn");
+            if config.hq_server.database_url.is_empty() {
+                storebox::db::check_data_dir_owner(&config.hq_server.data_dir, &command_line())
+                    .map_err(anyhow::Error::msg)?;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -411,6 +475,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             })?;
             println!("imported {} events from {}", report.events, file.display());
+            Ok(())
+        }
+        Command::Diag { out } => {
+            let text = storebox::ops::diag::make_text(&config, "storebox diag");
+            match out {
+                Some(path) => {
+                    storebox::ops::diag::write_private(&path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "support bundle written to {} ({} bytes); it has no secrets (docs/operations.md)",
+                        path.display(),
+                        text.len()
+                    );
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .and_then(|()| out.write_all(b"\n"))
+                        .and_then(|()| out.flush())
+                        .or_else(|e| match e.kind() {
+                            std::io::ErrorKind::BrokenPipe => Ok(()),
+                            _ => Err(e),
+                        })?;
+                }
+            }
             Ok(())
         }
         Command::Backup { file } => {

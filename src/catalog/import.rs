@@ -1,7 +1,7 @@
 //! `storebox import FILE`: applies catalog, price and promotion events from a file in one
 //! transaction — all or nothing. Formats:
 //!
-//! - JSON lines (`.jsonl`, `.ndjson`, `.json`): one HQ event per line, the DESIGN §4 wire shape
+//! - JSON lines (`.jsonl`, `.ndjson`, `.json`): one HQ event per line, the wire shape of docs/sync-protocol.md
 //!   `{"id":…,"type":"price.set","payload":{…}}`; blank lines are skipped.
 //! - CSV (`.csv`) with a header row. Columns `sku,name,department,unit,barcodes` make
 //!   `catalog.upsert` events (barcodes separated by `|`); columns `id,sku,price,starts_at,ends_at`

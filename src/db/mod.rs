@@ -342,6 +342,63 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> DbResult<Option<T>> {
     }
 }
 
+/// Checks, before an offline admin command (`device`, `user`, `token`, `import`, `backup`) opens
+/// the database, that it runs as the owner of the data directory. Another user either cannot
+/// write it (SQLite would fail deep inside with a permission error) or, as root, would leave a
+/// `-wal`/`-shm` file owned by root that the service then cannot open. `command` is the command
+/// line to suggest, run as the owner. A directory that does not exist yet is fine (it is created
+/// by whoever runs first, as in development).
+pub fn check_data_dir_owner(dir: &Path, command: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let my_name = || {
+        nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {me}"), |u| u.name)
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            // Typically a parent directory this user may not enter (/var/lib/storebox is 0750).
+            let owner = dir
+                .parent()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.uid());
+            let hint = owner
+                .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
+                .map(|u| u.name)
+                .filter(|n| n != "root")
+                .unwrap_or_else(|| "storebox".into());
+            return Err(format!(
+                "cannot access the data directory {} as {}: {e}. Run the command as the \
+                 service user: sudo -u {hint} {command}",
+                dir.display(),
+                my_name()
+            ));
+        }
+    };
+    if meta.uid() == me.as_raw() {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| meta.uid().to_string(), |u| u.name);
+    let why = if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+        "cannot write it"
+    } else {
+        "would leave files there that the service cannot open"
+    };
+    Err(format!(
+        "the data directory {} belongs to {owner} and this command runs as {}, which {why}. \
+         Run it as {owner}: sudo -u {owner} {command}",
+        dir.display(),
+        my_name()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

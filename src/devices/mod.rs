@@ -77,7 +77,7 @@ pub struct DeadLetter {
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: registry::DeviceSummary,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub status: Option<serde_json::Value>,
     pub telemetry: Vec<TelemetryPoint>,
     pub telemetry_minutes: Vec<MinutePoint>,

@@ -1,4 +1,4 @@
-//! The DESIGN §5 rules: effective price, active promotions, line and basket pricing, price changes.
+//! The pricing rules (docs/pricing.md): effective price, active promotions, line and basket pricing, price changes.
 //!
 //! All functions are pure and take the instant as a parameter. Amounts are computed in `i128` and
 //! checked back into `i64`, so no input can make them overflow or panic.
@@ -64,7 +64,7 @@ fn pick_effective<'a>(
         .max_by(|a, b| record_rank(a).cmp(&record_rank(b)))
 }
 
-/// DESIGN §5 effective price: among records with `starts_at <= at` and (`ends_at` none or
+/// Effective price (docs/pricing.md): among records with `starts_at <= at` and (`ends_at` none or
 /// `at < ends_at`), the one with the latest `starts_at`; tie → the one with the greatest `received`.
 /// `records` are all for one sku. A record with `ends_at <= starts_at` is never effective.
 pub fn effective_price(records: &[PriceRecord], at: Timestamp) -> Option<&PriceRecord> {

@@ -1,7 +1,7 @@
-//! Pricing data: items, price records, promotions, priced lines, errors and the §4 wire payloads.
+//! Pricing data: items, price records, promotions, priced lines, errors and the wire payloads.
 //!
 //! Types that travel on the wire (API answers, sync payloads, stored JSON) derive serde with the field
-//! names of DESIGN §4/§5. Promotions serialize in the §4 shape, `"kind":"percent_off",
+//! names of docs/sync-protocol.md and docs/pricing.md. Promotions serialize in the wire shape, `"kind":"percent_off",
 //! "params":{"percent":20}`, and are validated when deserialized.
 
 use jiff::tz::TimeZone;
@@ -354,7 +354,7 @@ mod tests {
 
     #[test]
     fn promotion_payload_from_design_example() {
-        // DESIGN §4 e-3: civil times in the store's zone.
+        // The `promo-bf` example of docs/pricing.md: civil times in the store's zone.
         let payload: PromotionPayload = serde_json::from_value(json!({"id":"promo-bf",
             "name":"Black Friday dairy","kind":"percent_off","params":{"percent":20},"skus":["1001"],
             "department":null,"starts_at":"2026-11-27T00:00:00","ends_at":"2026-11-30T00:00:00"}))
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(promo.skus, vec!["1001".to_string()]);
         assert_eq!(promo.department, None);
 
-        // Stored form: §4 shape with instants, and it round-trips.
+        // Stored form: wire shape with instants, and it round-trips.
         let v = serde_json::to_value(&promo).unwrap();
         assert_eq!(v["kind"], json!("percent_off"));
         assert_eq!(v["params"], json!({"percent":20}));
@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn price_set_payload_from_design_example() {
-        // DESIGN §4 e-2.
+        // The `pr-1001-base` example of docs/sync-protocol.md.
         let payload: PriceSetPayload = serde_json::from_value(json!({"id":"pr-1001-base",
             "sku":"1001","price":129,"starts_at":"2026-11-01T00:00:00Z","ends_at":null}))
         .unwrap();

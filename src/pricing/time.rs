@@ -1,10 +1,10 @@
-//! Store times (DESIGN §5): an RFC 3339 instant with an offset, or a store-local civil time without one.
+//! Store times (docs/pricing.md): an RFC 3339 instant with an offset, or a store-local civil time without one.
 //!
 //! A civil time means that wall-clock time in the store's configured time zone. Two civil times need a
 //! rule because the wall clock is not a one-to-one map of instants:
 //!
 //! * **Gap** (clocks jump forward; e.g. Europe/Rome 2026-03-29 02:00 → 03:00): a civil time inside the
-//!   gap never happens. §5 says it means the first instant after the gap, which is the transition
+//!   gap never happens. The rule says it means the first instant after the gap, which is the transition
 //!   instant itself (`2026-03-29T02:30:00` in Rome → `2026-03-29T01:00:00Z`, shown as 03:00 local).
 //! * **Fold** (clocks go back; e.g. Europe/Rome 2026-10-25 03:00 → 02:00): a civil time inside the fold
 //!   happens twice. We take the **first** occurrence (`2026-10-25T02:30:00` in Rome →
@@ -20,7 +20,7 @@ use jiff::Timestamp;
 
 pub use crate::proto::time::{StoreTime, TimeError};
 
-/// Parses DESIGN §5 times: RFC 3339 with offset (`"2026-11-27T00:00:00Z"`, `"…+01:00"`) → that
+/// Parses store times (docs/pricing.md): RFC 3339 with offset (`"2026-11-27T00:00:00Z"`, `"…+01:00"`) → that
 /// instant; civil time without offset (`"2026-11-27T00:00:00"`) → that wall-clock time in `tz`.
 ///
 /// A civil time in a DST gap means the first instant after the gap (the transition instant itself).

@@ -130,6 +130,18 @@ pub struct Rates {
     pub keepalive_s: u64,
     /// Wait before reconnecting after a lost connection.
     pub reconnect_ms: u64,
+    /// Lanes pause about this long between customers (0.3-1.7×, a quarter in a rush) and each
+    /// customer's basket holds 1 to 2×`basket_items`−1 items. 0: the next basket starts at once
+    /// and every basket holds `basket_items`.
+    pub customer_gap_ms: u64,
+    /// Every this often, the last `rush_ms` of the period are a rush at every lane: shorter
+    /// pauses, bigger baskets. 0: no rush.
+    pub rush_every_ms: u64,
+    pub rush_ms: u64,
+    /// Each fridge has a door left ajar about this often (0.5-1.5×; the first one sooner): it
+    /// warms past 8 °C, raising `DOOR_OPEN` then `TEMP_HIGH`, until the door closes 12-20
+    /// telemetry periods later. 0: never.
+    pub fridge_incident_every_ms: u64,
 }
 
 impl Default for Rates {
@@ -142,6 +154,10 @@ impl Default for Rates {
             resend_ms: 3_000,
             keepalive_s: 30,
             reconnect_ms: 1_000,
+            customer_gap_ms: 0,
+            rush_every_ms: 0,
+            rush_ms: 60_000,
+            fridge_incident_every_ms: 0,
         }
     }
 }

@@ -353,7 +353,16 @@ async fn start_devices(
     cfg.devices.fridges = 2;
     cfg.devices.printers = 2;
     cfg.rates.telemetry_ms = 10_000;
-    cfg.rates.scan_ms = 3_000;
+    // A store at work: a cashier scans an item every 2-3 s, customers come every half minute
+    // or so at each of the three lanes (a few baskets a minute in all), with a rush in the last
+    // minute of every four; a fridge door is left ajar every ten minutes or so (the first within
+    // a few), raising DOOR_OPEN, then TEMP_HIGH until it is closed.
+    cfg.rates.scan_ms = 2_500;
+    cfg.rates.basket_items = 6;
+    cfg.rates.customer_gap_ms = 25_000;
+    cfg.rates.rush_every_ms = 240_000;
+    cfg.rates.rush_ms = 60_000;
+    cfg.rates.fridge_incident_every_ms = 600_000;
     cfg.rates.weigh_ms = 12_000;
     cfg.labels.skus = sample.label_skus();
     Simulator::start(cfg, clock).await

@@ -315,6 +315,10 @@ pub fn spawn(spec: Spec) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
         reconnect_at: None,
         unsent_clears: BTreeSet::new(),
         reboot_pending: false,
+        next_customer: None,
+        basket_target: 0,
+        next_incident: None,
+        incident_until: None,
     };
     let task = tokio::spawn(dev.run(rx));
     (handle, task)
@@ -370,6 +374,14 @@ struct Dev {
     unsent_clears: BTreeSet<String>,
     /// A `reboot` command was acked; the session ends once the ack is out.
     reboot_pending: bool,
+    /// Lane pacing (`Rates::customer_gap_ms`): no scan before this instant, and the current
+    /// customer's basket size.
+    next_customer: Option<Instant>,
+    basket_target: u32,
+    /// Fridge incidents (`Rates::fridge_incident_every_ms`): when the next starts, or when the
+    /// current one ends.
+    next_incident: Option<Instant>,
+    incident_until: Option<Instant>,
 }
 
 async fn poll(conn: &mut Option<Conn>) -> Result<Event, String> {
@@ -438,7 +450,11 @@ impl Dev {
                     }
                     if rates.scan_ms > 0 && now >= next_scan && self.spec.kind == Kind::Lane {
                         next_scan = now + Duration::from_millis(rates.scan_ms);
-                        self.auto_scan().await;
+                        let elapsed = now.duration_since(start).as_millis() as u64;
+                        self.auto_scan(elapsed).await;
+                    }
+                    if rates.fridge_incident_every_ms > 0 && self.spec.kind == Kind::Fridge {
+                        self.fridge_incidents(now);
                     }
                     if rates.weigh_ms > 0 && now >= next_weigh && self.spec.kind == Kind::Scale {
                         next_weigh = now + Duration::from_millis(rates.weigh_ms);
@@ -1012,21 +1028,75 @@ impl Dev {
         Ok(json!(line))
     }
 
-    async fn auto_scan(&mut self) {
+    async fn auto_scan(&mut self, elapsed_ms: u64) {
         if !self.connected() || self.state.lock().jammed {
             return;
         }
+        let rates = &self.spec.rates;
+        let paced = rates.customer_gap_ms > 0;
+        if paced && self.next_customer.is_some_and(|t| Instant::now() < t) {
+            return; // between customers
+        }
+        let rush = kinds::in_rush(elapsed_ms, rates.rush_every_ms, rates.rush_ms);
+        if paced && self.basket_target == 0 {
+            self.basket_target = kinds::basket_size(rates.basket_items, rush, &mut self.rng);
+        }
+        let target = if paced {
+            self.basket_target
+        } else {
+            rates.basket_items
+        };
         let _ = self.scan(None, None);
         let full = self
             .state
             .lock()
             .lane
             .as_ref()
-            .is_some_and(|l| l.basket.len() >= self.spec.rates.basket_items as usize);
+            .is_some_and(|l| l.basket.len() >= target as usize);
         if full {
             if let Err(e) = self.checkout().await {
                 tracing::warn!(device = %self.spec.id, error = %e.message, "automatic checkout failed");
             }
+            if paced {
+                let gap =
+                    kinds::customer_gap_ms(self.spec.rates.customer_gap_ms, rush, &mut self.rng);
+                self.next_customer = Some(Instant::now() + Duration::from_millis(gap));
+                self.basket_target = 0;
+            }
+        }
+    }
+
+    /// A door left ajar now and then (`Rates::fridge_incident_every_ms`), closed again later.
+    fn fridge_incidents(&mut self, now: Instant) {
+        let rates = &self.spec.rates;
+        match (self.incident_until, self.next_incident) {
+            (Some(until), _) if now >= until => {
+                self.incident_until = None;
+                let next = kinds::fridge_incident_in_ms(
+                    rates.fridge_incident_every_ms,
+                    false,
+                    &mut self.rng,
+                );
+                self.next_incident = Some(now + Duration::from_millis(next));
+                let _ = self.door(false);
+            }
+            (Some(_), _) => {}
+            (None, None) => {
+                let next = kinds::fridge_incident_in_ms(
+                    rates.fridge_incident_every_ms,
+                    true,
+                    &mut self.rng,
+                );
+                self.next_incident = Some(now + Duration::from_millis(next));
+            }
+            (None, Some(at)) if now >= at => {
+                if self.connected() {
+                    let lasts = kinds::fridge_incident_ms(rates.telemetry_ms.max(1), &mut self.rng);
+                    self.incident_until = Some(now + Duration::from_millis(lasts));
+                    let _ = self.door(true);
+                }
+            }
+            (None, Some(_)) => {}
         }
     }
 

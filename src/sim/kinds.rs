@@ -119,6 +119,52 @@ pub fn drift(
     }
 }
 
+/// Store-wide rush hours, as a schedule every lane follows (they started together): the last
+/// `rush_ms` of every `rush_every_ms` since the start are a rush. 0 turns rushes off.
+pub fn in_rush(elapsed_ms: u64, rush_every_ms: u64, rush_ms: u64) -> bool {
+    rush_every_ms > 0 && elapsed_ms % rush_every_ms >= rush_every_ms.saturating_sub(rush_ms)
+}
+
+/// The pause at a lane between one customer's checkout and the next customer's first scan:
+/// 0.3 to 1.7 times `mean_ms`, a quarter of that in a rush (the queue is waiting).
+pub fn customer_gap_ms(mean_ms: u64, rush: bool, rng: &mut impl Rng) -> u64 {
+    let gap = (mean_ms as f64 * rng.random_range(0.3..1.7)) as u64;
+    if rush {
+        gap / 4
+    } else {
+        gap
+    }
+}
+
+/// How many items the next customer buys: 1 to 2×`mean`−1 (so `mean` on average), and half as
+/// many again in a rush (the weekly shop after work).
+pub fn basket_size(mean: u32, rush: bool, rng: &mut impl Rng) -> u32 {
+    let n = rng.random_range(1..=(2 * mean).saturating_sub(1).max(1));
+    if rush {
+        n + n / 2
+    } else {
+        n
+    }
+}
+
+/// The time until a fridge's next incident (a door left ajar: the fridge warms past 8 °C and
+/// raises `TEMP_HIGH` until someone closes it): 0.5 to 1.5 times `every_ms`, and the first one
+/// early (0.1 to 0.6 times), so a demo shows one within minutes.
+pub fn fridge_incident_in_ms(every_ms: u64, first: bool, rng: &mut impl Rng) -> u64 {
+    let f = if first {
+        rng.random_range(0.1..0.6)
+    } else {
+        rng.random_range(0.5..1.5)
+    };
+    (every_ms as f64 * f) as u64
+}
+
+/// How long a fridge incident lasts before the door is closed: long enough for the fridge to
+/// pass 8 °C (about 10 telemetry periods of +0.4-0.6 °C from 4 °C), plus up to as long again.
+pub fn fridge_incident_ms(telemetry_ms: u64, rng: &mut impl Rng) -> u64 {
+    telemetry_ms * rng.random_range(12..=20)
+}
+
 /// An alert a reading threshold wants open (`Some`) or closed (`None`), by code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
@@ -251,6 +297,41 @@ mod tests {
         assert_eq!(kg_line(1000, 1), 1);
         assert_eq!(kg_line(1, 500), 1); // 0.5 → 1
         assert_eq!(kg_line(1, 499), 0);
+    }
+
+    #[test]
+    fn pace_rushes_gaps_and_baskets() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // A rush in the last minute of every five.
+        assert!(!in_rush(0, 300_000, 60_000));
+        assert!(!in_rush(239_999, 300_000, 60_000));
+        assert!(in_rush(240_000, 300_000, 60_000));
+        assert!(in_rush(299_999, 300_000, 60_000));
+        assert!(!in_rush(300_000, 300_000, 60_000));
+        assert!(in_rush(540_000, 300_000, 60_000));
+        assert!(!in_rush(250_000, 0, 60_000), "0 turns rushes off");
+        let (mut calm, mut rush) = (0, 0);
+        for _ in 0..1000 {
+            let g = customer_gap_ms(20_000, false, &mut rng);
+            assert!((6_000..34_000).contains(&g), "{g}");
+            calm += g;
+            rush += customer_gap_ms(20_000, true, &mut rng);
+        }
+        assert!(
+            (19_000_000..21_000_000).contains(&calm),
+            "mean gap near 20 s: {calm}"
+        );
+        assert!(rush < calm / 3, "rush gaps are shorter: {rush} vs {calm}");
+        let sizes: Vec<u32> = (0..1000).map(|_| basket_size(5, false, &mut rng)).collect();
+        assert!(sizes.iter().all(|n| (1..=9).contains(n)));
+        let mean = sizes.iter().sum::<u32>() as f64 / 1000.0;
+        assert!((4.6..5.4).contains(&mean), "{mean}");
+        assert!((0..100).all(|_| basket_size(1, false, &mut rng) == 1));
+        let first = fridge_incident_in_ms(600_000, true, &mut rng);
+        assert!((60_000..360_000).contains(&first), "{first}");
+        let d = fridge_incident_ms(10_000, &mut rng);
+        assert!((120_000..=200_000).contains(&d), "{d}");
     }
 
     #[test]

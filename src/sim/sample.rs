@@ -1,4 +1,4 @@
-//! A realistic sample catalog for demos and trials, as HQ events in the DESIGN §4 wire shapes
+//! A realistic sample catalog for demos and trials, as HQ events in the wire shapes of docs/sync-protocol.md
 //! (`catalog.upsert`, `price.set`, `promotion.upsert`), so the same lines can be fed to a store by
 //! `storebox import` or authored at HQ. Deterministic for a seed and a start instant.
 //!

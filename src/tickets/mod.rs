@@ -17,13 +17,19 @@ pub const DESCRIPTION_MAX: usize = 5000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicket {
-    /// One line: what is wrong (1–200 characters).
+    /// One line: what is wrong (1–200 characters, not only spaces).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub subject: String,
-    /// What happened, what was tried (1–5000 characters).
+    /// What happened, what was tried (1–5000 characters, not only spaces).
+    #[schema(min_length = 1, max_length = 5000, pattern = r"\S")]
     pub description: String,
     /// The device concerned, if any (must be a provisioned device).
     #[serde(default)]
     pub device_id: Option<String>,
+    /// Attach the whole support bundle (`GET /api/v1/diag`) to the ticket's diagnostics, under
+    /// `bundle`. It carries no secret.
+    #[serde(default)]
+    pub attach_bundle: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -52,19 +58,42 @@ pub struct Ticket {
     pub replies: Vec<Reply>,
 }
 
-/// Checks a new ticket; the message names the field.
-pub fn validate(conn: &Connection, t: &NewTicket) -> DbResult<Result<(), String>> {
-    let subject = t.subject.trim();
-    if subject.is_empty() || subject.chars().count() > SUBJECT_MAX {
-        return Ok(Err(format!(
-            "subject: must be 1 to {SUBJECT_MAX} characters"
-        )));
+/// What is wrong with a new ticket; the message names the field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invalid {
+    Field(String),
+    UnknownDevice(String),
+}
+
+/// White space as the OpenAPI document's `\S` pattern means it (ECMAScript's `\s`): a text
+/// made only of these is empty.
+fn blank(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(
+            c,
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+    })
+}
+
+/// Checks a new ticket.
+pub fn validate(conn: &Connection, t: &NewTicket) -> DbResult<Result<(), Invalid>> {
+    let field = |m: String| Ok(Err(Invalid::Field(m)));
+    // As the OpenAPI schema says: at most this many characters as sent, not only white space.
+    if blank(&t.subject) || t.subject.chars().count() > SUBJECT_MAX {
+        return field(format!("subject: must be 1 to {SUBJECT_MAX} characters"));
     }
-    let description = t.description.trim();
-    if description.is_empty() || description.chars().count() > DESCRIPTION_MAX {
-        return Ok(Err(format!(
+    if blank(&t.description) || t.description.chars().count() > DESCRIPTION_MAX {
+        return field(format!(
             "description: must be 1 to {DESCRIPTION_MAX} characters"
-        )));
+        ));
     }
     if let Some(d) = &t.device_id {
         let known: bool = conn
@@ -72,7 +101,9 @@ pub fn validate(conn: &Connection, t: &NewTicket) -> DbResult<Result<(), String>
             .optional()?
             .unwrap_or(false);
         if !known {
-            return Ok(Err(format!("device_id: no device {d:?} is provisioned")));
+            return Ok(Err(Invalid::UnknownDevice(format!(
+                "device_id: no device {d:?} is provisioned"
+            ))));
         }
     }
     Ok(Ok(()))
@@ -259,24 +290,32 @@ mod tests {
             subject: subject.into(),
             description: "Paper jams on every receipt".into(),
             device_id: device.map(String::from),
+            attach_bundle: false,
         }
     }
 
     #[test]
     fn validation_names_the_field() {
         let c = db();
-        let e = validate(&c, &new("  ", None)).unwrap().unwrap_err();
+        let field = |r: Result<(), Invalid>| match r {
+            Err(Invalid::Field(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let e = field(validate(&c, &new("  ", None)).unwrap());
         assert!(e.starts_with("subject:"), "{e}");
-        let e = validate(&c, &new("x", Some("lane-9")))
+        // White space as the schema's \S means it: U+0085 is not (ECMAScript), U+FEFF is.
+        assert!(validate(&c, &new("\u{85}", None)).unwrap().is_ok());
+        assert!(validate(&c, &new("\u{feff}\u{3000}", None))
             .unwrap()
-            .unwrap_err();
-        assert!(e.starts_with("device_id:") && e.contains("lane-9"), "{e}");
+            .is_err());
+        let e = validate(&c, &new("x", Some("lane-9"))).unwrap();
+        assert!(
+            matches!(&e, Err(Invalid::UnknownDevice(m)) if m.starts_with("device_id:") && m.contains("lane-9")),
+            "{e:?}"
+        );
         let mut t = new("x", None);
         t.description = "d".repeat(DESCRIPTION_MAX + 1);
-        assert!(validate(&c, &t)
-            .unwrap()
-            .unwrap_err()
-            .starts_with("description:"));
+        assert!(field(validate(&c, &t).unwrap()).starts_with("description:"));
         assert!(validate(&c, &new("Printer", Some("printer-1")))
             .unwrap()
             .is_ok());

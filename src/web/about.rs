@@ -23,7 +23,7 @@ pub struct About {
     pub timezone: String,
     pub currency: String,
     /// The configuration in force, secrets hidden; only for admins (null otherwise).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
 }
 

@@ -1,7 +1,7 @@
 //! JSON API handlers for devices, alerts, rejected messages, the audit log, users and the box's
 //! status. Each one checks the caller's role, then does its work through the database handle.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::caller::Caller;
-use super::error::JsonBody;
+use super::error::{JsonBody, QueryParams};
 use super::{ApiError, AppState};
 use crate::auth::{self, Role};
 use crate::devices::{self, registry};
@@ -95,8 +95,10 @@ pub async fn list_devices(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
+    /// 1-64 letters, digits, '.', '-' or '_', not starting with "storebox".
+    #[schema(pattern = r"^(?!storebox)(?!\.\.?$)[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
-    /// lane, scale, label, fridge, printer, kiosk or generic
+    #[schema(pattern = "^(lane|scale|label|fridge|printer|kiosk|generic)$")]
     pub kind: String,
     #[serde(default)]
     pub name: String,
@@ -153,7 +155,7 @@ pub async fn device_detail(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<DetailQuery>,
+    QueryParams(q): QueryParams<DetailQuery>,
 ) -> Result<Json<devices::DeviceDetail>, ApiError> {
     caller.require(Role::Staff)?;
     let now = state.now_ms();
@@ -197,6 +199,8 @@ pub async fn remove_device(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CommandRequest {
+    /// 1-64 letters, digits, '_', '-' or '.'.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
@@ -260,7 +264,7 @@ pub struct ListQuery {
 pub async fn list_alerts(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<devices::Alert>>, ApiError> {
     caller.require(Role::Staff)?;
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
@@ -278,7 +282,7 @@ pub async fn list_alerts(
 pub async fn list_dead_letters(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<devices::DeadLetter>>, ApiError> {
     caller.require(Role::Staff)?;
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
@@ -295,7 +299,7 @@ pub async fn list_dead_letters(
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<audit::AuditEntry>>, ApiError> {
     caller.require(Role::Manager)?;
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
@@ -318,7 +322,10 @@ pub async fn list_users(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     pub username: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub password: String,
     pub role: Role,
 }

@@ -1,8 +1,8 @@
 //! Catalog and pricing API: product lookup, the effective price at an instant, basket pricing and
 //! idempotent checkouts. Pricing itself is `crate::pricing`; this file loads the data and shapes
-//! the answers of DESIGN §5.
+//! the answers of docs/api.md and docs/pricing.md.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::caller::Caller;
-use super::error::JsonBody;
+use super::error::{JsonBody, QueryParams};
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::catalog::answer_cache::{self, AnswerCache};
@@ -34,8 +34,73 @@ fn pricing_error(e: PricingError, status: StatusCode) -> ApiError {
 fn parse_at(state: &AppState, at: Option<&str>) -> Result<jiff::Timestamp, ApiError> {
     match at {
         None => Ok(state.clock.now()),
-        Some(s) => pricing::parse_store_time(s, &state.config.timezone())
-            .map_err(|e| ApiError::bad_request("bad_time", format!("at: {e}"))),
+        Some(s) => parse_api_time(state, "at", s),
+    }
+}
+
+/// A store time given to the API (`at`, `from`, `to`): exactly what the OpenAPI document's
+/// pattern (`STORE_TIME_PATTERN`) allows — `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM]`, years
+/// 1900-2199, offsets up to ±13:59, a real calendar date — read by `pricing::parse_store_time`
+/// (an offset: that instant; none: store-local). Import files and the HQ feed are not held to
+/// this shape.
+pub(crate) fn parse_api_time(
+    state: &AppState,
+    field: &str,
+    s: &str,
+) -> Result<jiff::Timestamp, ApiError> {
+    let bad = |why: String| ApiError::bad_request("bad_time", format!("{field}: {why}"));
+    if !api_time_shape(s) {
+        return Err(bad(format!(
+            "{s:?} is not YYYY-MM-DDTHH:MM:SS with an optional fraction and Z or ±HH:MM (years 1900-2199)"
+        )));
+    }
+    pricing::parse_store_time(s, &state.config.timezone()).map_err(|e| bad(e.to_string()))
+}
+
+/// The shape of [`parse_api_time`]'s input, without the calendar check (jiff does that).
+pub(crate) fn api_time_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = b.get(r)?;
+        t.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| t.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let fixed = b.len() >= 19
+        && num(0..4).is_some_and(|y| (1900..=2199).contains(&y))
+        && b[4] == b'-'
+        && num(5..7).is_some()
+        && b[7] == b'-'
+        && num(8..10).is_some()
+        && b[10] == b'T'
+        && num(11..13).is_some_and(|h| h <= 23)
+        && b[13] == b':'
+        && num(14..16).is_some_and(|m| m <= 59)
+        && b[16] == b':'
+        && num(17..19).is_some_and(|s| s <= 59);
+    if !fixed {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return false;
+        }
+        rest = &rest[1 + digits..];
+    }
+    match rest {
+        [] | [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            let d = |c: &u8| c.is_ascii_digit();
+            d(h1)
+                && d(h2)
+                && d(m1)
+                && d(m2)
+                && (*h1 == b'0' || (*h1 == b'1' && *h2 <= b'3'))
+                && *m1 <= b'5'
+        }
+        _ => false,
     }
 }
 
@@ -59,7 +124,7 @@ pub struct SearchResult {
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SearchQuery>,
+    QueryParams(q): QueryParams<SearchQuery>,
 ) -> Result<Json<SearchResult>, ApiError> {
     caller.require(Role::Staff)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -119,7 +184,7 @@ pub struct AtQuery {
     pub at: Option<String>,
 }
 
-/// The price answer of DESIGN §5 (HTTP, and devices' `devices/{id}/price/reply`).
+/// The price answer (docs/pricing.md) (HTTP, and devices' `devices/{id}/price/reply`).
 #[derive(Debug, Serialize)]
 pub struct PriceAnswer {
     pub sku: String,
@@ -207,13 +272,13 @@ pub fn fresh_answer_json(
 }
 
 /// Effective price of a sku at an instant (default now), active promotions, next scheduled change.
-#[utoipa::path(get, path = "/api/v1/prices/{sku}", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time")),
+#[utoipa::path(get, path = "/api/v1/prices/{sku}", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time (no offset); default now", pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, description = "{sku, price, currency, unit, price_id, promotions, next_change}"), (status = 404, description = "unknown_sku or no_price")))]
 pub async fn price(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<AtQuery>,
+    QueryParams(q): QueryParams<AtQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_at(&state, q.at.as_deref())?;
@@ -242,16 +307,37 @@ pub async fn price(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BasketRequest {
-    /// RFC 3339 instant or store-local time; default now.
+    /// RFC 3339 instant or store-local time (no offset); default now.
+    #[schema(
+        nullable = false,
+        pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"
+    )]
     pub at: Option<String>,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub lines: Vec<LineRequest>,
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 pub struct LineRequest {
     pub sku: String,
+    /// Units, or grams for `kg` items.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
+}
+
+/// A JSON Schema `integer`: also `3.0` (a number with no fraction), as the schema allows.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid value: {n}, expected an integer"
+        ))),
+    }
 }
 
 fn basket_json(basket: &PricedBasket, at: jiff::Timestamp, currency: &str) -> Value {
@@ -317,9 +403,11 @@ pub async fn price_basket(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CheckoutRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub checkout_id: String,
+    #[schema(min_length = 1, max_length = 64)]
     pub lane: String,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(min_items = 1, max_items = 1000)]
     pub lines: Vec<LineRequest>,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -336,9 +424,9 @@ pub async fn checkout(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Staff)?;
     if req.checkout_id.is_empty()
-        || req.checkout_id.len() > 128
+        || req.checkout_id.chars().count() > 128
         || req.lane.is_empty()
-        || req.lane.len() > 64
+        || req.lane.chars().count() > 64
     {
         return Err(ApiError::bad_request(
             "bad_checkout",
@@ -385,4 +473,51 @@ pub async fn checkout(
         StatusCode::OK
     };
     Ok((status, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+
+    #[test]
+    fn api_times_have_the_documented_shape() {
+        for ok in [
+            "2026-11-27T00:00:00",
+            "2026-11-27T00:00:00Z",
+            "2026-11-27T23:59:59.123456789+13:59",
+            "1900-01-01T00:00:00-01:00",
+            "2199-12-31T12:00:00",
+        ] {
+            assert!(api_time_shape(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-11-27T00:00",
+            "2026-11-27 00:00:00",
+            "2026-11-27t00:00:00",
+            "1899-12-31T00:00:00",
+            "2200-01-01T00:00:00",
+            "2026-11-27T24:00:00",
+            "2026-11-27T00:00:00+14:00",
+            "2026-11-27T00:00:00.",
+            "2026-11-27T00:00:00.1234567890",
+            "2026-11-27T00:00:00Z ",
+            "2026-11-27T00:00:00[Europe/Rome]",
+        ] {
+            assert!(!api_time_shape(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities_are_json_schema_integers() {
+        let line = |q: &str| {
+            serde_json::from_str::<LineRequest>(&format!(r#"{{"sku":"1","quantity":{q}}}"#))
+                .map(|l| l.quantity)
+        };
+        assert_eq!(line("3").unwrap(), 3);
+        assert_eq!(line("41684.0").unwrap(), 41684);
+        assert!(line("3.5").is_err());
+        assert!(line("\"3\"").is_err());
+    }
 }

@@ -113,3 +113,39 @@ where
         }
     }
 }
+
+/// Query strings: a malformed one is a 400 naming what is wrong, in our error shape (axum's own
+/// `Query` rejection is plain text).
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(rejection) => Err(ApiError::bad_request("bad_query", rejection.body_text())),
+        }
+    }
+}
+
+/// The error body of every API error, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code, e.g. `no_price`, `unknown_sku`, `invalid`, `bad_query`, `unauthorized`.
+    pub code: String,
+    /// A plain message for people; it names the field or value at fault.
+    pub message: String,
+}

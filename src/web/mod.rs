@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{name}", patch(users::change_user))
         .route("/users/{name}/password", post(users::reset_password))
         .route("/sync", get(support::sync_status))
+        .route("/diag", get(support::diag))
         .route(
             "/tickets",
             get(support::list_tickets).post(support::open_ticket),

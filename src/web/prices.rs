@@ -1,16 +1,18 @@
-//! Price questions staff ask, beyond the §5 price answer: *why* a product costs what it costs at
+//! Price questions staff ask, beyond the price answer of docs/pricing.md: *why* a product costs what it costs at
 //! an instant (which price record is in effect and why the others are not, which promotions apply
 //! and which one wins for a single unit), how its price will change over a period (timeline), and
 //! which promotions run in a period (calendar). All of it is computed by `crate::pricing` from
 //! the same records that price the lanes.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::caller::Caller;
+use super::error::QueryParams;
 use super::{ApiError, AppState};
 use crate::auth::Role;
 use crate::catalog;
@@ -26,14 +28,13 @@ fn parse_time(
     v: Option<&str>,
 ) -> Result<Option<jiff::Timestamp>, ApiError> {
     match v {
-        None | Some("") => Ok(None),
-        Some(s) => pricing::parse_store_time(s, &state.config.timezone())
-            .map(Some)
-            .map_err(|e| ApiError::bad_request("bad_time", format!("{field}: {e}"))),
+        None => Ok(None),
+        Some(s) => super::catalog::parse_api_time(state, field, s).map(Some),
     }
 }
 
-/// `from`/`to` of a range: defaults, order and length checked (400 naming the field).
+/// `from`/`to` of a range: defaults, order and length checked (422 `bad_range` naming the field:
+/// each value is well-formed, together they are not a range this endpoint serves).
 fn parse_range(
     state: &AppState,
     from: Option<&str>,
@@ -45,10 +46,15 @@ fn parse_range(
     let to = parse_time(state, "to", to)?
         .unwrap_or(from + jiff::SignedDuration::from_hours(24 * default_days));
     if to <= from {
-        return Err(ApiError::bad_request("bad_range", "to: must be after from"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_range",
+            "to: must be after from",
+        ));
     }
     if to.duration_since(from) > jiff::SignedDuration::from_hours(24 * MAX_RANGE_DAYS) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
             "bad_range",
             format!("to: at most {MAX_RANGE_DAYS} days after from"),
         ));
@@ -138,7 +144,7 @@ pub struct PriceWhy {
     pub promotions: Vec<PromotionWhy>,
     /// What one unit (one kg) costs at the instant, best promotion applied.
     pub one: Option<OneUnit>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub next_change: Option<Value>,
 }
 
@@ -167,13 +173,13 @@ fn record_state(
 
 /// Why a product costs what it costs at an instant: the price record in effect (and why the
 /// others are not), the promotions that reach it and the one applied to a single unit.
-#[utoipa::path(get, path = "/api/v1/prices/{sku}/explain", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time; default now")),
+#[utoipa::path(get, path = "/api/v1/prices/{sku}/explain", params(("sku" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 instant or store-local time (no offset); default now", pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
     responses((status = 200, body = PriceWhy), (status = 400), (status = 404)))]
 pub async fn explain(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<AtQuery>,
+    QueryParams(q): QueryParams<AtQuery>,
 ) -> Result<Json<PriceWhy>, ApiError> {
     caller.require(Role::Staff)?;
     let at = parse_time(&state, "at", q.at.as_deref())?.unwrap_or_else(|| state.clock.now());
@@ -313,13 +319,13 @@ pub struct Timeline {
 }
 
 /// How a product's price changes over a period (default: the next 30 days).
-#[utoipa::path(get, path = "/api/v1/prices/{sku}/timeline", params(("sku" = String, Path), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = Timeline), (status = 400), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/prices/{sku}/timeline", params(("sku" = String, Path), ("from" = Option<String>, Query, pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"), ("to" = Option<String>, Query, pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
+    responses((status = 200, body = Timeline), (status = 400), (status = 404), (status = 422, description = "`bad_range`: `to` not after `from`, or more than 400 days after it")))]
 pub async fn timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(sku): Path<String>,
-    Query(q): Query<RangeQuery>,
+    QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Json<Timeline>, ApiError> {
     caller.require(Role::Staff)?;
     let (from, to) = parse_range(
@@ -394,12 +400,12 @@ pub struct Calendar {
 
 /// The promotions calendar: promotions running at some time in [from, to) (default: from the
 /// start of today, store time, for 35 days).
-#[utoipa::path(get, path = "/api/v1/promotions", params(("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = Calendar), (status = 400)))]
+#[utoipa::path(get, path = "/api/v1/promotions", params(("from" = Option<String>, Query, pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$"), ("to" = Option<String>, Query, pattern = r"^((19|2[01])[0-9]{2}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|((19|2[01])(0[48]|[2468][048]|[13579][26])|2000)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")),
+    responses((status = 200, body = Calendar), (status = 400), (status = 422, description = "`bad_range`: `to` not after `from`, or more than 400 days after it")))]
 pub async fn promotions(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<RangeQuery>,
+    QueryParams(q): QueryParams<RangeQuery>,
 ) -> Result<Json<Calendar>, ApiError> {
     caller.require(Role::Staff)?;
     let (_, today, _) = super::overview::local_day(state.clock.now(), &state.config.timezone());

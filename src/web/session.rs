@@ -180,7 +180,10 @@ pub async fn setup_status(State(state): State<AppState>) -> Result<Json<SetupSta
 pub struct SetupRequest {
     /// The one-time code printed in the storebox log at start.
     pub code: String,
+    #[schema(pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     pub username: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub password: String,
 }
 

@@ -121,16 +121,82 @@ async fn diagnostics(state: &AppState) -> Result<Value, ApiError> {
     }))
 }
 
-/// Open a support ticket; it goes to HQ with a diagnostic summary of the box.
+/// The support bundle (`crate::ops::diag`) made now, with what only the running server knows: the
+/// live link to HQ, MQTT connections, uptime.
+pub async fn bundle_now(state: &AppState, made_by: &str) -> Result<Value, ApiError> {
+    let sync = sync_status_now(state).await?;
+    let live = json!({
+        "uptime_s": state.started.elapsed().as_secs(),
+        "sync": sync,
+        "mqtt_connections": state.broker.presence.live_count(),
+        "ingest_queue": state.broker.queue_depth(),
+    });
+    let config = state.config.clone();
+    let now = state.clock.now();
+    let made_by = made_by.to_string();
+    Ok(state
+        .db
+        .read(move |c| {
+            Ok(crate::ops::diag::bundle(
+                &config,
+                Ok(c),
+                &made_by,
+                now,
+                Some(live),
+            ))
+        })
+        .await?)
+}
+
+/// The support bundle: one JSON document for first-level support (version, config with secrets
+/// redacted, sync, devices, alerts, database health, disk, recent logs, systemd state). It
+/// carries no secret. The same document `storebox diag` writes.
+#[utoipa::path(get, path = "/api/v1/diag",
+    responses((status = 200, description = "the support bundle (JSON, attachment)", body = Object)))]
+pub async fn diag(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Manager)?;
+    let bundle = bundle_now(&state, &format!("web ({})", caller.name)).await?;
+    let name = format!(
+        "storebox-diag-{}-{}.json",
+        state.config.store.id,
+        state.clock.now().strftime("%Y%m%dT%H%M%SZ")
+    )
+    .replace(
+        |c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "_",
+    );
+    let body = serde_json::to_string_pretty(&bundle).unwrap_or_default();
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Open a support ticket; it goes to HQ with a diagnostic summary of the box, and the whole
+/// support bundle when `attach_bundle` is true.
 #[utoipa::path(post, path = "/api/v1/tickets", request_body = NewTicket,
-    responses((status = 201, body = Ticket), (status = 400)))]
+    responses((status = 201, body = Ticket), (status = 400), (status = 404, description = "`unknown_device`: no such device is provisioned")))]
 pub async fn open_ticket(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<NewTicket>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Staff)?;
-    let diagnostics = diagnostics(&state).await?;
+    let mut diagnostics = diagnostics(&state).await?;
+    if req.attach_bundle {
+        diagnostics["bundle"] = bundle_now(&state, &format!("ticket ({})", caller.name)).await?;
+    }
     let now = state.now_ms();
     let ticket = state
         .db
@@ -145,7 +211,10 @@ pub async fn open_ticket(
             Ok(Ok(t))
         })
         .await?
-        .map_err(|m| ApiError::bad_request("invalid", m))?;
+        .map_err(|e| match e {
+            tickets::Invalid::Field(m) => ApiError::bad_request("invalid", m),
+            tickets::Invalid::UnknownDevice(m) => ApiError::not_found("unknown_device", m),
+        })?;
     Ok((StatusCode::CREATED, Json(ticket)).into_response())
 }
 

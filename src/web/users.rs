@@ -15,17 +15,33 @@ use super::{ApiError, AppState};
 use crate::auth::{self, Role};
 use crate::ops::audit;
 
+/// At least one of the two (`minProperties: 1`, set in `openapi::ErrorResponses`: utoipa 5.5's
+/// `min_properties` attribute writes `maxProperties`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     pub role: Option<Role>,
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     pub disabled: Option<bool>,
+}
+
+/// A field that may be left out but not sent as `null` (as the schema says).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// At least 10 characters.
+    #[schema(min_length = 10)]
     pub password: String,
 }
 
@@ -157,4 +173,16 @@ pub async fn reset_password(
         })
         .await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_may_leave_fields_out_but_not_send_null() {
+        let c: UserChange = serde_json::from_str(r#"{"disabled":true}"#).unwrap();
+        assert_eq!((c.role, c.disabled), (None, Some(true)));
+        assert!(serde_json::from_str::<UserChange>(r#"{"role":"admin","disabled":null}"#).is_err());
+    }
 }

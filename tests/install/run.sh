@@ -247,6 +247,24 @@ step "devices over MQTT"
 ADD=$(as_storebox device add lane-1 --kind lane 2>&1)
 PW=$(sed -n 's/^ *password: *//p' <<<"$ADD")
 check "storebox device add prints credentials" test -n "$PW"
+# The admin CLI as an operator types it: no --config (the package's /etc/storebox/storebox.toml
+# is the default), and a clear refusal, naming the command to run, for any other user.
+ADD2=$(ct runuser -u storebox -- storebox device add lane-2 --kind lane 2>&1)
+check "device add without --config uses the package's config (broker 0.0.0.0:1883)" grep -q 'broker: *0\.0\.0\.0:1883' <<<"$ADD2"
+in_service_db() { as_storebox device list | grep -q "^$1 "; }
+check "... and the service's database (lane-2 listed with --config)" in_service_db lane-2
+OUT=$(ct storebox device add lane-3 --kind lane 2>&1); RC=$?
+echo "  as root: exit $RC: $OUT"
+check "device add as root is refused, saying: sudo -u storebox storebox device add …" \
+  test "$RC" != 0 -a -n "$(grep -F 'sudo -u storebox storebox device add lane-3 --kind lane' <<<"$OUT")"
+ct useradd --no-create-home --shell /usr/sbin/nologin clerk
+OUT=$(ct runuser -u clerk -- storebox device add lane-4 --kind lane 2>&1); RC=$?
+echo "  as clerk: exit $RC: $OUT"
+check "device add as an unprivileged user is refused, saying: sudo -u storebox …" \
+  test "$RC" != 0 -a -n "$(grep -F 'sudo -u storebox storebox device add lane-4 --kind lane' <<<"$OUT")"
+added_nothing() { ! in_service_db lane-3 && ! in_service_db lane-4; }
+check "the refused commands added nothing" added_nothing
+check "no file in /var/lib/storebox belongs to another user" test -z "$(ct find /var/lib/storebox ! -user storebox)"
 OUT=$(mqtt_pub lane-1 "$PW" 1.0.0); RC=$?
 check "MQTT client connects and publishes with the device's credentials" test $RC = 0
 [ $RC = 0 ] || echo "  $OUT"

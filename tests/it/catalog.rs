@@ -253,7 +253,6 @@ async fn baskets_checkouts_and_device_price_requests() {
         .await
         .unwrap();
     dev.subscribe("devices/label-7/price/reply").await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     dev.publish(
         "devices/label-7/price/request",
         r#"{"req":"r-1","sku":"2001"}"#,

@@ -77,7 +77,6 @@ async fn sigterm_stops_cleanly_within_5_s_and_keeps_acked_events() {
         .await
         .unwrap();
     dev.subscribe("devices/lane-5/events/ack").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..50 {
         dev.publish(
             "devices/lane-5/events",
@@ -129,4 +128,59 @@ async fn backup_while_running_is_a_consistent_copy() {
     assert!(!s.success(), "{err}");
     // Still serving.
     assert_eq!(sb.get("/api/v1/devices").await.0, 200);
+}
+
+/// An offline admin command run by a user other than the data directory's owner is refused up
+/// front, saying how to run it, instead of failing inside SQLite (or, as root, leaving files the
+/// service cannot open).
+#[test]
+fn admin_commands_refuse_a_data_dir_owned_by_another_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let (dir, owner) = if root {
+        // Owned by another user (nobody); root could write it but must not.
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let name = nix::unistd::User::from_uid(65534.into())
+            .unwrap()
+            .map_or("65534".to_string(), |u| u.name);
+        (dir, name)
+    } else {
+        // Not root: a directory owned by root that this user cannot write.
+        (std::path::PathBuf::from("/"), "root".to_string())
+    };
+    for args in [
+        &["device", "add", "lane-1", "--kind", "lane"][..],
+        &["user", "list"][..],
+        &["token", "add", "x", "--role", "staff"][..],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("STOREBOX_STORAGE__DATA_DIR", &dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran: {err}");
+        assert!(
+            err.contains(&format!("belongs to {owner}"))
+                && err.contains(&format!("sudo -u {owner} "))
+                && err.contains(&args.join(" ")),
+            "{args:?}: {err}"
+        );
+    }
+    if root {
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing was created in the refused data dir"
+        );
+    }
+    // The owner runs it.
+    let (s, out, err) = cli(
+        tmp.path(),
+        &["device", "add", "lane-1", "--kind", "lane"],
+        None,
+    );
+    assert!(s.success(), "{out} {err}");
 }

@@ -2,7 +2,6 @@
 //! and commands, observed through the HTTP API and the SQLite file.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -140,7 +139,6 @@ async fn invalid_payloads_are_dead_lettered_and_the_next_good_one_is_stored() {
         .await
         .unwrap();
     dev.subscribe("devices/fridge-2/events/ack").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     dev.publish("devices/fridge-2/telemetry", "{not json").await;
     dev.publish(
@@ -251,7 +249,6 @@ async fn events_survive_sigkill_and_are_stored_exactly_once() {
         .await
         .unwrap();
     dev.subscribe("devices/lane-3/events/ack").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..N {
         dev.publish("devices/lane-3/events", event(i)).await;
     }
@@ -294,7 +291,6 @@ async fn events_survive_sigkill_and_are_stored_exactly_once() {
         .await
         .unwrap();
     dev.subscribe("devices/lane-3/events/ack").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut duplicates = 0;
     for round in 0..5 {
         let missing: Vec<usize> = (0..N)
@@ -354,7 +350,6 @@ async fn commands_are_delivered_and_acks_tracked() {
         .await
         .unwrap();
     dev.subscribe("devices/scale-9/commands").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, cmd) = sb
         .post(
             "/api/v1/devices/scale-9/commands",

@@ -309,6 +309,64 @@ async fn ui_openapi_health_and_metrics() {
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
+    // The contract is exact about errors: every operation that needs a caller documents 401
+    // and 403, every one with a query string or body documents 400, all in the one error shape.
+    let public = [
+        ("get", "/api/v1/setup"),
+        ("post", "/api/v1/setup"),
+        ("post", "/api/v1/session"),
+    ];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let codes = op["responses"].as_object().unwrap();
+            let error_shape = |c: &str| {
+                codes[c]["content"]["application/json"]["schema"]["$ref"]
+                    == "#/components/schemas/ErrorBody"
+            };
+            if !public.contains(&(method.as_str(), path.as_str())) {
+                for c in ["401", "403"] {
+                    assert!(
+                        codes.contains_key(c) && error_shape(c),
+                        "{method} {path}: {c}"
+                    );
+                }
+            }
+            let has_query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if has_query || op.get("requestBody").is_some() {
+                assert!(
+                    codes.contains_key("400") && error_shape("400"),
+                    "{method} {path}: 400"
+                );
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["UserChange"]["minProperties"], 1,
+        "{}",
+        schemas["UserChange"]
+    );
+    assert!(schemas["UserChange"].get("maxProperties").is_none());
+    assert_eq!(
+        schemas["NewPassword"]["properties"]["password"]["minLength"],
+        10
+    );
+    assert_eq!(
+        schemas["NewTicket"]["properties"]["subject"]["maxLength"],
+        200
+    );
+    // A malformed query string answers in the error shape too (axum's own answer is plain text).
+    let r = c
+        .get(format!("{}/api/v1/alerts?open=maybe", sb.http))
+        .bearer_auth(&sb.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_query", "{body}");
     let r = c
         .get(format!("{}/api/v1/nope", sb.http))
         .bearer_auth(&sb.token)

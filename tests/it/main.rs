@@ -4,6 +4,7 @@
 mod catalog;
 mod cli;
 mod devices;
+mod diag;
 mod hostile;
 mod hq_console;
 mod hq_nodes;

@@ -1121,6 +1121,22 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
     };
     assert!(catalog["total"].as_i64().unwrap() >= 2000, "{catalog}");
 
+    // The store is at work within its first minute: the lanes' baskets reach today's sales.
+    let sales = eventually(60, "a lane's basket in today's sales", || async {
+        let o: Value = http
+            .get(format!("{ui}api/v1/overview"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (o["sales_today"]["checkouts"].as_i64()? >= 1).then_some(o["sales_today"].clone())
+    })
+    .await;
+    eprintln!("first sale after {:?}: {sales}", started.elapsed());
+
     // Ctrl-C stops it cleanly.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.0.id() as i32),
@@ -1139,6 +1155,64 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// The demo's pace, sped up: paced lanes ring up baskets of varying size with pauses between
+/// customers, and a fridge whose door is left ajar raises DOOR_OPEN, then TEMP_HIGH, and both
+/// clear once the door is closed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_lanes_sell_and_a_fridge_incident_raises_and_clears_temp_high() {
+    let sb = StoreBox::start();
+    import(&sb, CATALOG);
+    let mut cfg = sim_config(&sb.http, sb.mqtt_port, &sb.token);
+    cfg.devices.lanes = 2;
+    cfg.devices.fridges = 1;
+    cfg.rates.scan_ms = 100;
+    cfg.rates.basket_items = 3;
+    cfg.rates.customer_gap_ms = 400;
+    cfg.rates.telemetry_ms = 200;
+    cfg.rates.fridge_incident_every_ms = 1_000;
+    let sim = Simulator::start(cfg, storebox::clock::system())
+        .await
+        .unwrap();
+    let fridge = "t-fridge-1";
+    eventually(
+        20,
+        "the fridge's door left ajar: DOOR_OPEN, then TEMP_HIGH",
+        || async {
+            let (_, a) = sb.get("/api/v1/alerts?open=true").await;
+            (open_alert(&a, fridge, "DOOR_OPEN") && open_alert(&a, fridge, "TEMP_HIGH"))
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(20, "door closed again: both alerts cleared", || async {
+        let (_, a) = sb.get("/api/v1/alerts?open=true").await;
+        (!open_alert(&a, fridge, "DOOR_OPEN") && !open_alert(&a, fridge, "TEMP_HIGH")).then_some(())
+    })
+    .await;
+    let checkouts: Vec<Value> = eventually(20, "several baskets rung up", || async {
+        let db = sb.db();
+        let mut stmt = db
+            .prepare("SELECT payload FROM outbox WHERE type = 'checkout.completed'")
+            .ok()?;
+        let v: Vec<Value> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .ok()?
+            .filter_map(|p| serde_json::from_str(&p.ok()?).ok())
+            .collect();
+        (v.len() >= 6).then_some(v)
+    })
+    .await;
+    let sizes: std::collections::BTreeSet<usize> = checkouts
+        .iter()
+        .map(|c| c["event"]["lines"].as_array().map_or(0, |l| l.len()))
+        .collect();
+    assert!(
+        sizes.iter().all(|n| (1..=5).contains(n)) && sizes.len() >= 2,
+        "baskets of 1 to 5 items, not all the same size: {sizes:?}"
+    );
+    sim.shutdown().await;
 }
 
 /// Devices from a credentials file and a simulator config file, no token: they connect with

@@ -317,6 +317,8 @@ pub enum Got {
 pub struct Device {
     pub client: AsyncClient,
     pub rx: mpsc::UnboundedReceiver<Got>,
+    /// SUBACKs, apart from `rx` so that waiting for one leaves the messages in `rx`.
+    subacks: mpsc::UnboundedReceiver<rumqttc::SubAck>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -344,9 +346,15 @@ impl Device {
         }
         let (client, eventloop) = AsyncClient::new(opts, 1000);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(eventloop, tx));
+        let (suback_tx, subacks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(eventloop, tx, suback_tx));
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(Got::Connected)) => Ok(Device { client, rx, task }),
+            Ok(Some(Got::Connected)) => Ok(Device {
+                client,
+                rx,
+                subacks,
+                task,
+            }),
             Ok(Some(Got::Closed(e))) => Err(e),
             other => Err(format!("unexpected: {other:?}")),
         }
@@ -359,7 +367,25 @@ impl Device {
             .unwrap();
     }
 
-    pub async fn subscribe(&self, filter: &str) {
+    /// Subscribes and waits for the broker's SUBACK granting it: once this returns, messages
+    /// published on `filter` reach this device.
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.subscribe_nowait(filter).await;
+        let ack = tokio::time::timeout(Duration::from_secs(10), self.subacks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no SUBACK for {filter} within 10 s"))
+            .unwrap_or_else(|| panic!("connection closed before the SUBACK for {filter}"));
+        assert!(
+            ack.return_codes
+                .iter()
+                .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+            "subscription to {filter} refused: {ack:?}"
+        );
+    }
+
+    /// Sends SUBSCRIBE without waiting for the answer (for subscriptions the broker refuses by
+    /// closing the connection).
+    pub async fn subscribe_nowait(&self, filter: &str) {
         self.client
             .subscribe(filter, QoS::AtLeastOnce)
             .await
@@ -399,11 +425,18 @@ impl Device {
     }
 }
 
-async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Got>) {
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::UnboundedSender<Got>,
+    subacks: mpsc::UnboundedSender<rumqttc::SubAck>,
+) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 let _ = tx.send(Got::Connected);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let _ = subacks.send(ack);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let _ = tx.send(Got::Message(p.topic.clone(), p.payload.to_vec()));

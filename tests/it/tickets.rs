@@ -33,7 +33,8 @@ async fn a_ticket_is_stored_queued_for_hq_with_diagnostics_and_no_secrets() {
             json!({"subject": "Jam", "description": "x", "device_id": "lane-404"}),
         )
         .await;
-    assert_eq!(s, 400, "{body}");
+    assert_eq!(s, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_device", "{body}");
     assert!(
         body["error"]["message"]
             .as_str()

@@ -153,7 +153,7 @@ async fn overview_prices_explained_timeline_and_calendar() {
     assert_eq!(by_id("promo-3for2")["targets"], "department");
     assert_eq!(by_id("promo-3for2")["discount_one"], 0);
     assert_eq!(by_id("promo-later")["state"], "not_started");
-    // The same answer as the §5 price endpoint at another instant.
+    // The same answer as the price endpoint at another instant.
     let at = rfc(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(96));
     let (_, w4) = call(
         &sb,
@@ -209,22 +209,31 @@ async fn overview_prices_explained_timeline_and_calendar() {
         .collect();
     assert_eq!(ids, vec!["promo-3for2"]);
 
-    // Bad input: 400 naming the field; unknown sku: 404.
-    for (path, field) in [
-        ("/prices/1001/explain?at=tomorrow", "at:"),
-        ("/prices/1001/timeline?from=2026-13-01T00:00:00", "from:"),
+    // Bad input: 400 naming the field (a malformed time), 422 `bad_range` (well-formed times
+    // that are no range these endpoints serve); unknown sku: 404.
+    for (path, field, status) in [
+        ("/prices/1001/explain?at=tomorrow", "at:", 400),
+        (
+            "/prices/1001/timeline?from=2026-13-01T00:00:00",
+            "from:",
+            400,
+        ),
+        ("/prices/1001/explain?at=2026-12-01T00:00", "at:", 400),
+        ("/promotions?from=", "from:", 400),
         (
             "/prices/1001/timeline?from=2026-12-02T00:00:00&to=2026-12-01T00:00:00",
             "to:",
+            422,
         ),
         (
             "/promotions?from=2026-01-01T00:00:00Z&to=2028-01-01T00:00:00Z",
             "to:",
+            422,
         ),
-        ("/promotions?to=soon", "to:"),
+        ("/promotions?to=soon", "to:", 400),
     ] {
         let (s, e) = call(&sb, "GET", path, &staff, None).await;
-        assert_eq!(s, 400, "{path}: {e}");
+        assert_eq!(s, status, "{path}: {e}");
         let msg = e["error"]["message"].as_str().unwrap();
         assert!(msg.starts_with(field), "{path}: {msg}");
     }

@@ -264,6 +264,7 @@ test("open a support ticket about a device", T, async () => {
   await page.getByLabel("What is wrong? (one line)").fill("Fridge door alarm keeps ringing");
   await page.getByLabel(/Describe the problem/).fill("Since this morning the dairy fridge reports the door open although it is closed.");
   await page.getByLabel("Device concerned (optional)").selectOption("fridge-1");
+  await page.getByLabel(/Attach the full support bundle/).check();
   await page.getByRole("button", { name: "Send to support" }).click();
   await page.getByRole("heading", { name: "Fridge door alarm keeps ringing" }).waitFor();
   await page.getByText("No reply yet.").waitFor();
@@ -274,6 +275,8 @@ test("open a support ticket about a device", T, async () => {
   assert.equal(t.device_id, "fridge-1");
   assert.equal(t.opened_by, "sam");
   assert.ok(!JSON.stringify(t.diagnostics).includes(HQ_TOKEN));
+  assert.equal(t.diagnostics.bundle?.format, 1, "the support bundle is attached");
+  assert.equal(t.diagnostics.bundle.database.quick_check, "ok");
   await page.context().close();
 });
 
@@ -341,6 +344,15 @@ test("admin pages: users, audit log, alerts, about; axe-core on each", T, async 
   await page.getByRole("cell", { name: "set (hidden)" }).waitFor();
   await page.getByRole("cell", { name: "none (standalone)" }).waitFor();
   await checkPage(page, "17-about-admin");
+  // The support bundle downloads as a file, without the HQ token.
+  const [download] = await Promise.all([page.waitForEvent("download"),
+    page.getByRole("link", { name: "Download the support bundle" }).click()]);
+  assert.match(download.suggestedFilename(), /^storebox-diag-.*\.json$/);
+  const bundle = await new Promise((resolve, reject) => {
+    download.createReadStream().then((st) => { let b = ""; st.on("data", (c) => { b += c; }); st.on("end", () => resolve(b)); st.on("error", reject); }, reject);
+  });
+  assert.ok(!bundle.includes(HQ_TOKEN));
+  assert.equal(JSON.parse(bundle).format, 1);
   await page.context().close();
 });
 

@@ -32,13 +32,15 @@ export async function ticketsPage() {
     h("label", {}, "Device concerned (optional)", h("select", { name: "device_id" },
       h("option", { value: "" }, "No particular device"),
       devices.map((d) => h("option", { value: d.id }, d.name ? `${d.name} (${d.id})` : d.id)))),
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "attach_bundle", id: "ticket-attach-bundle" }),
+      "Attach the full support bundle (configuration, database health, recent log lines; never passwords or tokens)"),
     h("button", { type: "submit" }, "Send to support"), err);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     err.textContent = "";
     const f = new FormData(form);
     try {
-      const t = await api("POST", "/tickets", { subject: f.get("subject"), description: f.get("description"), device_id: f.get("device_id") || null });
+      const t = await api("POST", "/tickets", { subject: f.get("subject"), description: f.get("description"), device_id: f.get("device_id") || null, attach_bundle: f.get("attach_bundle") === "on" });
       toast("Ticket opened.");
       location.hash = `#/tickets/${encodeURIComponent(t.id)}`;
     } catch (e) { err.textContent = e.message; }
@@ -168,5 +170,9 @@ export async function aboutPage() {
     h("section", { "aria-labelledby": "cfg-h" }, h("h2", { id: "cfg-h" }, "Configuration"),
       cfg ? [h("p", {}, "The settings in force. Secrets such as the HQ token are never shown."),
         table("Configuration", [{ label: "Setting", header: true, cell: (r) => h("code", {}, r.key) }, { label: "Value", cell: (r) => r.value }], flat, {})]
-        : h("p", { class: "muted" }, atLeast("admin") ? "" : "Only administrators can see the configuration.")));
+        : h("p", { class: "muted" }, atLeast("admin") ? "" : "Only administrators can see the configuration.")),
+    atLeast("manager") ? h("section", { "aria-labelledby": "diag-h" }, h("h2", { id: "diag-h" }, "Support bundle"),
+      h("p", {}, "One file for support: version, configuration, sync, devices and alerts, database health, disk space and recent log lines. It never contains passwords, tokens or the setup code. The same as ",
+        h("code", {}, "storebox diag"), " on the box, and it can be attached to a ", h("a", { href: "#/tickets" }, "support ticket"), "."),
+      h("p", {}, h("a", { href: "/api/v1/diag", download: "", id: "diag-download", class: "button" }, "Download the support bundle"))) : null);
 }

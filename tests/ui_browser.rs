@@ -1,7 +1,9 @@
 //! The staff UI in a real browser (tests/ui): the real binary, Debian's Chromium via
-//! playwright-core, axe-core on every page, real MQTT devices. A test binary of its own, so that
-//! cargo runs it after the `it` suite instead of beside the process-killing sync tests, which on
-//! two cores slowed the browser's live updates past the tests' waits.
+//! playwright-core, axe-core on every page, real MQTT devices. A test binary of its own, named so that
+//! cargo runs it last (test binaries run in name order): after the `it` suite instead of beside
+//! the process-killing sync tests, which on two cores slowed the browser's live updates past the
+//! tests' waits, and so that a machine without the browser tools still runs every other test
+//! before this one fails.
 
 use std::path::Path;
 
@@ -11,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_storebox");
 #[test]
 fn browser_tests_in_chromium() {
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
-    let hint = "run .ci/run, or: npm ci --prefix tests/ui && apt-get install -y chromium";
+    let hint = "run scripts/test (it installs Chromium, Node.js and tests/ui's packages, then runs the suite)";
     let node = std::process::Command::new("node").arg("--version").output();
     assert!(
         node.as_ref().is_ok_and(|o| o.status.success()),
