@@ -21,6 +21,7 @@
 //! - [`outbox`]: the store → HQ outbox every producer writes to
 //! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
+//! - [`release`]: offline release signing: keys, `.deb` control fields, `storebox release`
 
 pub mod app;
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod outbox;
 pub mod pricing;
 pub mod proto;
+pub mod release;
 pub mod secrets;
 pub mod sim;
 pub mod sync;

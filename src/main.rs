@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<HqCmd>,
     },
+    /// Sign and verify release packages, offline (docs/releases.md).
+    Release {
+        #[command(subcommand)]
+        cmd: storebox::release::cli::ReleaseCmd,
+    },
     /// Print the version.
     Version,
 }
@@ -176,13 +181,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Simulate(args) => return storebox::sim::cli::simulate(*args),
         Command::Demo(args) => return storebox::sim::cli::demo(args),
+        Command::Release { cmd } => {
+            use storebox::clock::Clock as _;
+            return storebox::release::cli::run(cmd, storebox::clock::SystemClock.now());
+        }
         other => other,
     };
     let cli = Cli { command, ..cli };
     let config = Config::load(cli.config.as_deref())?;
     let open_db = || Db::open(&config.db_path()).with_context(|| "opening the store database");
     match cli.command {
-        Command::Version | Command::Simulate(_) | Command::Demo(_) => unreachable!(),
+        Command::Version | Command::Simulate(_) | Command::Demo(_) | Command::Release { .. } => {
+            unreachable!()
+        }
         Command::CheckConfig => {
             println!(
                 "config ok: store {} ({}), http {}, mqtt {}, data {}",

@@ -8,6 +8,7 @@ mod hostile;
 mod hq_nodes;
 mod http;
 mod mqtt_auth;
+mod release;
 mod sim;
 mod support;
 mod sync;
