@@ -10,6 +10,7 @@
 //! - [`error`]: domain errors, mapped once to HTTP answers
 
 pub mod error;
+pub mod rollout;
 pub mod server;
 pub mod storage;
 
