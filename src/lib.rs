@@ -21,6 +21,7 @@
 //! - [`outbox`]: the store → HQ outbox every producer writes to
 //! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
+//! - [`updates`]: the store's update state machine (pure)
 //! - [`release`]: offline release signing: keys, `.deb` control fields, `storebox release`
 
 pub mod app;
@@ -41,6 +42,7 @@ pub mod secrets;
 pub mod sim;
 pub mod sync;
 pub mod tickets;
+pub mod updates;
 pub mod web;
 
 /// The version of this build.
