@@ -201,7 +201,7 @@ pub fn sign(
 /// Why `verify` refused: a named check, or a file that could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("release refused: {0}")]
+    #[error("release refused")]
     Refused(#[from] Refusal),
     #[error(transparent)]
     Other(#[from] anyhow::Error),

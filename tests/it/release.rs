@@ -121,6 +121,7 @@ fn sign_then_verify_and_every_tampering_is_refused_by_name() {
             err.contains(&format!("check `{check}` failed")),
             "expected check {check}: {err}"
         );
+        assert_eq!(err.matches("failed").count(), 1, "said once: {err}");
     };
     assert!(verify(&deb, &["--min-serial", &(serial - 1).to_string()]).0);
 
