@@ -21,6 +21,8 @@
 //! - [`outbox`]: the store → HQ outbox every producer writes to
 //! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
+//! - [`updates`]: the store's update state machine (pure)
+//! - [`release`]: offline release signing: keys, `.deb` control fields, `storebox release`
 
 pub mod app;
 pub mod auth;
@@ -35,10 +37,12 @@ pub mod ops;
 pub mod outbox;
 pub mod pricing;
 pub mod proto;
+pub mod release;
 pub mod secrets;
 pub mod sim;
 pub mod sync;
 pub mod tickets;
+pub mod updates;
 pub mod web;
 
 /// The version of this build.

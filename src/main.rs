@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<HqCmd>,
     },
+    /// Sign and verify release packages, offline (docs/releases.md).
+    Release {
+        #[command(subcommand)]
+        cmd: storebox::release::cli::ReleaseCmd,
+    },
     /// Print the version.
     Version,
 }
@@ -233,6 +238,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Simulate(args) => return storebox::sim::cli::simulate(*args),
         Command::Demo(args) => return storebox::sim::cli::demo(args),
+        Command::Release { cmd } => {
+            use storebox::clock::Clock as _;
+            return storebox::release::cli::run(cmd, storebox::clock::SystemClock.now());
+        }
         other => other,
     };
     // On a box installed from the .deb, the package's config file is the default.
@@ -263,7 +272,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Db::open(&config.db_path()).with_context(|| "opening the store database")
     };
     match cli.command {
-        Command::Version | Command::Simulate(_) | Command::Demo(_) => unreachable!(),
+        Command::Version | Command::Simulate(_) | Command::Demo(_) | Command::Release { .. } => {
+            unreachable!()
+        }
         Command::CheckConfig => {
             println!(
                 "config ok: store {} ({}), http {}, mqtt {}, data {}",

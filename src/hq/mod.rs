@@ -11,6 +11,7 @@
 
 pub mod console;
 pub mod error;
+pub mod rollout;
 pub mod server;
 pub mod storage;
 

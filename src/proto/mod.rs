@@ -9,10 +9,12 @@
 //! - [`catalog`]: units, promotion kinds, the `price.set` / `promotion.upsert` payloads
 //! - [`time`]: store times as written (instant or store-local civil time)
 //! - [`csv`]: the catalog/price CSV form of those events
+//! - [`release`]: signed release manifests, their canonical form and verification
 
 pub mod catalog;
 pub mod csv;
 pub mod events;
+pub mod release;
 pub mod time;
 pub mod wire;
 

@@ -11,6 +11,7 @@ mod hq_nodes;
 mod http;
 mod ingest;
 mod mqtt_auth;
+mod release;
 mod sim;
 mod support;
 mod sync;
