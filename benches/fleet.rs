@@ -347,7 +347,7 @@ fn db_url(admin: &str, db: &str) -> String {
 async fn pg_admin(admin_url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url}: {e}; run scripts/test-postgres"));
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url}: {e}; run scripts/test once (it starts PostgreSQL and creates the role)"));
     tokio::spawn(conn);
     c
 }
@@ -384,8 +384,9 @@ fn main() {
     let batch = env_n("FLEET_BATCH", 100);
     let pushers = env_n("FLEET_PUSHERS", 64);
     let engines = std::env::var("FLEET_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
-    let admin_url = std::env::var("STOREBOX_TEST_PG")
-        .unwrap_or_else(|_| "postgres://storebox:storebox@127.0.0.1:5432/postgres".into());
+    let admin_url = std::env::var("STOREBOX_TEST_PG").unwrap_or_else(|_| {
+        "postgres://storebox_test:storebox_test@127.0.0.1:5432/storebox_test".into()
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -518,8 +518,9 @@ where
 
 impl PgDb {
     pub fn new() -> PgDb {
-        let admin = std::env::var("STOREBOX_TEST_PG")
-            .unwrap_or_else(|_| "postgres://storebox:storebox@127.0.0.1:5432/postgres".into());
+        let admin = std::env::var("STOREBOX_TEST_PG").unwrap_or_else(|_| {
+            "postgres://storebox_test:storebox_test@127.0.0.1:5432/storebox_test".into()
+        });
         let name = format!("hqit_{}", rand_u64());
         let (a, n) = (admin.clone(), name.clone());
         pg_block(async move {

@@ -269,7 +269,8 @@ fn migrating_an_old_hq_database_keys_its_tickets_by_store() {
 /// database of its own, dropped at the end.
 #[cfg(feature = "postgres")]
 pub(crate) mod pgtest {
-    pub const DEFAULT_URL: &str = "postgres://storebox:storebox@127.0.0.1:5432/postgres";
+    pub const DEFAULT_URL: &str =
+        "postgres://storebox_test:storebox_test@127.0.0.1:5432/storebox_test";
 
     pub struct TestDb {
         pub url: String,
