@@ -288,10 +288,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve => serve(config),
         Command::Hq { cmd: None } => serve_hq(config),
-        Command::Hq {
-            cmd: Some(HqCmd::User(cmd)),
-        } => {
+        Command::Hq { cmd: Some(cmd) } => {
             logging::init_stderr("warn");
+            // On the SQLite engine the command writes HQ's data dir: as its owner only.
             if config.hq_server.database_url.is_empty() {
                 storebox::db::check_data_dir_owner(&config.hq_server.data_dir, &command_line())
                     .map_err(anyhow::Error::msg)?;
@@ -299,21 +298,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(hq_user_command(&config, cmd))
-        }
-        Command::Hq {
-            cmd: Some(HqCmd::Store(cmd)),
-        } => {
-            logging::init_stderr("warn");
-            if config.hq_server.database_url.is_empty() {
-                storebox::db::check_data_dir_owner(&config.hq_server.data_dir, &command_line())
-                    .map_err(anyhow::Error::msg)?;
+            match cmd {
+                HqCmd::User(cmd) => rt.block_on(hq_user_command(&config, cmd)),
+                HqCmd::Store(cmd) => rt.block_on(hq_store_command(&config, cmd)),
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(hq_store_command(&config, cmd))?;
-            Ok(())
         }
         Command::Device(cmd) => {
             logging::init_stderr("warn");
