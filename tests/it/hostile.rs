@@ -100,7 +100,7 @@ async fn subscriptions_are_limited_to_contract_topics_and_capped_per_connection(
         let mut d = Device::connect(sb.mqtt_port, "fridge-1", Some(&pw))
             .await
             .unwrap();
-        d.subscribe(filter).await;
+        d.subscribe_nowait(filter).await;
         assert!(
             d.closed_within(5).await.is_some(),
             "subscription to {filter} was accepted"
@@ -118,7 +118,7 @@ async fn subscriptions_are_limited_to_contract_topics_and_capped_per_connection(
         d.closed_within(1).await.is_none(),
         "two distinct filters closed the connection"
     );
-    d.subscribe("store/notice").await;
+    d.subscribe_nowait("store/notice").await;
     assert!(
         d.closed_within(5).await.is_some(),
         "a third distinct filter was accepted with mqtt.max_subscriptions = 2"
