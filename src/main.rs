@@ -651,7 +651,17 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let storage = storebox::hq::open_storage(&config.hq_server).await?;
-        storebox::hq::serve(
+        // Under systemd (storebox-hq.service is Type=notify with a watchdog): READY once the
+        // listener is bound, then a ping at half the watchdog interval while the runtime runs.
+        if let Some(every) = storebox::ops::systemd::watchdog_interval() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every / 2).await;
+                    storebox::ops::systemd::notify_watchdog();
+                }
+            });
+        }
+        let served = storebox::hq::serve(
             config.hq_server,
             storage,
             storebox::clock::system(),
@@ -660,9 +670,12 @@ fn serve_hq(config: Config) -> anyhow::Result<()> {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "storebox-hq ready http=http://{addr}");
                 let _ = out.flush();
+                storebox::ops::systemd::notify_ready();
             },
         )
-        .await
+        .await;
+        storebox::ops::systemd::notify_stopping();
+        served
     })?;
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
