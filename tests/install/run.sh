@@ -27,7 +27,9 @@ ROOT_DIR=$PWD
 
 CACHE=${CACHE:-/var/cache/storebox-ci}
 SUITE=${SUITE:-bookworm}
-INCLUDE=systemd-sysv,dbus,libnss-systemd,tzdata
+# The package's dependencies (tzdata, openssl for the certificate postinst generates) are in the
+# base: the container has no network, so apt cannot fetch them while it installs the package.
+INCLUDE=systemd-sysv,dbus,libnss-systemd,tzdata,openssl
 WORK=${WORK:-$(mktemp -d /var/tmp/storebox-install-test.XXXXXX)}
 RUNROOT=$WORK/rootfs
 DEBDIR=$WORK/debs
