@@ -320,6 +320,11 @@ check "device added on the previous version" test -n "$PW7"
 ct sed -i 's/^name = .*/name = "Edited by the admin"/; s/^level = "info"/level = "debug"/' "$CONF"
 ct systemctl restart storebox
 check "previous version runs the edited config" wait_for 20 service_ok
+# HQ started once on the previous version: its admin token (made at HQ's first start) must survive.
+ct systemctl start storebox-hq
+ct systemctl stop storebox-hq
+HQ_TOKEN_BEFORE=$(ct sha256sum /etc/storebox/hq-admin.token 2>/dev/null)
+check "previous version's HQ made its admin token" test -n "$HQ_TOKEN_BEFORE"
 apt_ct install /srv/debs/current.deb > "$WORK/apt-upgrade.log" 2>&1; RC=$?
 grep -i 'conffile\|storebox.toml' "$WORK/apt-upgrade.log" | sed 's/^/  | /'
 check "apt upgrade to $CUR_VERSION succeeds without a prompt" test $RC = 0
@@ -331,7 +336,9 @@ check "after upgrade: running the new binary (restarted by the upgrade)" ct sh -
   "test \"\$(readlink /proc/\$(systemctl show -p MainPID --value storebox)/exe)\" = /usr/bin/storebox"
 OUT=$(mqtt_pub scale-7 "$PW7" 2.0.0); RC=$?
 check "after upgrade: the device added before still connects (data kept)" test $RC = 0
-check "after upgrade: the hq admin token was kept" test "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token)" = "root:storebox-hq 640"
+check "after upgrade: the hq admin token was kept (same token, 0640 root:storebox-hq)" test \
+  "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token) $(ct sha256sum /etc/storebox/hq-admin.token)" = \
+  "root:storebox-hq 640 $HQ_TOKEN_BEFORE"
 apt_ct purge storebox > "$WORK/apt-purge2.log" 2>&1; RC=$?
 check "purge after the upgrade" test "$RC $(ct sh -c 'test -e /var/lib/storebox && echo data-left')" = "0 "
 
