@@ -284,7 +284,9 @@ async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_c
     let hq = Hq::start_on(engine, &[]);
     let ta = hq.add_store("crashy", "");
     let tb = hq.add_store("steady", "");
-    let extra = [("STOREBOX_HQ__FEED_BATCH_SIZE", "500")];
+    // Small pages, so that the catch-up takes many commits (and a kill lands in it) even on an
+    // idle machine.
+    let extra = [("STOREBOX_HQ__FEED_BATCH_SIZE", "100")];
     let mut a = start_store(&hq, "crashy", &ta, &extra);
     let b = start_store(&hq, "steady", &tb, &extra);
     synced_to(&a, 0, 20).await;
@@ -319,7 +321,7 @@ async fn store_killed_during_a_50k_event_catch_up_ends_equal_to_one_that_never_c
     let mut kills = Vec::new();
     for _ in 0..6 {
         a.launch();
-        let wait = rand::Rng::random_range(&mut rng, 300..1500u64);
+        let wait = rand::Rng::random_range(&mut rng, 20..600u64);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let cursor: Option<String> = a
             .db()
