@@ -183,13 +183,7 @@ fn hq_author() -> String {
 
 pub const TICKET_STATUSES: [&str; 3] = ["open", "answered", "closed"];
 
-/// `release.assign` payload: the version a store should run (docs/releases.md).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReleaseAssign {
-    pub version: String,
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
-}
+pub use super::release::ReleaseAssign;
 
 /// An HQ event's payload, parsed and checked: one variant per [`HqEventType`].
 #[derive(Debug, Clone, PartialEq)]
@@ -318,10 +312,8 @@ impl HqBody {
                 HqBody::TicketUpdate(u)
             }
             HqEventType::ReleaseAssign => {
-                let r: ReleaseAssign = parse_payload(t, payload).map_err(|_| release_error())?;
-                if r.version.is_empty() {
-                    return Err(release_error());
-                }
+                let r: ReleaseAssign = parse_payload(t, payload)?;
+                r.check()?;
                 HqBody::ReleaseAssign(r)
             }
         })
@@ -396,10 +388,6 @@ fn notice_error() -> String {
     format!("notice.post payload: \"message\" must be a string of 1-{NOTICE_MAX_BYTES} bytes")
 }
 
-fn release_error() -> String {
-    "release.assign payload: \"version\" must be a non-empty string".into()
-}
-
 /// Whether an HQ event is acceptable: what HQ accepts, every store can apply (a store refuses
 /// only what this refuses, and quarantines it). The error names the type and the field.
 pub fn validate(event_type: &str, payload: &Value) -> Result<HqBody, String> {
@@ -449,7 +437,10 @@ mod tests {
                 "ticket.update",
                 json!({"ticket_id":"t-1","message":"On it","status":"answered"}),
             ),
-            ("release.assign", json!({"version":"0.2.0"})),
+            (
+                "release.assign",
+                super::super::release::tests::assign_json(),
+            ),
         ];
         for (t, p) in ok {
             let body = validate(t, &p).unwrap_or_else(|e| panic!("{t}: {e}"));
@@ -489,7 +480,11 @@ mod tests {
                 json!({"ticket_id":"t","message":"m","status":"lost"}),
                 "lost",
             ),
-            ("release.assign", json!({"version":""}), "version"),
+            (
+                "release.assign",
+                json!({"version":"0.2.0"}),
+                "missing field",
+            ),
             ("teleport", json!({}), "unknown event type"),
         ];
         for (t, p, needle) in bad {

@@ -277,9 +277,142 @@ impl Manifest {
     }
 }
 
+/// Where HQ serves release packages to stores; `release.assign` names a path under it.
+pub const PACKAGE_PATH_PREFIX: &str = "/sync/v1/releases/";
+
+/// `release.assign` (HQ → store, targeted at the stores of a rollout wave): the version the store
+/// should run, the signed manifest it must verify with its own `[updates] public_key`, and the
+/// path on HQ it downloads the package from (over the sync connection, with the store token;
+/// `Range` requests resume a partial download).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseAssign {
+    pub version: String,
+    /// The rollout that assigned it; echoed back in `release.status`.
+    pub rollout: String,
+    pub manifest: Manifest,
+    /// Absolute path on HQ, under [`PACKAGE_PATH_PREFIX`].
+    pub package: String,
+}
+
+impl ReleaseAssign {
+    /// Shape only (HQ verified the signature on upload; the store verifies it again itself).
+    pub fn check(&self) -> Result<(), String> {
+        let e = |m: String| format!("release.assign payload: {m}");
+        self.manifest
+            .check_shape()
+            .map_err(|r| e(format!("manifest: {r}")))?;
+        if self.version != self.manifest.version {
+            return Err(e(format!(
+                "\"version\" {:?} differs from the manifest's {:?}",
+                self.version, self.manifest.version
+            )));
+        }
+        if self.rollout.is_empty() || self.rollout.len() > MAX_TEXT {
+            return Err(e(format!("\"rollout\" must be 1-{MAX_TEXT} bytes")));
+        }
+        let rest = self.package.strip_prefix(PACKAGE_PATH_PREFIX);
+        if rest.is_none_or(|r| r.is_empty() || r.contains("..") || r.contains("//"))
+            || self.package.len() > 512
+            || self
+                .package
+                .chars()
+                .any(|c| c.is_control() || c == '?' || c == '#')
+        {
+            return Err(e(format!(
+                "\"package\" must be a path under {PACKAGE_PATH_PREFIX} (got {:?})",
+                self.package
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Release states a store reports in `release.status` (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseState {
+    Downloading,
+    Staged,
+    WaitingWindow,
+    Installing,
+    Probation,
+    Committed,
+    RolledBack,
+    Refused,
+    Failed,
+}
+
+impl ReleaseState {
+    /// A final state: the store will not move on from it for this version by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ReleaseState::Committed
+                | ReleaseState::RolledBack
+                | ReleaseState::Refused
+                | ReleaseState::Failed
+        )
+    }
+}
+
+/// `release.status` (store → HQ, business class): one per state change of the store's updater.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    pub version: String,
+    pub state: ReleaseState,
+    #[serde(default)]
+    pub reason: String,
+    /// The rollout from `release.assign`; absent for a state not caused by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// The manifest serial the state is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid `release.assign` payload (for other modules' tests).
+    pub(crate) fn assign_json() -> serde_json::Value {
+        let (_, m) = signed();
+        serde_json::json!({
+            "version": m.version,
+            "rollout": "r-1",
+            "manifest": m,
+            "package": "/sync/v1/releases/1.2.3/package",
+        })
+    }
+
+    #[test]
+    fn release_assign_shape() {
+        let ok: ReleaseAssign = serde_json::from_value(assign_json()).unwrap();
+        ok.check().unwrap();
+        let mut bad = ok.clone();
+        bad.version = "9.9.9".into();
+        assert!(bad.check().unwrap_err().contains("differs"));
+        for path in [
+            "/etc/passwd",
+            "/sync/v1/releases/../x",
+            "/sync/v1/releases/",
+            "https://elsewhere/x",
+        ] {
+            let mut bad = ok.clone();
+            bad.package = path.into();
+            assert!(bad.check().unwrap_err().contains("package"), "{path}");
+        }
+        let mut bad = ok.clone();
+        bad.manifest.sha256 = "xyz".into();
+        assert!(bad.check().unwrap_err().contains("sha256"));
+        let st: ReleaseStatus = serde_json::from_str(
+            r#"{"version":"1.2.3","state":"rolled_back","reason":"probation: not ready"}"#,
+        )
+        .unwrap();
+        assert_eq!(st.state, ReleaseState::RolledBack);
+        assert!(st.state.is_final() && !ReleaseState::Probation.is_final());
+    }
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])

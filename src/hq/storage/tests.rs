@@ -212,7 +212,11 @@ pub(crate) async fn tickets_are_per_store(s: &dyn HqStorage) {
     ));
     let _ = HqEvent::new(
         None,
-        &validate("release.assign", &json!({"version": "1"})).unwrap(),
+        &validate(
+            "release.assign",
+            &crate::proto::release::tests::assign_json(),
+        )
+        .unwrap(),
     );
 }
 
