@@ -210,12 +210,20 @@ where
     let https = web::tls::acceptor(&config.tls, &[b"http/1.1"])?;
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let (http_done, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve_http = web::serve::run(
+    let refused_metrics = metrics.clone();
+    let serve_http = crate::httpd::run(
         listener,
         app,
-        web::serve::Limits::from_config(&config.http),
+        crate::httpd::Limits::new(
+            config.http.header_timeout_secs,
+            config.http.idle_timeout_secs,
+            config.http.max_connections_per_client,
+            config.http.max_connections,
+        ),
         https.clone(),
-        metrics.clone(),
+        Arc::new(move |kind| {
+            crate::ops::metrics::Metrics::inc_kind(&refused_metrics.http_connections_refused, kind)
+        }),
         async {
             let _ = stopped.await;
         },

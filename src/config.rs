@@ -350,6 +350,17 @@ pub struct HqServerConfig {
     /// nodes may share it); empty: the SQLite file in `data_dir`.
     pub database_url: Secret,
     pub database_url_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and a kept-alive connection may wait
+    /// for its next request).
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may pass with no byte read or written; above the feed's longest
+    /// long-poll (60 s).
+    pub idle_timeout_secs: u64,
+    /// Open connections from one address. High by default: a load balancer or a chain's NAT
+    /// puts many stores behind one address.
+    pub max_connections_per_client: usize,
+    /// Open connections in all (each store holds one long-poll and one push at most).
+    pub max_connections: usize,
 }
 
 impl Default for HqServerConfig {
@@ -362,6 +373,10 @@ impl Default for HqServerConfig {
             retain_events: 0,
             database_url: Secret::default(),
             database_url_file: None,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_connections_per_client: 4096,
+            max_connections: 4096,
         }
     }
 }
@@ -494,7 +509,7 @@ impl Config {
     /// Checks values serde cannot: returns the key and what is allowed.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, msg: String| Err((key.to_string(), msg));
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
             ("log.max_day_mb", self.log.max_day_mb, 1, 100_000),
             (
                 "hq.max_response_mb",
@@ -551,6 +566,31 @@ impl Config {
                 1_000_000,
             ),
             ("log.keep_days", self.log.keep_days as u64, 1, 3650),
+            (
+                "hq_server.header_timeout_secs",
+                self.hq_server.header_timeout_secs,
+                1,
+                300,
+            ),
+            // Above the feed's longest long-poll, or every idle long-poll would be cut.
+            (
+                "hq_server.idle_timeout_secs",
+                self.hq_server.idle_timeout_secs,
+                61,
+                86400,
+            ),
+            (
+                "hq_server.max_connections_per_client",
+                self.hq_server.max_connections_per_client as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "hq_server.max_connections",
+                self.hq_server.max_connections as u64,
+                1,
+                1_000_000,
+            ),
         ];
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return bad(

@@ -16,6 +16,7 @@
 //! - [`ops`]: metrics, logging, audit log, systemd handshake
 //! - [`sync`]: the store's HQ sync client: feed apply, outbox push, status
 //! - [`hq`]: the reference HQ (`storebox hq`) that stores sync with
+//! - [`httpd`]: the bounded HTTP listener (timeouts, connection caps) both roles serve on
 //! - [`tickets`]: support tickets opened at the store, answered by HQ
 //! - [`sim`]: virtual devices with control ports (`storebox simulate`) and `storebox demo`
 //! - [`outbox`]: the store → HQ outbox every producer writes to
@@ -33,6 +34,7 @@ pub mod config;
 pub mod db;
 pub mod devices;
 pub mod hq;
+pub mod httpd;
 pub mod ops;
 pub mod outbox;
 pub mod pricing;

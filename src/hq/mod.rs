@@ -89,12 +89,21 @@ where
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, engine = state.storage.engine(), "storebox hq ready");
     on_ready(addr);
-    axum::serve(
+    let limits = crate::httpd::Limits::new(
+        config.header_timeout_secs,
+        config.idle_timeout_secs,
+        config.max_connections_per_client,
+        config.max_connections,
+    );
+    crate::httpd::run(
         listener,
-        server::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        server::router(state),
+        limits,
+        None,
+        crate::httpd::log_refused("hq"),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    .await;
     Ok(())
 }
 

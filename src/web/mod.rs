@@ -12,7 +12,6 @@ pub mod openapi;
 pub mod ops;
 pub mod overview;
 pub mod prices;
-pub mod serve;
 pub mod session;
 pub mod support;
 pub mod tls;

@@ -813,3 +813,49 @@ async fn silent_mqtt_connections_take_no_descriptor_of_the_box() {
         .is_ok());
     drop(idle);
 }
+
+/// HQ faces every store of the chain (and whatever else reaches its address): its listener has
+/// the same bounds as the store's (src/httpd.rs), with its own `[hq_server]` keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_closes_half_sent_connections_and_caps_one_address() {
+    let hq = Hq::start_with(&[
+        ("STOREBOX_HQ_SERVER__HEADER_TIMEOUT_SECS", "1"),
+        ("STOREBOX_HQ_SERVER__MAX_CONNECTIONS_PER_CLIENT", "8"),
+    ]);
+    let addr = hq.http.trim_start_matches("http://").to_string();
+    let mut half = Vec::new();
+    for _ in 0..6 {
+        let mut h = TcpStream::connect(&addr).await.unwrap();
+        h.write_all(b"GET /sync/v1/feed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ")
+            .await
+            .unwrap();
+        half.push(h);
+    }
+    // Six held, two places left for this address: the ninth and tenth are closed at once.
+    let mut extra = Vec::new();
+    for _ in 0..4 {
+        extra.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut refused = 0;
+    for s in extra.iter_mut().skip(2) {
+        if closed_by_peer(s, 0.5).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 2,
+        "connections past the per-address cap were not closed"
+    );
+    drop(extra);
+    let start = Instant::now();
+    for s in half.iter_mut() {
+        assert!(
+            closed_by_peer(s, 4.0).await,
+            "half-sent request head kept open after {:?}",
+            start.elapsed()
+        );
+    }
+    let c = reqwest::Client::new();
+    let r = c.get(format!("{}/healthz", hq.http)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "HQ still answers");
+}

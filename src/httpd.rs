@@ -1,15 +1,16 @@
-//! The HTTP listener with the bounds an outsider on the LAN cannot push past (DESIGN §9):
-//! `axum::serve` has no header-read or idle timeout and no connection cap, so 300 idle or
-//! half-sent connections stayed open forever and could exhaust the process's descriptors. Here
-//! every connection gets
+//! The HTTP listener both roles run on, the store's web server and HQ, with the bounds an
+//! outsider cannot push past (DESIGN §9): `axum::serve` has no header-read or idle timeout and no
+//! connection cap, so 300 idle or half-sent connections stayed open forever and could exhaust the
+//! process's descriptors. Here every connection gets
 //!
-//! - a header-read timeout (`http.header_timeout_secs`), which is also how long a kept-alive
-//!   connection may wait for its next request (hyper restarts it for every request head);
-//! - an idle timeout (`http.idle_timeout_secs`): no byte read or written for that long closes it,
+//! - a header-read timeout (`header_timeout_secs` in `[http]` or `[hq_server]`), which is also
+//!   how long a kept-alive connection may wait for its next request (hyper restarts it for every
+//!   request head);
+//! - an idle timeout (`idle_timeout_secs`): no byte read or written for that long closes it,
 //!   which catches a request body sent a byte a minute;
-//! - a cap per client address (`http.max_connections_per_client`) and in all
-//!   (`http.max_connections`): connections beyond are closed right after accept and counted in
-//!   `storebox_http_connections_refused_total{kind}`;
+//! - a cap per client address (`max_connections_per_client`) and in all (`max_connections`):
+//!   connections beyond are closed right after accept and passed to the caller's `on_refused`
+//!   (the store counts them in `storebox_http_connections_refused_total{kind}`);
 //!
 //! and a failing `accept` (descriptor limit) backs off from 10 ms to 1 s instead of spinning, with
 //! its log line rate limited.
@@ -30,9 +31,26 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
-use crate::ops::metrics::Metrics;
+/// What the caller does with a connection refused at a cap (`"total"` or `"per_client"`).
+pub type OnRefused = Arc<dyn Fn(&'static str) + Send + Sync>;
 
-/// The bounds, from `[http]`.
+/// An [`OnRefused`] that logs a warning naming the cap, at most once a second (with how many
+/// were left out), for a role that keeps no metrics of its own.
+pub fn log_refused(role: &'static str) -> OnRefused {
+    let throttle = crate::ops::logging::Throttle::new(Duration::from_secs(1));
+    Arc::new(move |kind| {
+        if let Some(suppressed) = throttle.allow() {
+            tracing::warn!(
+                role,
+                cap = kind,
+                suppressed,
+                "http: connection refused at its cap"
+            );
+        }
+    })
+}
+
+/// The bounds, from `[http]` (store) or `[hq_server]` (HQ).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_timeout: Duration,
@@ -42,12 +60,17 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(c: &crate::config::HttpConfig) -> Self {
+    pub fn new(
+        header_timeout_secs: u64,
+        idle_timeout_secs: u64,
+        per_client: usize,
+        total: usize,
+    ) -> Self {
         Limits {
-            header_timeout: Duration::from_secs(c.header_timeout_secs),
-            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
-            per_client: c.max_connections_per_client,
-            total: c.max_connections,
+            header_timeout: Duration::from_secs(header_timeout_secs),
+            idle_timeout: Duration::from_secs(idle_timeout_secs),
+            per_client,
+            total,
         }
     }
 }
@@ -183,7 +206,7 @@ pub async fn run(
     app: Router,
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    metrics: Arc<Metrics>,
+    on_refused: OnRefused,
     shutdown: impl Future<Output = ()>,
 ) {
     let open: Arc<Mutex<Open>> = Arc::default();
@@ -217,7 +240,7 @@ pub async fn run(
         let slot = match admit(&open, peer.ip(), &limits) {
             Ok(s) => s,
             Err(kind) => {
-                Metrics::inc_kind(&metrics.http_connections_refused, kind);
+                on_refused(kind);
                 drop(stream);
                 continue;
             }
