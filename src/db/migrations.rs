@@ -26,6 +26,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_promotion_times",
         include_str!("migrations/0008_promotion_times.sql"),
     ),
+    (
+        "0009_support_guides",
+        include_str!("migrations/0009_support_guides.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

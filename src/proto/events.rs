@@ -95,6 +95,8 @@ wire_enum!(
         NoticePost = "notice.post",
         TicketUpdate = "ticket.update",
         ReleaseAssign = "release.assign",
+        GuideUpsert = "guide.upsert",
+        GuideDelete = "guide.delete",
     }
 );
 
@@ -185,6 +187,70 @@ pub const TICKET_STATUSES: [&str; 3] = ["open", "answered", "closed"];
 
 pub use super::release::ReleaseAssign;
 
+/// `guide.upsert` payload: a short support guide (Markdown) that HQ writes for device alert codes
+/// and ticket categories; stores show it to staff next to a matching alert or ticket form.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Guide {
+    pub id: String,
+    pub title: String,
+    /// CommonMark; raw HTML in it is shown as text, never rendered.
+    pub body: String,
+    /// Device alert codes (`device.alert` `code`) this guide is for.
+    #[serde(default)]
+    pub alert_codes: Vec<String>,
+    /// Ticket categories ([`TICKET_CATEGORIES`]) this guide is for.
+    #[serde(default)]
+    pub ticket_categories: Vec<String>,
+}
+
+pub const GUIDE_MAX_BODY_BYTES: usize = 16 * 1024;
+const GUIDE_MAX_KEYS: usize = 32;
+
+/// What store staff pick when they open a ticket; HQ routes tickets by it.
+pub const TICKET_CATEGORIES: [&str; 7] = [
+    "pos", "scale", "printer", "fridge", "network", "prices", "other",
+];
+
+impl Guide {
+    fn check(&self) -> Result<(), String> {
+        check_id("guide id", &self.id)?;
+        let e = |m: String| Err(format!("guide.upsert {}: {m}", self.id));
+        if self.title.trim().is_empty() || self.title.chars().count() > 200 {
+            return e("title must be 1-200 characters".into());
+        }
+        if self.body.trim().is_empty() || self.body.len() > GUIDE_MAX_BODY_BYTES {
+            return e(format!("body must be 1-{GUIDE_MAX_BODY_BYTES} bytes"));
+        }
+        if self.alert_codes.is_empty() && self.ticket_categories.is_empty() {
+            return e(
+                "give alert_codes, ticket_categories or both: a guide for nothing is never shown"
+                    .into(),
+            );
+        }
+        if self.alert_codes.len() > GUIDE_MAX_KEYS || self.ticket_categories.len() > GUIDE_MAX_KEYS
+        {
+            return e(format!(
+                "at most {GUIDE_MAX_KEYS} alert codes and {GUIDE_MAX_KEYS} categories"
+            ));
+        }
+        for c in &self.alert_codes {
+            check_id("alert code", c)?;
+        }
+        if let Some(c) = self
+            .ticket_categories
+            .iter()
+            .find(|c| !TICKET_CATEGORIES.contains(&c.as_str()))
+        {
+            return e(format!(
+                "ticket category {c:?} is not one of {}",
+                TICKET_CATEGORIES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An HQ event's payload, parsed and checked: one variant per [`HqEventType`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum HqBody {
@@ -197,6 +263,8 @@ pub enum HqBody {
     NoticePost(Notice),
     TicketUpdate(TicketUpdate),
     ReleaseAssign(ReleaseAssign),
+    GuideUpsert(Guide),
+    GuideDelete(IdRef),
 }
 
 /// Ids, skus and barcodes: 1-128 characters without spaces or control characters.
@@ -316,6 +384,16 @@ impl HqBody {
                 r.check()?;
                 HqBody::ReleaseAssign(r)
             }
+            HqEventType::GuideUpsert => {
+                let g: Guide = parse_payload(t, payload)?;
+                g.check()?;
+                HqBody::GuideUpsert(g)
+            }
+            HqEventType::GuideDelete => {
+                let r: IdRef = parse_payload(t, payload)?;
+                check_id("guide id", &r.id)?;
+                HqBody::GuideDelete(r)
+            }
         })
     }
 
@@ -349,6 +427,8 @@ impl HqBody {
             HqBody::NoticePost(_) => HqEventType::NoticePost,
             HqBody::TicketUpdate(_) => HqEventType::TicketUpdate,
             HqBody::ReleaseAssign(_) => HqEventType::ReleaseAssign,
+            HqBody::GuideUpsert(_) => HqEventType::GuideUpsert,
+            HqBody::GuideDelete(_) => HqEventType::GuideDelete,
         }
     }
 
@@ -364,6 +444,8 @@ impl HqBody {
             HqBody::NoticePost(p) => serde_json::to_value(p),
             HqBody::TicketUpdate(p) => serde_json::to_value(p),
             HqBody::ReleaseAssign(p) => serde_json::to_value(p),
+            HqBody::GuideUpsert(p) => serde_json::to_value(p),
+            HqBody::GuideDelete(p) => serde_json::to_value(p),
         };
         // These types serialize to JSON objects without fallible parts.
         (self.event_type(), v.unwrap_or(Value::Null))
@@ -379,6 +461,8 @@ impl HqBody {
             HqBody::PriceCancel(p) => (format!("price:{}", p.id), false),
             HqBody::PromotionUpsert(p) => (format!("promo:{}", p.id), true),
             HqBody::PromotionCancel(p) => (format!("promo:{}", p.id), false),
+            HqBody::GuideUpsert(g) => (format!("guide:{}", g.id), true),
+            HqBody::GuideDelete(p) => (format!("guide:{}", p.id), false),
             _ => return None,
         })
     }

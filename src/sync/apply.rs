@@ -65,6 +65,14 @@ fn apply_other(
             Ok(())
         }
         HqBody::TicketUpdate(u) => crate::tickets::apply_update(tx, &ev.id, &u, now_ms)?,
+        HqBody::GuideUpsert(g) => {
+            crate::tickets::guides::upsert(tx, &g, now_ms)?;
+            Ok(())
+        }
+        HqBody::GuideDelete(r) => {
+            crate::tickets::guides::delete(tx, &r.id)?;
+            Ok(())
+        }
         HqBody::ReleaseAssign(_) => {
             tx.execute(
                 "INSERT OR IGNORE INTO sync_releases (event_id, payload, received_ms) VALUES (?1, ?2, ?3)",
@@ -173,7 +181,7 @@ pub fn apply_batch(
     Ok(out)
 }
 
-/// Replaces the whole catalog state (items, barcodes, prices, promotions) with a snapshot and
+/// Replaces the whole catalog state (items, barcodes, prices, promotions, support guides) with a snapshot and
 /// stores its cursor, in one transaction.
 pub fn apply_snapshot(
     conn: &mut Connection,
@@ -185,7 +193,7 @@ pub fn apply_snapshot(
     let tx = crate::db::immediate(conn)?;
     tx.execute_batch(
         "DELETE FROM items; DELETE FROM barcodes; DELETE FROM prices; DELETE FROM promotions;
-         DELETE FROM promotion_skus;",
+         DELETE FROM promotion_skus; DELETE FROM guides;",
     )?;
     crate::catalog::bump_catalog_version(&tx)?;
     let out = apply_events(&tx, events, i64::MIN, tz, now_ms)?;

@@ -9,9 +9,15 @@ use serde_json::Value;
 
 use crate::db::DbResult;
 use crate::outbox;
+
+pub mod guides;
 pub use crate::proto::events::TicketUpdate;
 
 pub const SUBJECT_MAX: usize = 200;
+
+fn other() -> String {
+    "other".into()
+}
 pub const DESCRIPTION_MAX: usize = 5000;
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -26,6 +32,10 @@ pub struct NewTicket {
     /// The device concerned, if any (must be a provisioned device).
     #[serde(default)]
     pub device_id: Option<String>,
+    /// What the ticket is about; HQ routes tickets to a team by it. Default `other`.
+    #[serde(default = "other")]
+    #[schema(value_type = String, example = "fridge", pattern = "^(pos|scale|printer|fridge|network|prices|other)$")]
+    pub category: String,
     /// Attach the whole support bundle (`GET /api/v1/diag`) to the ticket's diagnostics, under
     /// `bundle`. It carries no secret.
     #[serde(default)]
@@ -47,6 +57,8 @@ pub struct Ticket {
     pub subject: String,
     pub description: String,
     pub device_id: Option<String>,
+    /// pos, scale, printer, fridge, network, prices or other
+    pub category: String,
     /// open, answered or closed
     pub status: String,
     pub opened_at: String,
@@ -95,6 +107,13 @@ pub fn validate(conn: &Connection, t: &NewTicket) -> DbResult<Result<(), Invalid
             "description: must be 1 to {DESCRIPTION_MAX} characters"
         ));
     }
+    if !crate::proto::events::TICKET_CATEGORIES.contains(&t.category.as_str()) {
+        return field(format!(
+            "category: {:?} is not one of {}",
+            t.category,
+            crate::proto::events::TICKET_CATEGORIES.join(", ")
+        ));
+    }
     if let Some(d) = &t.device_id {
         let known: bool = conn
             .query_row("SELECT 1 FROM devices WHERE id = ?1", [d], |_| Ok(true))
@@ -127,6 +146,7 @@ pub fn open(
         subject: t.subject.trim().to_string(),
         description: t.description.trim().to_string(),
         device_id: t.device_id.clone(),
+        category: t.category.clone(),
         status: "open".into(),
         opened_at: iso(now_ms),
         opened_by: opened_by.to_string(),
@@ -135,8 +155,8 @@ pub fn open(
         replies: Vec::new(),
     };
     conn.execute(
-        "INSERT INTO tickets (id, subject, description, device_id, status, opened_ms, opened_by, diagnostics, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?5)",
+        "INSERT INTO tickets (id, subject, description, device_id, status, opened_ms, opened_by, diagnostics, updated_ms, category)
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?5, ?8)",
         params![
             id,
             ticket.subject,
@@ -144,7 +164,8 @@ pub fn open(
             ticket.device_id,
             now_ms,
             opened_by,
-            ticket.diagnostics.to_string()
+            ticket.diagnostics.to_string(),
+            ticket.category
         ],
     )?;
     let payload = serde_json::json!({
@@ -152,6 +173,7 @@ pub fn open(
         "subject": ticket.subject,
         "description": ticket.description,
         "device_id": ticket.device_id,
+        "category": ticket.category,
         "opened_at": ticket.opened_at,
         "opened_by": ticket.opened_by,
         "diagnostics": ticket.diagnostics,
@@ -189,6 +211,7 @@ fn row_to_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
         subject: r.get(1)?,
         description: r.get(2)?,
         device_id: r.get(3)?,
+        category: r.get(9)?,
         status: r.get(4)?,
         opened_at: iso(r.get(5)?),
         opened_by: r.get(6)?,
@@ -199,7 +222,7 @@ fn row_to_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
 }
 
 const COLUMNS: &str =
-    "id, subject, description, device_id, status, opened_ms, opened_by, diagnostics, updated_ms";
+    "id, subject, description, device_id, status, opened_ms, opened_by, diagnostics, updated_ms, category";
 
 /// Tickets, newest first, with their replies.
 pub fn list(conn: &Connection, limit: i64) -> DbResult<Vec<Ticket>> {
@@ -290,6 +313,7 @@ mod tests {
             subject: subject.into(),
             description: "Paper jams on every receipt".into(),
             device_id: device.map(String::from),
+            category: "printer".into(),
             attach_bundle: false,
         }
     }
@@ -316,6 +340,10 @@ mod tests {
         let mut t = new("x", None);
         t.description = "d".repeat(DESCRIPTION_MAX + 1);
         assert!(field(validate(&c, &t).unwrap()).starts_with("description:"));
+        let mut t = new("x", None);
+        t.category = "coffee".into();
+        let e = field(validate(&c, &t).unwrap());
+        assert!(e.starts_with("category:") && e.contains("coffee"), "{e}");
         assert!(validate(&c, &new("Printer", Some("printer-1")))
             .unwrap()
             .is_ok());

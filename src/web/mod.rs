@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
             get(support::list_tickets).post(support::open_ticket),
         )
         .route("/tickets/{id}", get(support::get_ticket))
+        .route("/guides", get(support::list_guides))
         .fallback(api::not_found);
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -38,6 +38,7 @@ use super::{about, api, catalog, live, overview, prices, session, support, users
         support::sync_status,
         support::open_ticket,
         support::list_tickets,
+        support::list_guides,
         support::get_ticket,
         support::diag,
         overview::overview,

@@ -219,6 +219,23 @@ pub async fn open_ticket(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+pub struct GuideList {
+    pub guides: Vec<crate::tickets::guides::GuideView>,
+}
+
+/// Support guides HQ sent (at most 500, by title), each for device alert codes and ticket
+/// categories; the staff UI shows one next to a matching alert and on the ticket form.
+#[utoipa::path(get, path = "/api/v1/guides", responses((status = 200, body = GuideList)))]
+pub async fn list_guides(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<GuideList>, ApiError> {
+    caller.require(Role::Staff)?;
+    let guides = state.db.read(crate::tickets::guides::list).await?;
+    Ok(Json(GuideList { guides }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TicketList {
     pub tickets: Vec<Ticket>,
 }

@@ -636,7 +636,7 @@ async fn ticket_round_trip_and_rollup_reach_hq(engine: Engine) {
     let (s, t) = sb
         .post(
             "/api/v1/tickets",
-            json!({"subject":"Scale 2 drifts","description":"reads 20 g heavy"}),
+            json!({"subject":"Scale 2 drifts","description":"reads 20 g heavy","category":"scale"}),
         )
         .await;
     assert_eq!(s, 201, "{t}");
@@ -649,6 +649,7 @@ async fn ticket_round_trip_and_rollup_reach_hq(engine: Engine) {
     })
     .await;
     assert_eq!(ticket["store"], "s1");
+    assert_eq!(ticket["opened"]["category"], "scale", "{ticket}");
     let diag = ticket["opened"]["diagnostics"].to_string();
     assert!(
         diag.contains("\"version\"") && !diag.contains(&token),
@@ -674,6 +675,44 @@ async fn ticket_round_trip_and_rollup_reach_hq(engine: Engine) {
     .await;
     assert!(rollup["box"]["checkouts_per_minute"].is_i64(), "{rollup}");
     assert!(rollup["box"]["devices_offline"].is_i64(), "{rollup}");
+}
+
+/// A support guide HQ writes reaches an online store through the feed (rendered, raw HTML
+/// escaped), a new store through the snapshot, and a deleted one disappears from both.
+async fn support_guides_reach_stores_by_feed_and_snapshot(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
+    let t1 = hq.add_store("s1", "");
+    let sb = start_store(&hq, "s1", &t1, &[]);
+    synced_to(&sb, 0, 20).await;
+    let guide = json!({"id":"g-fridge","title":"Fridge too warm","body":"1. Close the door\n2. Call **facilities**\n<script>x()</script>","alert_codes":["temp_high"],"ticket_categories":["fridge"]});
+    let seq = hq
+        .author(
+            json!({"all": true}),
+            json!([{"type":"guide.upsert","payload":guide},
+                   {"type":"guide.upsert","payload":{"id":"g-old","title":"Old","body":"x","alert_codes":["a"]}},
+                   {"type":"guide.delete","payload":{"id":"g-old"}}]),
+        )
+        .await;
+    synced_to(&sb, seq, 20).await;
+    let check = |v: Value| {
+        let g = v["guides"].as_array().cloned().unwrap_or_default();
+        assert_eq!(g.len(), 1, "one guide, the deleted one gone: {v}");
+        assert_eq!(g[0]["id"], "g-fridge");
+        assert_eq!(g[0]["alert_codes"], json!(["temp_high"]));
+        let html = g[0]["body_html"].as_str().unwrap();
+        assert!(html.contains("<strong>facilities</strong>"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+    };
+    let (s, v) = sb.get("/api/v1/guides").await;
+    assert_eq!(s, 200);
+    check(v);
+    // A store that starts later builds its state from the snapshot.
+    let t2 = hq.add_store("s2", "");
+    let sb2 = start_store(&hq, "s2", &t2, &[]);
+    synced_to(&sb2, seq, 20).await;
+    check(sb2.get("/api/v1/guides").await.1);
+    let (_, q) = sb.get("/api/v1/sync").await;
+    assert_eq!(q["quarantined"].as_i64().unwrap_or(0), 0, "{q}");
 }
 
 /// Every test above runs against HQ on each storage engine.
@@ -707,4 +746,5 @@ on_each_engine!(
     invalid_hq_events_are_quarantined_reported_and_sync_goes_on,
     wrong_token_and_redirect_off_the_allow_list_are_refused,
     ticket_round_trip_and_rollup_reach_hq,
+    support_guides_reach_stores_by_feed_and_snapshot,
 );

@@ -2,9 +2,20 @@
 import { ago, api, atLeast, duration, h, notice, page, plural, session, table, toast, when } from "../lib.js";
 import { syncSummary } from "./overview.js";
 
+// A support guide from HQ: its title opens the body (HTML rendered and sanitized by the box).
+function guideView(g) {
+  const body = h("div", { class: "guide-body" });
+  body.innerHTML = g.body_html;
+  return h("details", { class: "guide" }, h("summary", {}, `Guide: ${g.title}`), body);
+}
+
+const CATEGORIES = [["pos", "Till / POS lane"], ["scale", "Scale"], ["printer", "Printer"], ["fridge", "Fridge or freezer"],
+  ["network", "Network or HQ connection"], ["prices", "Prices or promotions"], ["other", "Something else"]];
+
 export async function alertsPage() {
   const all = new URLSearchParams(location.hash.split("?")[1] || "").get("all") === "1";
-  const alerts = await api("GET", `/alerts?open=${all ? "false" : "true"}&limit=500`);
+  const [alerts, { guides }] = await Promise.all([api("GET", `/alerts?open=${all ? "false" : "true"}&limit=500`), api("GET", "/guides")]);
+  const guideFor = (code) => guides.find((g) => g.alert_codes.includes(code));
   page("Alerts",
     h("p", {}, all ? "All alerts, newest first. " : "Alerts not cleared yet, newest first. ",
       h("a", { href: all ? "#/alerts" : "#/alerts?all=1" }, all ? "Show only open alerts" : "Show cleared alerts too")),
@@ -14,6 +25,7 @@ export async function alertsPage() {
       { label: "Alert", cell: (a) => `${a.code}${a.message ? `: ${a.message}` : ""}` },
       { label: "Severity", cell: (a) => h("span", { class: `pill ${a.severity === "critical" || a.severity === "error" ? "bad" : "warn"}` }, a.severity) },
       { label: "State", cell: (a) => (a.cleared_at ? `Cleared ${when(a.cleared_at)}` : "Open") },
+      { label: "What to do", cell: (a) => { const g = guideFor(a.code); return g ? guideView(g) : ""; } },
     ], alerts, { empty: all ? "No alerts yet." : "No open alerts. All is well." }));
 }
 
@@ -23,9 +35,18 @@ function statusPill(s) {
 }
 
 export async function ticketsPage() {
-  const [list, devices, sync] = await Promise.all([api("GET", "/tickets"), api("GET", "/devices"), api("GET", "/sync")]);
+  const [list, devices, sync, { guides }] = await Promise.all([api("GET", "/tickets"), api("GET", "/devices"), api("GET", "/sync"), api("GET", "/guides")]);
   const err = h("p", { class: "error", role: "alert" });
+  const category = h("select", { name: "category", id: "ticket-category" }, CATEGORIES.map(([v, label]) => h("option", { value: v, selected: v === "other" }, label)));
+  const help = h("div", { id: "ticket-guides", "aria-live": "polite" });
+  const showGuides = () => {
+    const found = guides.filter((g) => g.ticket_categories.includes(category.value));
+    help.replaceChildren(...(found.length ? [h("p", {}, "Before you send it, HQ suggests:"), ...found.map(guideView)] : []));
+  };
+  category.addEventListener("change", showGuides);
   const form = h("form", { id: "ticket-form", class: "narrow" },
+    h("label", {}, "What is it about?", category),
+    help,
     h("label", {}, "What is wrong? (one line)", h("input", { name: "subject", required: true, maxlength: 200 })),
     h("label", {}, "Describe the problem: what happened, since when, what you tried",
       h("textarea", { name: "description", required: true, rows: 5, maxlength: 5000 })),
@@ -40,7 +61,7 @@ export async function ticketsPage() {
     err.textContent = "";
     const f = new FormData(form);
     try {
-      const t = await api("POST", "/tickets", { subject: f.get("subject"), description: f.get("description"), device_id: f.get("device_id") || null, attach_bundle: f.get("attach_bundle") === "on" });
+      const t = await api("POST", "/tickets", { subject: f.get("subject"), description: f.get("description"), category: f.get("category"), device_id: f.get("device_id") || null, attach_bundle: f.get("attach_bundle") === "on" });
       toast("Ticket opened.");
       location.hash = `#/tickets/${encodeURIComponent(t.id)}`;
     } catch (e) { err.textContent = e.message; }
@@ -55,6 +76,7 @@ export async function ticketsPage() {
       table("Support tickets", [
         { label: "Opened", cell: (t) => when(t.opened_at) },
         { label: "Subject", header: true, cell: (t) => h("a", { href: `#/tickets/${encodeURIComponent(t.id)}` }, t.subject) },
+        { label: "About", cell: (t) => (CATEGORIES.find(([v]) => v === t.category) || [t.category, t.category])[1] },
         { label: "Device", cell: (t) => t.device_id || "" },
         { label: "By", cell: (t) => t.opened_by },
         { label: "Status", cell: (t) => statusPill(t.status) },
