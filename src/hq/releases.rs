@@ -28,6 +28,8 @@ pub const MAX_MANIFEST_BYTES: usize = 16 << 10;
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Waves in one rollout plan.
 pub const MAX_WAVES: usize = 20;
+/// Group names in one rollout plan, over all waves.
+pub const MAX_PLAN_GROUPS: usize = 1000;
 
 /// A registered release: the verified manifest and who uploaded it when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,12 @@ impl RolloutSpec {
         }
         if self.waves.is_empty() || self.waves.len() > MAX_WAVES {
             return bad(format!("waves must hold 1 to {MAX_WAVES} waves"));
+        }
+        let groups: usize = self.waves.iter().map(|w| w.groups.len()).sum();
+        if groups > MAX_PLAN_GROUPS {
+            return bad(format!(
+                "waves name {groups} groups; at most {MAX_PLAN_GROUPS} in one plan"
+            ));
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, w) in self.waves.iter().enumerate() {
@@ -509,5 +517,65 @@ pub async fn run_engine(
             _ = tokio::time::sleep(every) => {}
             _ = poke.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RolloutSpec {
+        serde_json::from_value(json!({
+            "version": "1.5.0",
+            "waves": [{"groups": ["pilot"], "min_success_percent": 100, "soak_minutes": 60},
+                      {"all": true, "min_success_percent": 90, "soak_minutes": 0}],
+            "abort_failure_percent": 10, "store_timeout_minutes": 240
+        }))
+        .unwrap()
+    }
+
+    fn refused(edit: impl Fn(&mut RolloutSpec), needle: &str) {
+        let mut s = spec();
+        edit(&mut s);
+        match s.check() {
+            Err(HqError::Invalid {
+                code: "invalid_rollout",
+                message,
+            }) => assert!(message.contains(needle), "{needle}: {message}"),
+            other => panic!("{needle}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rollout_plans_are_checked_naming_the_field() {
+        spec().check().unwrap();
+        assert!(!spec().urgent, "urgent defaults to false");
+        refused(|s| s.waves.clear(), "waves");
+        refused(|s| s.waves[0].groups.clear(), "waves[0]");
+        refused(|s| s.waves[1].groups = vec!["x".into()], "waves[1]");
+        refused(|s| s.waves[0].groups = vec!["bad name".into()], "waves[0]");
+        refused(
+            |s| s.waves[1] = s.waves[0].clone(),
+            "group \"pilot\" is already in waves[0]",
+        );
+        refused(
+            |s| s.waves[1].min_success_percent = 101,
+            "waves[1].min_success_percent",
+        );
+        refused(|s| s.abort_failure_percent = 150, "abort_failure_percent");
+        refused(|s| s.store_timeout_minutes = 0, "store_timeout_minutes");
+        refused(
+            |s| s.waves[0].soak_minutes = 50_000,
+            "waves[0].soak_minutes",
+        );
+        refused(
+            |s| s.waves[0].groups = (0..1001).map(|i| format!("g{i}")).collect(),
+            "1001 groups",
+        );
+        let unknown = serde_json::from_value::<RolloutSpec>(json!({
+            "version": "1", "waves": [], "abort_failure_percent": 1,
+            "store_timeout_minutes": 1, "paused": true
+        }));
+        assert!(unknown.unwrap_err().to_string().contains("paused"));
     }
 }
