@@ -449,3 +449,31 @@ async fn a_three_group_rollout_advances_on_commits_and_aborts_on_rollback_sqlite
 async fn a_three_group_rollout_advances_on_commits_and_aborts_on_rollback_postgres() {
     three_group_rollouts(Engine::Postgres).await;
 }
+
+/// `storebox check-config` names a bad `release_public_keys` entry by its index.
+#[test]
+fn check_config_names_a_bad_release_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = public_key_text(&key(7).verifying_key());
+    let run = |keys: String| {
+        std::process::Command::new(crate::support::BIN)
+            .arg("check-config")
+            .envs(crate::support::base_env(dir.path()))
+            .env("STOREBOX_HQ_SERVER__RELEASE_PUBLIC_KEYS", keys)
+            .output()
+            .unwrap()
+    };
+    let ok = run(format!("[\"{good}\"]"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = run(format!("[\"{good}\", \"ed25519:AAAA\"]"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("hq_server.release_public_keys") && err.contains("entry 1"),
+        "{err}"
+    );
+}
