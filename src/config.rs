@@ -361,6 +361,15 @@ pub struct HqServerConfig {
     pub max_connections_per_client: usize,
     /// Open connections in all (each store holds one long-poll and one push at most).
     pub max_connections: usize,
+    // --- releases ---
+    /// Public keys (`ed25519:…`, the text of `release.pub`) uploaded releases must be signed
+    /// with; several for key rotation. Empty: HQ refuses every release upload.
+    pub release_public_keys: Vec<String>,
+    /// Largest release package accepted by `POST /hq/v1/releases`.
+    pub max_release_bytes: u64,
+    /// Seconds between rollout engine ticks (it also ticks right after a `release.status` push
+    /// and after every rollout change).
+    pub rollout_tick_seconds: u64,
 }
 
 impl Default for HqServerConfig {
@@ -377,6 +386,9 @@ impl Default for HqServerConfig {
             idle_timeout_secs: 120,
             max_connections_per_client: 4096,
             max_connections: 4096,
+            release_public_keys: Vec::new(),
+            max_release_bytes: 256 << 20,
+            rollout_tick_seconds: 5,
         }
     }
 }
@@ -844,6 +856,33 @@ impl Config {
                 "must be a postgres://USER@HOST/DB URL (or empty for the SQLite file)".into(),
             );
         }
+        // --- releases ---
+        for (i, k) in self.hq_server.release_public_keys.iter().enumerate() {
+            if let Err(m) = crate::proto::release::parse_public_key(k) {
+                return bad(
+                    "hq_server.release_public_keys",
+                    format!("entry {i} ({k:?}): {m}"),
+                );
+            }
+        }
+        if !(1024..=(64u64 << 30)).contains(&self.hq_server.max_release_bytes) {
+            return bad(
+                "hq_server.max_release_bytes",
+                format!(
+                    "{} must be between 1024 and 68719476736",
+                    self.hq_server.max_release_bytes
+                ),
+            );
+        }
+        if !(1..=3600).contains(&self.hq_server.rollout_tick_seconds) {
+            return bad(
+                "hq_server.rollout_tick_seconds",
+                format!(
+                    "{} must be between 1 and 3600",
+                    self.hq_server.rollout_tick_seconds
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -918,6 +957,34 @@ mod tests {
             .to_string();
         assert!(e.contains("mqtt"), "{e}");
         assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn release_public_keys_are_checked_by_entry() {
+        let good = crate::proto::release::public_key_text(
+            &ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+        );
+        let c = load_str(
+            &format!("[hq_server]\nrelease_public_keys = [\"{good}\"]\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.hq_server.release_public_keys.len(), 1);
+        assert_eq!(c.hq_server.max_release_bytes, 256 << 20);
+        let e = load_str(
+            &format!("[hq_server]\nrelease_public_keys = [\"{good}\", \"ssh-ed25519 AAAA\"]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("hq_server.release_public_keys") && e.contains("entry 1"),
+            "{e}"
+        );
+        let e = load_str("[hq_server]\nmax_release_bytes = 10\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hq_server.max_release_bytes"), "{e}");
     }
 
     #[test]

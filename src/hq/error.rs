@@ -29,6 +29,9 @@ pub enum HqError {
         code: &'static str,
         message: &'static str,
     },
+    /// A body past its bound (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// Storage failed (database down, disk full, a bug): logged, answered as `internal`.
     #[error("storage: {0}")]
     Storage(String),
@@ -76,6 +79,7 @@ impl IntoResponse for HqError {
             HqError::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, *code),
             HqError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             HqError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            HqError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             HqError::Storage(cause) => {
                 tracing::error!(cause, "HQ storage error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

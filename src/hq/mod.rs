@@ -11,6 +11,8 @@
 
 pub mod console;
 pub mod error;
+pub mod release_api;
+pub mod releases;
 pub mod rollout;
 pub mod server;
 pub mod storage;
@@ -82,7 +84,28 @@ where
         admin_token_hash: Arc::new(crate::secrets::hash_secret(&admin)),
         spool_dir,
         sign_in: console::guard(),
+        release_keys: Arc::new(
+            config
+                .release_public_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    crate::proto::release::parse_public_key(k).map_err(|m| {
+                        anyhow::anyhow!("hq_server.release_public_keys entry {i}: {m}")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        max_release_bytes: config.max_release_bytes,
+        rollout_poke: Arc::new(tokio::sync::Notify::new()),
     };
+    let engine = tokio::spawn(releases::run_engine(
+        state.storage.clone(),
+        state.clock.clone(),
+        state.rollout_poke.clone(),
+        std::time::Duration::from_secs(config.rollout_tick_seconds.max(1)),
+    ));
+    let _engine = AbortOnDrop(engine);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("hq_server.listen {}", config.listen))?;
@@ -105,6 +128,15 @@ where
     )
     .await;
     Ok(())
+}
+
+/// Aborts a task when dropped (the rollout engine ends with `serve`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The checks of a target that need no database: not empty, group names well formed.

@@ -119,7 +119,7 @@ pub struct Decision {
 }
 
 /// The wave a store belongs to: the first wave naming its group, else the first `all` wave.
-fn wave_of(plan: &Plan, group: &str) -> Option<usize> {
+pub fn wave_of(plan: &Plan, group: &str) -> Option<usize> {
     plan.waves
         .iter()
         .position(|w| w.groups.iter().any(|g| g == group))

@@ -32,6 +32,12 @@ pub struct HqState {
     pub admin_token_hash: Arc<String>,
     pub spool_dir: std::path::PathBuf,
     pub sign_in: Arc<super::console::SignInGuard>,
+    // --- releases ---
+    /// `[hq_server] release_public_keys`, parsed.
+    pub release_keys: Arc<Vec<ed25519_dalek::VerifyingKey>>,
+    pub max_release_bytes: u64,
+    /// Wakes the rollout engine (after a `release.status` push or a rollout change).
+    pub rollout_poke: Arc<tokio::sync::Notify>,
 }
 
 impl HqState {
@@ -58,6 +64,7 @@ pub fn router(state: HqState) -> Router {
             post(super::console::sign_in).delete(super::console::sign_out),
         )
         .route("/hq/v1/me", get(super::console::me))
+        .merge(super::release_api::routes())
         .with_state(state)
 }
 
@@ -70,7 +77,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn require_store(state: &HqState, headers: &HeaderMap) -> HqResult<StoreIdent> {
+pub(super) async fn require_store(state: &HqState, headers: &HeaderMap) -> HqResult<StoreIdent> {
     let Some(token) = bearer(headers) else {
         return Err(missing_token());
     };
@@ -92,7 +99,7 @@ fn missing_token() -> HqError {
 }
 
 /// The caller, if it holds one of `roles` (admin always does).
-async fn require(
+pub(super) async fn require(
     state: &HqState,
     method: &axum::http::Method,
     headers: &HeaderMap,
@@ -105,7 +112,7 @@ async fn require(
 }
 
 /// JSON answer, gzip-compressed when the client accepts it and it is worth it.
-fn json_response(headers: &HeaderMap, v: &impl serde::Serialize) -> Response {
+pub(super) fn json_response(headers: &HeaderMap, v: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let gzip = headers
         .get(header::ACCEPT_ENCODING)
@@ -130,7 +137,7 @@ fn json_response(headers: &HeaderMap, v: &impl serde::Serialize) -> Response {
 }
 
 /// Reads a JSON body (optionally `Content-Encoding: gzip`), bounded.
-async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> HqResult<T> {
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> HqResult<T> {
     let gzip = req
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -219,10 +226,17 @@ async fn push(State(state): State<HqState>, req: Request) -> HqResult<Response> 
             ));
         }
     }
+    let release_status = batch
+        .events
+        .iter()
+        .any(|e| e.event_type == crate::proto::StoreEventType::ReleaseStatus.as_str());
     let ack = state
         .storage
         .ingest(&store.id, batch, state.now_ms())
         .await?;
+    if release_status {
+        state.rollout_poke.notify_one();
+    }
     Ok(json_response(&headers, &ack))
 }
 
@@ -363,7 +377,7 @@ fn read_csv(path: &std::path::Path) -> HqResult<Vec<super::storage::Authored>> {
     Ok(out)
 }
 
-const READERS: &[HqRole] = &[HqRole::Operator, HqRole::Support];
+pub(super) const READERS: &[HqRole] = &[HqRole::Operator, HqRole::Support];
 
 async fn stores(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
     require(&state, &Method::GET, &headers, READERS, "the fleet").await?;

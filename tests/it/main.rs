@@ -12,6 +12,7 @@ mod http;
 mod ingest;
 mod mqtt_auth;
 mod release;
+mod rollout;
 mod sim;
 mod support;
 mod sync;

@@ -19,6 +19,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::HqResult;
+use super::releases::{PutRelease, ReleaseRow, RolloutRow, RolloutState, RolloutStoreRow, Tick};
+use super::rollout::FleetStore;
 use crate::proto::{FeedPage, HqBody, PushAck, PushBatch, Snapshot, Target};
 
 /// A registered store, as its bearer token identifies it.
@@ -196,9 +198,52 @@ pub trait HqStorage: Send + Sync + 'static {
     /// The live session with this id hash (none once expired or its user is gone).
     async fn session(&self, id_hash: &str, now_ms: i64) -> HqResult<Option<HqSession>>;
     async fn delete_session(&self, id_hash: &str) -> HqResult<()>;
+
+    // --- releases and rollouts (src/hq/releases.rs) ---
+    /// Registers a verified release whose package is the file `package` (the caller's temp file,
+    /// which the engine may move): SQLite keeps it as `releases/<sha256>.deb` next to `hq.db`,
+    /// PostgreSQL in `release_chunks` rows. `Conflict` when the version exists with other bytes.
+    async fn put_release(
+        &self,
+        release: ReleaseRow,
+        package: &std::path::Path,
+    ) -> HqResult<PutRelease>;
+    /// Every registered release, newest upload first.
+    async fn releases(&self) -> HqResult<Vec<ReleaseRow>>;
+    async fn release(&self, version: &str) -> HqResult<Option<ReleaseRow>>;
+    /// Up to `len` bytes of the package with this sha256 from `offset` (fewer only at its end).
+    async fn package_chunk(&self, sha256: &str, offset: u64, len: usize) -> HqResult<Vec<u8>>;
+    /// Whether a rollout assigned `version` to `store` (who may download it).
+    async fn assigned(&self, store: &str, version: &str) -> HqResult<bool>;
+    /// Creates a running rollout of a registered release; every other active rollout is aborted
+    /// as superseded (one active rollout at a time). Returns the superseded ids.
+    async fn create_rollout(&self, rollout: RolloutRow) -> HqResult<Vec<String>>;
+    /// Every rollout, newest first.
+    async fn rollouts(&self) -> HqResult<Vec<RolloutRow>>;
+    /// A rollout, its assigned stores and the fleet (id and group of every store).
+    async fn rollout(
+        &self,
+        id: &str,
+    ) -> HqResult<Option<(RolloutRow, Vec<RolloutStoreRow>, Vec<FleetStore>)>>;
+    /// Pause (running → paused), resume (paused → running) or abort (active → aborted);
+    /// `Conflict` for any other transition.
+    async fn set_rollout_state(
+        &self,
+        id: &str,
+        to: RolloutState,
+        reason: &str,
+        now_ms: i64,
+    ) -> HqResult<RolloutRow>;
+    /// One engine step for an active rollout, under the rollout's lock: decides
+    /// ([`crate::hq::releases::plan_tick`]) and records timeouts, new assignments with their
+    /// `release.assign` event (authored like every HQ event) and the rollout's new state.
+    async fn tick_rollout(&self, id: &str, now: jiff::Timestamp) -> HqResult<Tick>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;
 
 #[cfg(test)]
 mod tests;
+// --- releases and rollouts ---
+#[cfg(test)]
+mod release_tests;

@@ -34,9 +34,20 @@ use crate::proto::{
 };
 use crate::secrets;
 
+#[path = "pg_releases.rs"]
+pub mod rel;
+use crate::hq::releases::{
+    PutRelease, ReleaseRow, RolloutRow, RolloutState, RolloutStoreRow, Tick,
+};
+use crate::hq::rollout::FleetStore;
+
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_hq", include_str!("pg_migrations/0001_hq.sql")),
     ("0002_users", include_str!("pg_migrations/0002_users.sql")),
+    (
+        "0003_releases",
+        include_str!("pg_migrations/0003_releases.sql"),
+    ),
 ];
 
 /// The notification channel publishers signal on.
@@ -651,6 +662,11 @@ impl HqStorage for PgStorage {
                     .await
                     .map_err(pg)?;
                 }
+                Ok(StoreEventType::ReleaseStatus) => {
+                    if let Ok(st) = serde_json::from_str(ev.payload.get()) {
+                        rel::apply_status(&tx, store, &st, now_ms).await?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -951,6 +967,106 @@ impl HqStorage for PgStorage {
             .await
             .map_err(pg)?;
         Ok(())
+    }
+
+    // --- releases and rollouts ---
+    async fn put_release(
+        &self,
+        release: ReleaseRow,
+        package: &std::path::Path,
+    ) -> HqResult<PutRelease> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&rel::RELEASE_LOCK])
+            .await
+            .map_err(pg)?;
+        if let Some(old) = rel::get_release(&tx, &release.manifest.version).await? {
+            return crate::hq::releases::same_release(&old, &release.manifest);
+        }
+        rel::insert_release(&tx, &release, package).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(PutRelease::Created)
+    }
+
+    async fn releases(&self) -> HqResult<Vec<ReleaseRow>> {
+        rel::list_releases(&self.client().await?).await
+    }
+
+    async fn release(&self, version: &str) -> HqResult<Option<ReleaseRow>> {
+        rel::get_release(&self.client().await?, version).await
+    }
+
+    async fn package_chunk(&self, sha256: &str, offset: u64, len: usize) -> HqResult<Vec<u8>> {
+        rel::read_package(&self.client().await?, sha256, offset, len).await
+    }
+
+    async fn assigned(&self, store: &str, version: &str) -> HqResult<bool> {
+        rel::assigned(&self.client().await?, store, version).await
+    }
+
+    async fn create_rollout(&self, rollout: RolloutRow) -> HqResult<Vec<String>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let superseded = rel::create_rollout(&tx, &rollout).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(superseded)
+    }
+
+    async fn rollouts(&self) -> HqResult<Vec<RolloutRow>> {
+        rel::list_rollouts(&self.client().await?).await
+    }
+
+    async fn rollout(
+        &self,
+        id: &str,
+    ) -> HqResult<Option<(RolloutRow, Vec<RolloutStoreRow>, Vec<FleetStore>)>> {
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let Some(row) = rel::get_rollout(&tx, id, false).await? else {
+            return Ok(None);
+        };
+        let stores = rel::rollout_stores(&tx, id).await?;
+        let fleet = rel::fleet(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some((row, stores, fleet)))
+    }
+
+    async fn set_rollout_state(
+        &self,
+        id: &str,
+        to: RolloutState,
+        reason: &str,
+        now_ms: i64,
+    ) -> HqResult<RolloutRow> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let row = rel::set_state(&tx, id, to, reason, now_ms).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(row)
+    }
+
+    async fn tick_rollout(&self, id: &str, now: jiff::Timestamp) -> HqResult<Tick> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let t = rel::tick(&tx, id, now, self.retain_events).await?;
+        tx.commit().await.map_err(pg)?;
+        if t.event.is_some() {
+            let h = read_head(&self.pool).await?;
+            self.head.send_if_modified(|cur| {
+                let moved = h > *cur;
+                if moved {
+                    *cur = h;
+                }
+                moved
+            });
+        }
+        Ok(t)
     }
 }
 

@@ -18,6 +18,13 @@ use crate::proto::{
 };
 use crate::secrets;
 
+#[path = "sqlite_releases.rs"]
+pub mod rel;
+use crate::hq::releases::{
+    PutRelease, ReleaseRow, RolloutRow, RolloutState, RolloutStoreRow, Tick,
+};
+use crate::hq::rollout::FleetStore;
+
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_hq", include_str!("sqlite_migrations/0001_hq.sql")),
     (
@@ -28,17 +35,27 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_users",
         include_str!("sqlite_migrations/0003_users.sql"),
     ),
+    (
+        "0004_releases",
+        include_str!("sqlite_migrations/0004_releases.sql"),
+    ),
 ];
 
 pub struct SqliteStorage {
     db: Db,
     retain_events: u64,
     head: tokio::sync::watch::Sender<i64>,
+    /// `releases/` next to the database file: the kept release packages.
+    releases_dir: std::path::PathBuf,
 }
 
 impl SqliteStorage {
     /// Opens (creating and migrating) the HQ database file at `path`.
     pub async fn open(path: &Path, retain_events: u64) -> HqResult<SqliteStorage> {
+        let releases_dir = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("releases");
         let path = path.to_path_buf();
         let db = crate::db::run_blocking(move || Db::open_with(&path, MIGRATIONS)).await?;
         let now = db.read(head).await?;
@@ -46,6 +63,7 @@ impl SqliteStorage {
             db,
             retain_events,
             head: tokio::sync::watch::channel(now).0,
+            releases_dir,
         })
     }
 
@@ -302,6 +320,104 @@ impl HqStorage for SqliteStorage {
             Ok(())
         })
         .await
+    }
+
+    // --- releases and rollouts ---
+    async fn put_release(&self, release: ReleaseRow, package: &Path) -> HqResult<PutRelease> {
+        let (dir, package) = (self.releases_dir.clone(), package.to_path_buf());
+        self.write(move |c| {
+            let m = &release.manifest;
+            if let Some(old) = rel::get_release(c, &m.version)? {
+                return crate::hq::releases::same_release(&old, m);
+            }
+            // The file first: a row never names a package that is not on disk.
+            rel::keep_package(&dir, &m.sha256, &package)?;
+            rel::insert_release(c, &release)?;
+            Ok(PutRelease::Created)
+        })
+        .await
+    }
+
+    async fn releases(&self) -> HqResult<Vec<ReleaseRow>> {
+        self.read(rel::list_releases).await
+    }
+
+    async fn release(&self, version: &str) -> HqResult<Option<ReleaseRow>> {
+        let version = version.to_string();
+        self.read(move |c| rel::get_release(c, &version)).await
+    }
+
+    async fn package_chunk(&self, sha256: &str, offset: u64, len: usize) -> HqResult<Vec<u8>> {
+        let (dir, sha) = (self.releases_dir.clone(), sha256.to_string());
+        crate::db::run_blocking(move || rel::read_package(&dir, &sha, offset, len)).await
+    }
+
+    async fn assigned(&self, store: &str, version: &str) -> HqResult<bool> {
+        let (store, version) = (store.to_string(), version.to_string());
+        self.read(move |c| rel::assigned(c, &store, &version)).await
+    }
+
+    async fn create_rollout(&self, rollout: RolloutRow) -> HqResult<Vec<String>> {
+        self.write(move |c| {
+            let tx = crate::db::immediate(c)?;
+            let superseded = rel::create_rollout(&tx, &rollout)?;
+            tx.commit()?;
+            Ok(superseded)
+        })
+        .await
+    }
+
+    async fn rollouts(&self) -> HqResult<Vec<RolloutRow>> {
+        self.read(rel::list_rollouts).await
+    }
+
+    async fn rollout(
+        &self,
+        id: &str,
+    ) -> HqResult<Option<(RolloutRow, Vec<RolloutStoreRow>, Vec<FleetStore>)>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let Some(row) = rel::get_rollout(c, &id)? else {
+                return Ok(None);
+            };
+            Ok(Some((row, rel::rollout_stores(c, &id)?, rel::fleet(c)?)))
+        })
+        .await
+    }
+
+    async fn set_rollout_state(
+        &self,
+        id: &str,
+        to: RolloutState,
+        reason: &str,
+        now_ms: i64,
+    ) -> HqResult<RolloutRow> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(move |c| {
+            let tx = crate::db::immediate(c)?;
+            let row = rel::set_state(&tx, &id, to, &reason, now_ms)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn tick_rollout(&self, id: &str, now: jiff::Timestamp) -> HqResult<Tick> {
+        let id = id.to_string();
+        let retain = self.retain_events;
+        let t = self
+            .write(move |c| {
+                let tx = crate::db::immediate(c)?;
+                let t = rel::tick(&tx, &id, now, retain)?;
+                tx.commit()?;
+                Ok(t)
+            })
+            .await?;
+        if t.event.is_some() {
+            let h = self.read(|c| Ok(head(c)?)).await?;
+            self.head.send_replace(h);
+        }
+        Ok(t)
     }
 }
 
@@ -615,6 +731,11 @@ pub fn ingest(
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![id, store, subject, payload, now_ms])?;
+                }
+                Ok(StoreEventType::ReleaseStatus) => {
+                    if let Ok(st) = serde_json::from_str(payload) {
+                        rel::apply_status(tx, store, &st, now_ms)?;
+                    }
                 }
                 Ok(StoreEventType::TelemetryRollup) => {
                     tx.prepare_cached(
