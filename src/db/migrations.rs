@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_promotion_times",
         include_str!("migrations/0008_promotion_times.sql"),
     ),
+    ("0009_updates", include_str!("migrations/0009_updates.sql")),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

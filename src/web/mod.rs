@@ -87,6 +87,8 @@ pub struct AppStateInner {
     pub password_checks: Arc<tokio::sync::Semaphore>,
     /// Ingest that cannot write, a task that ended (`ops::health`).
     pub health: Arc<crate::ops::health::Health>,
+    /// Checkouts being recorded; an install does not start meanwhile (`updates::sale`).
+    pub sales: crate::updates::sale::SaleGuard,
 }
 
 impl AppStateInner {
