@@ -17,6 +17,7 @@ pub mod session;
 pub mod support;
 pub mod tls;
 pub mod ui;
+pub mod updates;
 pub mod users;
 
 use std::borrow::Cow;
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             get(support::list_tickets).post(support::open_ticket),
         )
         .route("/tickets/{id}", get(support::get_ticket))
+        .route("/updates", get(updates::updates))
         .fallback(api::not_found);
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -17,3 +17,4 @@ mod support;
 mod sync;
 mod tickets;
 mod ui;
+mod updates;
