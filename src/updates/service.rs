@@ -244,35 +244,7 @@ struct Service {
 
 /// Runs the updates service until the process stops.
 pub async fn run(ctx: Ctx) {
-    let dir = ctx.config.storage.data_dir.join("updates");
-    let http = if ctx.config.hq.url.is_empty() {
-        None
-    } else {
-        match crate::sync::client::http_client(&ctx.config) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "updates: cannot build the HTTP client; downloads off");
-                None
-            }
-        }
-    };
-    let base = ctx.config.hq.url.trim_end_matches('/').to_string();
-    let st = match ctx.db.read(load).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "updates: cannot read the saved state; starting idle");
-            Persisted::default()
-        }
-    };
-    let mut svc = Service {
-        ctx,
-        dir,
-        http,
-        base,
-        st,
-        failures: 0,
-        retry_at: None,
-    };
+    let mut svc = Service::new(ctx).await;
     if let Some(why) = off_reason(&svc.ctx.config) {
         tracing::info!("{why}");
     }
@@ -286,6 +258,38 @@ pub async fn run(ctx: Ctx) {
 }
 
 impl Service {
+    async fn new(ctx: Ctx) -> Service {
+        let dir = ctx.config.storage.data_dir.join("updates");
+        let http = if ctx.config.hq.url.is_empty() {
+            None
+        } else {
+            match crate::sync::client::http_client(&ctx.config) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "updates: cannot build the HTTP client; downloads off");
+                    None
+                }
+            }
+        };
+        let base = ctx.config.hq.url.trim_end_matches('/').to_string();
+        let st = match ctx.db.read(load).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "updates: cannot read the saved state; starting idle");
+                Persisted::default()
+            }
+        };
+        Service {
+            ctx,
+            dir,
+            http,
+            base,
+            st,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
     fn now(&self) -> Timestamp {
         self.ctx.clock.now()
     }
@@ -909,4 +913,280 @@ fn hash_file(path: &Path) -> std::io::Result<PackageFacts> {
         size,
         sha256: hex::encode(h.finalize()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::updates::protocol::{read_request, RESULT_FILE};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        db: Db,
+        clock: Arc<ManualClock>,
+        sync: Arc<SyncState>,
+        sales: SaleGuard,
+        config: Arc<Config>,
+    }
+
+    fn fixture(probation_seconds: u64) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = tmp.path().to_path_buf();
+        config.updates.public_key = crate::proto::release::public_key_text(
+            &ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key(),
+        );
+        config.updates.probation_seconds = probation_seconds;
+        let db = Db::open(&config.db_path()).unwrap();
+        Fixture {
+            dir: tmp.path().join("updates"),
+            _tmp: tmp,
+            db,
+            clock: ManualClock::new("2026-12-01T12:00:00Z".parse().unwrap()),
+            sync: Arc::new(SyncState::new("")),
+            sales: SaleGuard::default(),
+            config: Arc::new(config),
+        }
+    }
+
+    impl Fixture {
+        async fn service(&self) -> Service {
+            let mut s = Service::new(Ctx {
+                db: self.db.clone(),
+                config: self.config.clone(),
+                clock: self.clock.clone(),
+                sync: self.sync.clone(),
+                sales: self.sales.clone(),
+                health: Arc::new(Health::default()),
+            })
+            .await;
+            s.started().await;
+            s
+        }
+
+        fn at(&self, t: &str) {
+            self.clock.set(t.parse().unwrap());
+        }
+
+        /// The `release.status` events queued for HQ: (state, reason, rollout, serial).
+        fn reported(&self) -> Vec<Value> {
+            self.db
+                .read_blocking(|c| {
+                    let mut st = c.prepare(
+                        "SELECT payload FROM outbox WHERE type = 'release.status' ORDER BY seq",
+                    )?;
+                    let rows = st
+                        .query_map([], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows
+                        .iter()
+                        .map(|p| serde_json::from_str(p).unwrap())
+                        .collect())
+                })
+                .unwrap()
+        }
+
+        /// Saves a staged release of `version` as the updater's state.
+        fn staged(&self, version: &str) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+            let pkg = b"package bytes".to_vec();
+            let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+            let m = Manifest::sign(
+                &key,
+                "storebox",
+                version,
+                &PackageFacts::of_bytes(&pkg),
+                "stable",
+                40,
+                now,
+                now.checked_add(jiff::SignedDuration::from_hours(240))
+                    .unwrap(),
+            )
+            .unwrap();
+            std::fs::create_dir_all(&self.dir).unwrap();
+            std::fs::write(self.dir.join(format!("{version}.deb")), &pkg).unwrap();
+            let p = Persisted {
+                updater: Updater {
+                    state: State::Staged,
+                    release: Some(Release {
+                        version: version.into(),
+                        serial: 40,
+                        rollout: "r-9".into(),
+                    }),
+                    ..Updater::default()
+                },
+                assign: Some(ReleaseAssign {
+                    version: version.into(),
+                    rollout: "r-9".into(),
+                    manifest: m,
+                    package: format!("/sync/v1/releases/{version}/package"),
+                }),
+                ..Persisted::default()
+            };
+            self.db.write_blocking(|c| save(c, &p, None, 0)).unwrap();
+        }
+
+        fn write_result(&self, version: &str, outcome: &str) {
+            std::fs::write(
+                self.dir.join(RESULT_FILE),
+                json!({"action": "install", "version": version, "outcome": outcome,
+                    "reason": "", "previous_version": "0.0.1", "finished_at": "2026-12-01T02:31:00Z"})
+                .to_string(),
+            )
+            .unwrap();
+        }
+    }
+
+    use serde_json::{json, Value};
+
+    #[tokio::test]
+    async fn the_install_request_waits_for_the_window_and_for_the_sale_in_flight() {
+        let f = fixture(300);
+        f.staged("2.0.0");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        assert!(read_request(&f.dir).unwrap().is_none());
+
+        f.at("2026-12-02T02:30:00Z");
+        let sale = f.sales.recording().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.reason, "a sale is in flight");
+        assert!(
+            read_request(&f.dir).unwrap().is_none(),
+            "no request during a sale"
+        );
+        drop(sale);
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Installing);
+        match read_request(&f.dir).unwrap() {
+            Some(Request::Install {
+                version,
+                serial,
+                rollout,
+                package,
+                probation_seconds,
+                ..
+            }) => {
+                assert_eq!(
+                    (version.as_str(), serial, rollout.as_str()),
+                    ("2.0.0", 40, "r-9")
+                );
+                assert!(package.is_absolute() && package.ends_with("updates/2.0.0.deb"));
+                assert_eq!(probation_seconds, 300);
+            }
+            other => panic!("{other:?}"),
+        }
+        let states: Vec<Value> = f.reported().iter().map(|e| e["state"].clone()).collect();
+        assert_eq!(
+            states,
+            [
+                json!("waiting_window"),
+                json!("waiting_window"),
+                json!("installing")
+            ]
+        );
+        assert!(f
+            .reported()
+            .iter()
+            .all(|e| e["rollout"] == "r-9" && e["serial"] == 40));
+
+        // The helper never answers: after the install timeout the install is failed and the
+        // request withdrawn.
+        f.clock.advance(jiff::SignedDuration::from_mins(61));
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Failed);
+        assert!(svc.st.updater.reason.contains("did not answer"));
+        assert!(read_request(&f.dir).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn probation_commits_after_its_time_once_hq_was_reached() {
+        let f = fixture(60);
+        f.staged(&running_version());
+        f.at("2026-12-02T02:30:00Z");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Installing);
+        std::fs::remove_file(f.dir.join("request.json")).unwrap();
+        // The helper installed the version this process runs.
+        f.write_result(&running_version(), "installed");
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Probation);
+        f.clock.advance(jiff::SignedDuration::from_secs(30));
+        f.sync
+            .update(|s| s.last_success = Some(f.clock.now().to_string()));
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Probation, "not before 60 s");
+        assert!(svc.st.probation.as_ref().unwrap().hq_reached);
+        f.clock.advance(jiff::SignedDuration::from_secs(30));
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Committed);
+        assert_eq!(svc.st.updater.last_committed_serial, Some(40));
+        assert!(!f.dir.join(RESULT_FILE).exists());
+        assert!(!f.dir.join(format!("{}.deb", running_version())).exists());
+    }
+
+    #[tokio::test]
+    async fn probation_without_hq_or_with_another_version_running_asks_for_a_rollback() {
+        let f = fixture(60);
+        f.staged("2.0.0");
+        f.at("2026-12-02T02:30:00Z");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        std::fs::remove_file(f.dir.join("request.json")).unwrap();
+        f.write_result("2.0.0", "installed");
+        // This process does not run 2.0.0.
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Failed);
+        assert!(svc.st.updater.rolling_back);
+        assert!(
+            svc.st.updater.reason.contains("but this process runs"),
+            "{}",
+            svc.st.updater.reason
+        );
+        assert!(matches!(
+            read_request(&f.dir).unwrap(),
+            Some(Request::Rollback { ref version, .. }) if version == "2.0.0"
+        ));
+        // A second service start (the restored version) reads the helper's rolled_back.
+        std::fs::remove_file(f.dir.join("request.json")).unwrap();
+        std::fs::write(
+            f.dir.join(RESULT_FILE),
+            json!({"action": "rollback", "version": "2.0.0", "outcome": "rolled_back",
+                "previous_version": "1.9.0", "finished_at": "2026-12-02T02:35:00Z"})
+            .to_string(),
+        )
+        .unwrap();
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::RolledBack);
+        assert!(svc.st.updater.reason.contains("restored 1.9.0"));
+        assert!(!f.dir.join(RESULT_FILE).exists());
+        let last: Vec<Value> = f
+            .reported()
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| e["state"].clone())
+            .collect();
+        assert_eq!(last, [json!("rolled_back"), json!("failed")]);
+
+        // HQ never reached during probation fails it too.
+        let f = fixture(60);
+        f.staged(&running_version());
+        f.at("2026-12-02T02:30:00Z");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        std::fs::remove_file(f.dir.join("request.json")).unwrap();
+        f.write_result(&running_version(), "installed");
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Probation);
+        f.clock.advance(jiff::SignedDuration::from_secs(61));
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Failed);
+        assert!(svc.st.updater.reason.contains("HQ was not reached"));
+    }
 }
