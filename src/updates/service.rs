@@ -332,10 +332,17 @@ impl Service {
         self.commit(next, status).await.then_some(action)
     }
 
-    /// At process start: a start while in probation is a restart during probation.
+    /// At process start: a start while in probation is a restart during probation — unless the
+    /// root helper already answered with `failed` or `rolled_back` (it rolled back a version that
+    /// did not come up by itself), which [`Service::read_result`] takes next.
     async fn started(&mut self) {
         if self.st.updater.state != State::Probation || self.st.updater.rolling_back {
             return;
+        }
+        if let Ok(Some(o)) = protocol::read_outcome(&self.dir) {
+            if o.outcome != OutcomeKind::Installed {
+                return;
+            }
         }
         let mut next = self.st.clone();
         let starts = next.probation.as_ref().map_or(0, |p| p.starts) + 1;
@@ -1100,6 +1107,64 @@ mod tests {
         assert_eq!(svc.st.updater.state, State::Failed);
         assert!(svc.st.updater.reason.contains("did not answer"));
         assert!(read_request(&f.dir).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_helper_rollback_after_a_crash_in_probation_is_taken_without_a_second_request() {
+        let f = fixture(60);
+        f.staged(&running_version());
+        f.at("2026-12-02T02:30:00Z");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        std::fs::remove_file(f.dir.join("request.json")).unwrap();
+        f.write_result(&running_version(), "installed");
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Probation);
+        // The new version crash-looped; the helper rolled back by itself and starts the old one.
+        f.write_result(&running_version(), "rolled_back");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::RolledBack);
+        assert!(
+            read_request(&f.dir).unwrap().is_none(),
+            "no rollback request"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_updates_off_an_assignment_is_refused_and_reported_as_such() {
+        let mut f = fixture(60);
+        let mut cfg = (*f.config).clone();
+        cfg.updates.public_key = String::new();
+        f.config = Arc::new(cfg);
+        let payload = crate::proto::release::tests::assign_json().to_string();
+        f.db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO sync_releases (event_id, payload, received_ms) VALUES ('e1', ?1, 0)",
+                [payload],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Refused);
+        let r = f.reported();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0]["state"], "refused");
+        assert_eq!(r[0]["rollout"], "r-1");
+        assert!(r[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no [updates] public_key"));
+        let handled: Option<i64> =
+            f.db.read_blocking(|c| {
+                Ok(c.query_row("SELECT handled_ms FROM sync_releases", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert!(handled.is_some());
+        svc.tick().await;
+        assert_eq!(f.reported().len(), 1, "taken once");
     }
 
     #[tokio::test]
