@@ -700,10 +700,22 @@ impl Service {
         };
         let stem = file_stem(&a.version);
         let part = self.dir.join(format!("{stem}.deb.part"));
-        let r = match self.download(&a, &part).await {
-            Ok(()) => self.verify(&a, &part).await,
+        let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let before = len(&part);
+        // The manifest first (signature, key, expiry, serial): nothing is downloaded for a
+        // manifest the store's key did not sign, whatever size it claims.
+        let r = match self.verify_manifest(&a) {
+            Ok(()) => match self.download(&a, &part).await {
+                Ok(()) => self.verify(&a, &part).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
+        if matches!(r, Err(DownloadError::Transient(_))) && len(&part) > before {
+            // It got further: resume at once rather than after a growing back-off (each request
+            // is bounded by the sync client's timeout, a large package takes several).
+            self.failures = 0;
+        }
         match r {
             Ok(()) => {
                 let deb = self.dir.join(format!("{stem}.deb"));
@@ -732,8 +744,12 @@ impl Service {
     }
 
     fn retry_later(&mut self, error: &str) {
+        let secs = if self.failures == 0 {
+            1
+        } else {
+            (1u64 << self.failures.min(6)).min(60)
+        };
         self.failures = self.failures.saturating_add(1);
-        let secs = (1u64 << self.failures.min(6)).min(60);
         tracing::warn!(
             error,
             retry_in_secs = secs,
@@ -838,6 +854,24 @@ impl Service {
             )));
         }
         Ok(())
+    }
+
+    /// Every manifest check that needs no package bytes (facts taken from the manifest itself).
+    fn verify_manifest(&self, a: &ReleaseAssign) -> Result<(), DownloadError> {
+        let key = parse_public_key(&self.ctx.config.updates.public_key)
+            .map_err(|e| DownloadError::Refused(format!("[updates] public_key: {e}")))?;
+        let facts = PackageFacts {
+            size: a.manifest.size,
+            sha256: a.manifest.sha256.clone(),
+        };
+        a.manifest
+            .verify(
+                &key,
+                &facts,
+                self.now(),
+                self.st.updater.last_committed_serial,
+            )
+            .map_err(|r| DownloadError::Refused(r.to_string()))
     }
 
     async fn verify(&self, a: &ReleaseAssign, part: &Path) -> Result<(), DownloadError> {
@@ -1129,6 +1163,52 @@ mod tests {
             read_request(&f.dir).unwrap().is_none(),
             "no rollback request"
         );
+    }
+
+    #[tokio::test]
+    async fn a_manifest_of_another_key_is_refused_before_anything_is_downloaded() {
+        let f = fixture(60);
+        let now: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+        let facts = PackageFacts {
+            size: 1 << 40,
+            sha256: "0".repeat(64),
+        };
+        let m = Manifest::sign(
+            &other,
+            "storebox",
+            "3.0.0",
+            &facts,
+            "stable",
+            50,
+            now,
+            now.checked_add(jiff::SignedDuration::from_hours(240))
+                .unwrap(),
+        )
+        .unwrap();
+        let a = json!({"version": "3.0.0", "rollout": "r-5", "manifest": m,
+            "package": "/sync/v1/releases/3.0.0/package"});
+        f.db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO sync_releases (event_id, payload, received_ms) VALUES ('e2', ?1, 0)",
+                [a.to_string()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let mut svc = f.service().await;
+        // This fixture has no HQ: a download would only be retried, never refused.
+        svc.tick().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Refused);
+        assert!(
+            svc.st.updater.reason.contains("check `key_id` failed"),
+            "{}",
+            svc.st.updater.reason
+        );
+        assert!(!f.dir.join("3.0.0.deb.part").exists());
+        let states: Vec<Value> = f.reported().iter().map(|e| e["state"].clone()).collect();
+        assert_eq!(states, [json!("downloading"), json!("refused")]);
     }
 
     #[tokio::test]
