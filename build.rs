@@ -1,4 +1,4 @@
-//! Build script: only tells cargo when to rebuild.
+//! Build script: tells cargo when to rebuild, and sets the version the binary reports.
 //!
 //! Without any `rerun-if-changed` line cargo reruns a build script, and so rebuilds the crate,
 //! whenever any file of the package changes (README, docs, tests/ui…). The inputs that are not
@@ -6,7 +6,17 @@
 //! `include_bytes!`s each file, which cargo tracks, but a file added to or removed from `web/` is
 //! seen only when the derive runs again, which this line causes (cargo watches a directory's
 //! files recursively). Debug builds read `web/` from disk at run time.
+//!
+//! It also sets the version the binary reports (`storebox --version`, `GET /api/v1/updates`, the
+//! probation check after a self-update): the package version, or `STOREBOX_BUILD_VERSION` when set
+//! at build time (the install test builds version N+1 of the same sources this way).
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=web");
+    println!("cargo:rerun-if-env-changed=STOREBOX_BUILD_VERSION");
+    let version = std::env::var("STOREBOX_BUILD_VERSION")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| std::env::var("CARGO_PKG_VERSION").unwrap_or_default());
+    println!("cargo:rustc-env=STOREBOX_VERSION={}", version.trim());
 }

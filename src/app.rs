@@ -172,6 +172,19 @@ where
         }
     }
 
+    let sales = crate::updates::sale::SaleGuard::default();
+    sup.spawn(
+        "updates",
+        crate::updates::service::run(crate::updates::service::Ctx {
+            db: db.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            sync: sync_state.clone(),
+            sales: sales.clone(),
+            health: health.clone(),
+        }),
+    );
+
     let setup_code = Arc::new(Mutex::new(None));
     if db.read(crate::auth::user_count).await? == 0 {
         let code = crate::auth::generate_secret("")[..12].to_string();
@@ -204,6 +217,7 @@ where
         price_answers: price_answers.clone(),
         password_checks: Arc::new(tokio::sync::Semaphore::new(config.http.max_password_checks)),
         health: health.clone(),
+        sales,
     });
     let live_changes = device_changes;
     let app = web::router(state);

@@ -329,11 +329,32 @@ impl TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Self-update (docs/releases.md, "The store"). No `public_key`: updates are off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpdatesConfig {
-    /// Base64 ed25519 public key release artifacts must be signed with.
+    /// The text of `release.pub` (`ed25519:<base64>`); packages must be signed with its key.
     pub public_key: String,
+    /// `false` turns updates off even with a key (assignments are refused and reported).
+    pub enabled: bool,
+    /// Store-local `HH:MM-HH:MM` in which an install may start (may wrap past midnight).
+    pub window: String,
+    /// Store-local `HH:MM-HH:MM` in which no install starts.
+    pub trading_hours: String,
+    /// How long a new version must run healthy before it is committed.
+    pub probation_seconds: u64,
+}
+
+impl Default for UpdatesConfig {
+    fn default() -> Self {
+        UpdatesConfig {
+            public_key: String::new(),
+            enabled: true,
+            window: "02:00-05:00".into(),
+            trading_hours: "07:00-22:00".into(),
+            probation_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -849,6 +870,33 @@ impl Config {
                 );
             }
         }
+        // --- updates ---
+        if !self.updates.public_key.trim().is_empty() {
+            if let Err(e) = crate::proto::release::parse_public_key(&self.updates.public_key) {
+                return bad(
+                    "updates.public_key",
+                    format!("{e} (give the one line of release.pub, or leave it empty to turn updates off)"),
+                );
+            }
+        }
+        for (key, value) in [
+            ("updates.window", &self.updates.window),
+            ("updates.trading_hours", &self.updates.trading_hours),
+        ] {
+            if let Err(e) = value.parse::<crate::updates::DailyRange>() {
+                return bad(key, format!("{e} (store-local, e.g. \"02:00-05:00\")"));
+            }
+        }
+        if !(1..=86_400).contains(&self.updates.probation_seconds) {
+            return bad(
+                "updates.probation_seconds",
+                format!(
+                    "{} must be between 1 and 86400",
+                    self.updates.probation_seconds
+                ),
+            );
+        }
+        // --- end updates ---
         let url = self.hq_server.database_url.expose();
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(
@@ -948,6 +996,54 @@ mod tests {
         assert_eq!(c.mqtt.listen.to_string(), "127.0.0.1:2883");
         let c = load_str("", &[("STOREBOX_MQTT__MAX_PAYLOAD_BYTES", "2048")]).unwrap();
         assert_eq!(c.mqtt.max_payload_bytes, 2048);
+    }
+
+    #[test]
+    fn updates_section_is_validated_with_the_key_named() {
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(
+            (c.updates.window.as_str(), c.updates.trading_hours.as_str()),
+            ("02:00-05:00", "07:00-22:00")
+        );
+        assert_eq!(c.updates.probation_seconds, 300);
+        assert!(c.updates.enabled && c.updates.public_key.is_empty());
+        for (text, key, says) in [
+            (
+                "[updates]\npublic_key = \"abc\"\n",
+                "updates.public_key",
+                "ed25519:",
+            ),
+            (
+                "[updates]\nwindow = \"2-5\"\n",
+                "updates.window",
+                "HH:MM-HH:MM",
+            ),
+            (
+                "[updates]\ntrading_hours = \"07:00\"\n",
+                "updates.trading_hours",
+                "HH:MM-HH:MM",
+            ),
+            (
+                "[updates]\nprobation_seconds = 0\n",
+                "updates.probation_seconds",
+                "between 1 and 86400",
+            ),
+        ] {
+            let e = load_str(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{text}: {e}");
+        }
+        let key = crate::proto::release::public_key_text(
+            &ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key(),
+        );
+        let c = load_str(
+            "",
+            &[
+                ("STOREBOX_UPDATES__PUBLIC_KEY", &key),
+                ("STOREBOX_UPDATES__WINDOW", "23:00-04:00"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.updates.window, "23:00-04:00");
     }
 
     #[test]

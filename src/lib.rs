@@ -47,8 +47,9 @@ pub mod tickets;
 pub mod updates;
 pub mod web;
 
-/// The version of this build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of this build: the package version, or `STOREBOX_BUILD_VERSION` at build time
+/// (see build.rs).
+pub const VERSION: &str = env!("STOREBOX_VERSION");
 
 #[cfg(test)]
 mod tests {

@@ -526,20 +526,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .thread_name("storebox")
         .build()?;
     rt.block_on(async {
-        storebox::app::serve(config, storebox::clock::system(), shutdown_signal(), |r| {
-            let mut out = std::io::stdout().lock();
-            let tls = r
-                .mqtt_tls
-                .map(|a| format!(" mqtts=mqtts://{a}"))
-                .unwrap_or_default();
-            let scheme = if r.https { "https" } else { "http" };
-            let _ = writeln!(
-                out,
-                "storebox ready http={scheme}://{} mqtt=mqtt://{}{tls}",
-                r.http, r.mqtt
-            );
-            let _ = out.flush();
-        })
+        storebox::app::serve(
+            config,
+            storebox::clock::for_serve(),
+            shutdown_signal(),
+            |r| {
+                let mut out = std::io::stdout().lock();
+                let tls = r
+                    .mqtt_tls
+                    .map(|a| format!(" mqtts=mqtts://{a}"))
+                    .unwrap_or_default();
+                let scheme = if r.https { "https" } else { "http" };
+                let _ = writeln!(
+                    out,
+                    "storebox ready http={scheme}://{} mqtt=mqtt://{}{tls}",
+                    r.http, r.mqtt
+                );
+                let _ = out.flush();
+            },
+        )
         .await
     })?;
     // Router and connection threads of the broker have no stop API; leave without waiting on them.

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_support_guides",
         include_str!("migrations/0009_support_guides.sql"),
     ),
+    ("0010_updates", include_str!("migrations/0010_updates.sql")),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

@@ -6,21 +6,36 @@
 //!
 //! [`step`] takes the state, one [`Event`] and the [`Conditions`] at that moment, and returns the
 //! next state, the [`Action`] to carry out and the `release.status` payload to send when the
-//! state (or its reason) changed.
+//! state (or its reason) changed. The reported states are the wire's [`ReleaseState`]; [`State`]
+//! adds only `Idle` (nothing assigned yet), which is never reported.
+//!
+//! The I/O around it: [`service`] (the supervised task of `storebox serve`: assignments, download,
+//! verification, staging, the request to the root helper, probation), [`protocol`] (the files
+//! exchanged with the root helper) and [`sale`] (the guard that keeps an install from starting
+//! while a checkout is being recorded).
+
+pub mod protocol;
+pub mod sale;
+pub mod service;
 
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// A release HQ assigned: its version and manifest serial.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::proto::release::{ReleaseState, ReleaseStatus};
+
+/// A release HQ assigned: its version, manifest serial and the rollout that assigned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
     pub version: String,
     pub serial: u64,
+    #[serde(default)]
+    pub rollout: String,
 }
 
-/// States as reported in `release.status` (DESIGN §7); `Idle` is never reported.
+/// The updater's state: `Idle` or one of the reported [`ReleaseState`]s ([`State::wire`],
+/// `From<ReleaseState>`; both matches are exhaustive, so the two cannot drift apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -36,13 +51,42 @@ pub enum State {
     Failed,
 }
 
-/// The `release.status` store event payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    pub version: String,
-    pub state: State,
-    pub reason: String,
+impl State {
+    /// The state as reported to HQ; `None` for `Idle`.
+    pub fn wire(self) -> Option<ReleaseState> {
+        Some(match self {
+            State::Idle => return None,
+            State::Downloading => ReleaseState::Downloading,
+            State::Staged => ReleaseState::Staged,
+            State::WaitingWindow => ReleaseState::WaitingWindow,
+            State::Installing => ReleaseState::Installing,
+            State::Probation => ReleaseState::Probation,
+            State::Committed => ReleaseState::Committed,
+            State::RolledBack => ReleaseState::RolledBack,
+            State::Refused => ReleaseState::Refused,
+            State::Failed => ReleaseState::Failed,
+        })
+    }
 }
+
+impl From<ReleaseState> for State {
+    fn from(s: ReleaseState) -> State {
+        match s {
+            ReleaseState::Downloading => State::Downloading,
+            ReleaseState::Staged => State::Staged,
+            ReleaseState::WaitingWindow => State::WaitingWindow,
+            ReleaseState::Installing => State::Installing,
+            ReleaseState::Probation => State::Probation,
+            ReleaseState::Committed => State::Committed,
+            ReleaseState::RolledBack => State::RolledBack,
+            ReleaseState::Refused => State::Refused,
+            ReleaseState::Failed => State::Failed,
+        }
+    }
+}
+
+/// The `release.status` store event payload (the wire type).
+pub type Status = ReleaseStatus;
 
 /// A daily store-local time range `HH:MM-HH:MM`; it may wrap past midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +174,12 @@ pub enum Event {
     /// The root helper installed the package and storebox restarted on it.
     Installed,
     ProbationPassed,
-    /// Install or probation failed; the previous package and data were restored.
+    /// A probation check failed in this process: a rollback is to be requested.
     ProbationFailed(String),
+    /// The root helper could not install (or did not act in time) and kept the running version.
+    InstallFailed(String),
+    /// The root helper restored the previous package and data.
+    RolledBack(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +193,7 @@ pub enum Action {
     RollBack,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Updater {
     pub state: State,
     pub release: Option<Release>,
@@ -153,6 +201,9 @@ pub struct Updater {
     pub last_committed_serial: Option<u64>,
     /// The last release that rolled back: not retried until a newer serial.
     pub rolled_back: Option<Release>,
+    /// Probation failed and a rollback was requested; waiting for the root helper.
+    #[serde(default)]
+    pub rolling_back: bool,
 }
 
 impl Default for Updater {
@@ -163,6 +214,7 @@ impl Default for Updater {
             reason: String::new(),
             last_committed_serial: None,
             rolled_back: None,
+            rolling_back: false,
         }
     }
 }
@@ -171,7 +223,7 @@ impl Default for Updater {
 pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Option<Status>) {
     let mut next = u.clone();
     let mut action = Action::None;
-    let busy = matches!(u.state, State::Installing | State::Probation);
+    let busy = matches!(u.state, State::Installing | State::Probation) || u.rolling_back;
     match (u.state, event) {
         (_, Event::Assigned(r)) if !busy => {
             let refuse = if u.last_committed_serial.is_some_and(|s| r.serial <= s) {
@@ -229,10 +281,26 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
             action = Action::StartProbation;
         }
         (State::Installing | State::Probation, Event::ProbationFailed(reason)) => {
+            // Reported as `failed` at once (HQ counts it); `rolled_back` follows once the root
+            // helper restored the previous version.
+            next.state = State::Failed;
+            next.reason = format!("probation failed: {reason}; rollback requested");
+            next.rolled_back = u.release.clone();
+            next.rolling_back = true;
+            action = Action::RollBack;
+        }
+        (State::Installing, Event::InstallFailed(reason)) => {
+            next.state = State::Failed;
+            next.reason = reason;
+            next.rolled_back = u.release.clone();
+        }
+        (State::Installing | State::Probation | State::Failed, Event::RolledBack(reason))
+            if u.state != State::Failed || u.rolling_back =>
+        {
             next.state = State::RolledBack;
             next.reason = reason;
             next.rolled_back = u.release.clone();
-            action = Action::RollBack;
+            next.rolling_back = false;
         }
         (State::Probation, Event::ProbationPassed) => {
             next.state = State::Committed;
@@ -241,17 +309,57 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
         }
         _ => {}
     }
+    let status = status_change(u, &next);
+    (next, action, status)
+}
+
+/// An assignment refused without looking at it (updates are off on this store).
+pub fn refuse(u: &Updater, r: Release, reason: String) -> (Updater, Option<Status>) {
+    let mut next = u.clone();
+    next.state = State::Refused;
+    next.reason = reason;
+    next.release = Some(r);
+    let status = status_change(u, &next);
+    (next, status)
+}
+
+/// The `release.status` to report when going from `u` to `next`: when the state, reason or
+/// release changed, and never for `Idle`.
+pub fn status_change(u: &Updater, next: &Updater) -> Option<Status> {
     let changed = next.state != u.state || next.reason != u.reason || next.release != u.release;
-    let status = (changed && next.state != State::Idle).then(|| Status {
+    next.state.wire().filter(|_| changed).map(|state| Status {
         version: next
             .release
             .as_ref()
             .map(|r| r.version.clone())
             .unwrap_or_default(),
-        state: next.state,
+        state,
         reason: next.reason.clone(),
-    });
-    (next, action, status)
+        rollout: next
+            .release
+            .as_ref()
+            .map(|r| r.rollout.clone())
+            .filter(|r| !r.is_empty()),
+        serial: next.release.as_ref().map(|r| r.serial),
+    })
+}
+
+/// The first minute from `c.now` (within two days) at which [`Conditions::install_blocked`]
+/// would allow an install, ignoring sales in flight; `None` when the window and trading hours
+/// never allow one.
+pub fn next_install_at(c: &Conditions) -> Option<Timestamp> {
+    let mut probe = c.clone();
+    probe.sale_in_flight = false;
+    let start = c.now.as_second();
+    (0..=2 * 24 * 60).find_map(|m| {
+        let t = if m == 0 {
+            c.now
+        } else {
+            Timestamp::from_second(start - start.rem_euclid(60) + m * 60).ok()?
+        };
+        probe.now = t;
+        probe.install_blocked().is_none().then_some(t)
+    })
 }
 
 #[cfg(test)]
@@ -279,6 +387,7 @@ mod tests {
         Release {
             version: v.into(),
             serial,
+            rollout: "r-1".into(),
         }
     }
 
@@ -308,10 +417,18 @@ mod tests {
         );
         assert_eq!(u.state, State::WaitingWindow);
         assert_eq!(a, Action::None);
-        let states: Vec<State> = s.iter().map(|s| s.state).collect();
+        let states: Vec<ReleaseState> = s.iter().map(|s| s.state).collect();
         assert_eq!(
             states,
-            [State::Downloading, State::Staged, State::WaitingWindow]
+            [
+                ReleaseState::Downloading,
+                ReleaseState::Staged,
+                ReleaseState::WaitingWindow
+            ]
+        );
+        assert_eq!(
+            (s[0].rollout.as_deref(), s[0].serial),
+            (Some("r-1"), Some(10))
         );
         assert!(s[2].reason.contains("install window 02:00-05:00"), "{s:?}");
         assert_eq!(s[0].version, "1.5.0");
@@ -320,7 +437,7 @@ mod tests {
         assert!(a == Action::None && s2.is_empty());
         let (u, a, s3) = run(u, vec![(Event::Tick, at("02:00:00"))]);
         assert_eq!((u.state, a), (State::Installing, Action::Install));
-        assert_eq!(s3[0].state, State::Installing);
+        assert_eq!(s3[0].state, ReleaseState::Installing);
         let (u, a, _) = run(
             u,
             vec![
@@ -368,8 +485,22 @@ mod tests {
                 ),
             ],
         );
-        assert_eq!((u.state, a), (State::RolledBack, Action::RollBack));
-        assert_eq!(s.last().unwrap().reason, "not ready in time");
+        assert_eq!((u.state, a), (State::Failed, Action::RollBack));
+        assert!(u.rolling_back);
+        assert_eq!(
+            s.last().unwrap().reason,
+            "probation failed: not ready in time; rollback requested"
+        );
+        // Nothing else starts while the rollback is pending.
+        let (same, a, none) = step(&u, Event::Assigned(rel("1.6.1", 21)), &at("02:05:30"));
+        assert_eq!((&same, a, none), (&u, Action::None, None));
+        let (u, a, s) = step(
+            &u,
+            Event::RolledBack("restored 1.5.0".into()),
+            &at("02:06:00"),
+        );
+        assert_eq!((u.state, a), (State::RolledBack, Action::None));
+        assert_eq!(s.unwrap().state, ReleaseState::RolledBack);
         let (u2, a, s) = step(&u, Event::Assigned(rel("1.6.0", 20)), &at("02:06:00"));
         assert_eq!((u2.state, a), (State::Refused, Action::None));
         assert!(s.unwrap().reason.contains("rolled back"));
@@ -406,6 +537,66 @@ mod tests {
         };
         let (u2, a, s) = step(&u, Event::Assigned(rel("1.6.0", 11)), &at("02:30:00"));
         assert_eq!((u2, a, s), (u, Action::None, None));
+    }
+
+    #[test]
+    fn a_failed_install_is_final_and_not_retried() {
+        let u = Updater {
+            state: State::Installing,
+            release: Some(rel("1.6.0", 20)),
+            ..Updater::default()
+        };
+        let (u, a, s) = step(&u, Event::InstallFailed("dpkg: x".into()), &at("02:10:00"));
+        assert_eq!((u.state, a), (State::Failed, Action::None));
+        assert_eq!(s.unwrap().state, ReleaseState::Failed);
+        // A stray rolled_back result does not move a failed install that asked for no rollback.
+        let (u2, _, s) = step(&u, Event::RolledBack("x".into()), &at("02:11:00"));
+        assert_eq!((u2.state, s), (State::Failed, None));
+        let (u3, _, _) = step(&u, Event::Assigned(rel("1.6.0", 20)), &at("02:12:00"));
+        assert_eq!(u3.state, State::Refused);
+    }
+
+    #[test]
+    fn states_map_to_the_wire_both_ways() {
+        for s in [
+            State::Downloading,
+            State::Staged,
+            State::WaitingWindow,
+            State::Installing,
+            State::Probation,
+            State::Committed,
+            State::RolledBack,
+            State::Refused,
+            State::Failed,
+        ] {
+            let w = s.wire().unwrap();
+            assert_eq!(State::from(w), s);
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::to_value(w).unwrap()
+            );
+        }
+        assert_eq!(State::Idle.wire(), None);
+    }
+
+    #[test]
+    fn the_next_install_time_is_the_window_opening_outside_trading_hours() {
+        let expect = |local: &str| {
+            format!("2026-12-02T{local}")
+                .parse::<jiff::civil::DateTime>()
+                .unwrap()
+                .to_zoned(TimeZone::get("Europe/Rome").unwrap())
+                .unwrap()
+                .timestamp()
+        };
+        let c = at("14:00:00");
+        assert_eq!(next_install_at(&c), Some(expect("02:00:00")));
+        let inside = at("03:00:30");
+        assert_eq!(next_install_at(&inside), Some(inside.now));
+        let mut never = at("14:00:00");
+        never.trading_hours = "00:00-23:59".parse().unwrap();
+        never.window = "01:00-05:00".parse().unwrap();
+        assert_eq!(next_install_at(&never), None);
     }
 
     #[test]

@@ -57,7 +57,11 @@ pub fn config_summary(c: &Config) -> Value {
             "telemetry_keep_days": c.storage.telemetry_keep_days, "dead_letter_keep": c.storage.dead_letter_keep,
         },
         "log": {"dir": c.log_dir().display().to_string(), "level": c.log.level, "keep_days": c.log.keep_days},
-        "updates": {"public_key": if c.updates.public_key.is_empty() { "not set" } else { c.updates.public_key.as_str() }},
+        "updates": {
+            "public_key": if c.updates.public_key.is_empty() { "not set" } else { c.updates.public_key.as_str() },
+            "enabled": c.updates.enabled, "window": c.updates.window,
+            "trading_hours": c.updates.trading_hours, "probation_seconds": c.updates.probation_seconds,
+        },
     })
 }
 

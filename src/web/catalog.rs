@@ -438,6 +438,8 @@ pub async fn checkout(
     let currency = state.config.store.currency.clone();
     let store = state.config.store.id.clone();
     let promos = state.promotions.clone();
+    // A sale in flight: held until the checkout is committed (`updates::sale`).
+    let _recording = state.sales.recording().await;
     let (created, body) = state
         .db
         .write(move |c| {

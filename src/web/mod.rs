@@ -16,6 +16,7 @@ pub mod session;
 pub mod support;
 pub mod tls;
 pub mod ui;
+pub mod updates;
 pub mod users;
 
 use std::borrow::Cow;
@@ -86,6 +87,8 @@ pub struct AppStateInner {
     pub password_checks: Arc<tokio::sync::Semaphore>,
     /// Ingest that cannot write, a task that ended (`ops::health`).
     pub health: Arc<crate::ops::health::Health>,
+    /// Checkouts being recorded; an install does not start meanwhile (`updates::sale`).
+    pub sales: crate::updates::sale::SaleGuard,
 }
 
 impl AppStateInner {
@@ -157,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tickets/{id}", get(support::get_ticket))
         .route("/guides", get(support::list_guides))
+        .route("/updates", get(updates::updates))
         .fallback(api::not_found);
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{about, api, catalog, live, overview, prices, session, support, users};
+use super::{about, api, catalog, live, overview, prices, session, support, updates, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,6 +49,7 @@ use super::{about, api, catalog, live, overview, prices, session, support, users
         users::change_user,
         users::reset_password,
         about::about,
+        updates::updates,
     ),
     components(schemas(crate::auth::Role, super::error::ErrorBody)),
     modifiers(&ErrorResponses)

@@ -18,3 +18,4 @@ mod support;
 mod sync;
 mod tickets;
 mod ui;
+mod updates;

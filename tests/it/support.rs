@@ -209,6 +209,14 @@ impl StoreBox {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Sets (Some) or removes (None) an extra environment variable for the next [`launch`].
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.extra_env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.extra_env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Descriptors the running server process has open.
     pub fn open_fds(&self) -> usize {
         let pid = self.child.as_ref().expect("running").id();

@@ -343,6 +343,10 @@ test("admin pages: users, audit log, alerts, about; axe-core on each", T, async 
   await page.goto(box.http + "/#/about");
   await page.getByRole("cell", { name: "set (hidden)" }).waitFor();
   await page.getByRole("cell", { name: "none (standalone)" }).waitFor();
+  await page.getByRole("heading", { name: "Software updates" }).waitFor();
+  await page.getByText("updates are off on this store: no [updates] public_key is configured").waitFor();
+  assert.equal(await page.locator("#updates-state").textContent(), "Nothing assigned");
+  await page.getByRole("table", { name: "Update history, newest first" }).waitFor();
   await checkPage(page, "17-about-admin");
   // The support bundle downloads as a file, without the HQ token.
   const [download] = await Promise.all([page.waitForEvent("download"),

@@ -173,8 +173,34 @@ export async function usersPage() {
     h("section", { "aria-labelledby": "add-h" }, h("h2", { id: "add-h" }, "Add a user"), form));
 }
 
+const UPDATE_STATES = {
+  idle: "Nothing assigned", downloading: "Downloading", staged: "Downloaded and verified",
+  waiting_window: "Waiting for the install window", installing: "Installing", probation: "On probation",
+  committed: "Installed and committed", rolled_back: "Rolled back", refused: "Refused", failed: "Failed",
+};
+
+// The self-update section of About (GET /api/v1/updates): running and assigned version, state, window, history.
+function updatesSection(u) {
+  const state = UPDATE_STATES[u.state] || u.state;
+  return h("section", { "aria-labelledby": "upd-h" }, h("h2", { id: "upd-h" }, "Software updates"),
+    u.enabled ? null : h("p", { class: "muted", id: "updates-off" }, u.off_reason),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Running version"), h("dd", { id: "updates-running" }, u.running_version),
+      h("dt", {}, "Assigned version"), h("dd", { id: "updates-assigned" }, u.assigned ? `${u.assigned.version} (serial ${u.assigned.serial}, rollout ${u.assigned.rollout})` : "none"),
+      h("dt", {}, "State"), h("dd", { id: "updates-state" }, u.reason ? `${state}: ${u.reason}` : state),
+      h("dt", {}, "Install window"), h("dd", {}, `${u.window} (${u.timezone}), not during trading hours ${u.trading_hours}`),
+      h("dt", {}, "Next possible install"), h("dd", {}, u.next_install_at ? `${when(u.next_install_at)} (if no sale is in progress)` : "never: the window lies inside trading hours"),
+      h("dt", {}, "Probation"), h("dd", {}, u.probation_started_at ? `since ${when(u.probation_started_at)}, ${duration(u.probation_seconds)} in all` : duration(u.probation_seconds))),
+    table("Update history, newest first", [
+      { label: "When", cell: (e) => when(e.at) },
+      { label: "Version", header: true, cell: (e) => e.version },
+      { label: "State", cell: (e) => UPDATE_STATES[e.state] || e.state },
+      { label: "Reason", cell: (e) => e.reason || "" },
+    ], u.history, { empty: "No update activity yet." }));
+}
+
 export async function aboutPage() {
-  const a = await api("GET", "/about");
+  const [a, u] = await Promise.all([api("GET", "/about"), api("GET", "/updates")]);
   const cfg = a.config;
   const flat = [];
   const walk = (prefix, v) => {
@@ -189,6 +215,7 @@ export async function aboutPage() {
       h("dt", {}, "Running for"), h("dd", {}, `${duration(a.uptime_s)} (since ${when(a.started_at)}, ${ago(a.started_at)})`),
       h("dt", {}, "Time zone"), h("dd", {}, a.timezone),
       h("dt", {}, "Currency"), h("dd", {}, a.currency)),
+    updatesSection(u),
     h("section", { "aria-labelledby": "cfg-h" }, h("h2", { id: "cfg-h" }, "Configuration"),
       cfg ? [h("p", {}, "The settings in force. Secrets such as the HQ token are never shown."),
         table("Configuration", [{ label: "Setting", header: true, cell: (r) => h("code", {}, r.key) }, { label: "Value", cell: (r) => r.value }], flat, {})]
