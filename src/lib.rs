@@ -45,8 +45,9 @@ pub mod tickets;
 pub mod updates;
 pub mod web;
 
-/// The version of this build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of this build: `STOREBOX_BUILD_VERSION` when it was set at build time (build.rs;
+/// `scripts/build-deb.sh --deb-version X` sets it), else the crate's version.
+pub const VERSION: &str = env!("STOREBOX_VERSION");
 
 #[cfg(test)]
 mod tests {

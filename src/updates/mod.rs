@@ -8,6 +8,8 @@
 //! next state, the [`Action`] to carry out and the `release.status` payload to send when the
 //! state (or its reason) changed.
 
+pub mod helper;
+
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
