@@ -443,6 +443,14 @@ fn tail(s: &str, max: usize) -> String {
     s[start..].replace('\n', " | ")
 }
 
+/// dpkg without questions: an admin's edited conffile is kept, the package's new default is saved
+/// next to it as `.dpkg-dist` (there is no terminal to ask on).
+fn dpkg(args: &[&str]) -> Result<String, HelperError> {
+    let mut all = vec!["--force-confdef", "--force-confold"];
+    all.extend_from_slice(args);
+    run("dpkg", &all, DPKG_TIMEOUT)
+}
+
 fn unit_prop(prop: &str) -> Result<String, HelperError> {
     Ok(run(
         "systemctl",
@@ -611,6 +619,22 @@ pub fn apply(config: &Config, paths: &Paths, clock: &dyn Clock) -> Result<(), He
         fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
             .map_err(io(format!("chmod {}", p.display())))?;
     }
+    // One helper at a time (the unit is a oneshot, but an admin may also run it by hand).
+    let lock_path = paths.state_dir.join("lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(format!("opening {}", lock_path.display())))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| {
+            HelperError::Refused(format!(
+                "another helper holds {} ({e}); not starting a second one",
+                lock_path.display()
+            ))
+        })?;
     let mut h = Helper {
         config,
         paths,
@@ -745,7 +769,7 @@ impl Helper<'_> {
 
     fn recover(&mut self, mut j: Journal) -> Result<HelperResult, HelperError> {
         // Whatever dpkg left half done is finished first, so dpkg accepts the next command.
-        let configure = run("dpkg", &["--configure", "-a"], DPKG_TIMEOUT).err();
+        let configure = dpkg(&["--configure", "-a"]).err();
         match recovery(&j) {
             Recovery::StartAgain { reason } => {
                 let started = self.start_storebox().err();
@@ -929,9 +953,9 @@ impl Helper<'_> {
         j.phase = Phase::Installing;
         self.journal(&j)?;
         let target_s = target.to_string_lossy().into_owned();
-        let installed = run("dpkg", &["--unpack", &target_s], DPKG_TIMEOUT).and_then(|_| {
+        let installed = dpkg(&["--unpack", &target_s]).and_then(|_| {
             test_hook_stall_after_unpack();
-            run("dpkg", &["--configure", PACKAGE], DPKG_TIMEOUT)
+            dpkg(&["--configure", PACKAGE])
         });
         if let Err(e) = installed {
             return self.roll_back(&mut j, format!("installing {version}: {e}"));
@@ -1059,10 +1083,10 @@ impl Helper<'_> {
             errors.push(e.to_string());
         }
         let prev = j.previous_package.to_string_lossy().into_owned();
-        if let Err(e) = run("dpkg", &["--configure", "-a"], DPKG_TIMEOUT) {
+        if let Err(e) = dpkg(&["--configure", "-a"]) {
             errors.push(e.to_string());
         }
-        let installed = run("dpkg", &["-i", &prev], DPKG_TIMEOUT);
+        let installed = dpkg(&["-i", &prev]);
         if let Err(e) = &installed {
             errors.push(e.to_string());
         }
