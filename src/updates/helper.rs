@@ -12,8 +12,8 @@
 //! directory (`/var/lib/storebox-updater/journal.json`), so that a power loss or a kill mid-install
 //! is repaired on the next start ([`recovery`]): before dpkg ran, storebox is started again on the
 //! untouched version; once dpkg ran, `dpkg --configure -a` and then a rollback to the kept package
-//! and backup. The request file stays until the helper has written its result, so the path unit
-//! starts the helper again at boot after a power loss.
+//! and backup. The path unit watches the journal too, so after a power loss it starts the helper
+//! again at boot.
 //!
 //! The pure parts — request parsing and validation ([`parse_request`]), the recovery decision
 //! ([`recovery`]), the package file names — are unit-tested; the system parts (systemctl, dpkg)
@@ -714,10 +714,17 @@ impl Helper<'_> {
         }
     }
 
-    /// Writes `result.json` (owned by the data directory's owner), then removes the request and
-    /// the journal: after a crash in between, the journal (phase done) writes it again.
+    /// Removes the request, writes `result.json` (owned by the data directory's owner), then
+    /// removes the journal: after a crash in between, the journal (phase done; the path unit also
+    /// watches it) writes the result again. The request goes first so that the store, which
+    /// writes its next request only after reading the result, never has it removed.
     fn finish(&self, res: HelperResult) -> Result<(), HelperError> {
         tracing::info!(?res, "result");
+        match fs::remove_file(self.paths.request()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing request.json")(e)),
+        }
         let meta = fs::metadata(&self.paths.data_dir)
             .map_err(io(format!("reading {}", self.paths.data_dir.display())))?;
         let updates = &self.paths.updates_dir;
@@ -745,11 +752,6 @@ impl Helper<'_> {
             0o640,
             Some((meta.uid(), meta.gid())),
         )?;
-        match fs::remove_file(self.paths.request()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("removing request.json")(e)),
-        }
         match fs::remove_file(self.paths.journal()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

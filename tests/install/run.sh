@@ -499,7 +499,7 @@ check "tampered package refused (check sha256), $NEXT_VERSION keeps running (sam
 
 # 5. Power loss mid-install: a test hook (a runtime drop-in, gone at the next boot) stalls the
 #    helper after `dpkg --unpack`; the container is then killed outright (SIGKILL to its PID 1)
-#    and booted again. The request is still there, so the path unit starts the helper at boot,
+#    and booted again. The helper's journal is still there, so the path unit starts it at boot,
 #    which finds its journal: dpkg --configure -a, then back to the kept package and backup.
 ct mkdir -p /run/systemd/system/storebox-updater.service.d
 ct sh -c 'printf "[Service]\nEnvironment=STOREBOX_UPDATER_TEST_HOOK=stall-after-unpack\n" > /run/systemd/system/storebox-updater.service.d/test-hook.conf'
