@@ -21,7 +21,7 @@
 //! - [`outbox`]: the store → HQ outbox every producer writes to
 //! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
-//! - [`updates`]: the store's update state machine (pure)
+//! - [`updates`]: the store's update state machine (pure) and the root update helper
 //! - [`release`]: offline release signing: keys, `.deb` control fields, `storebox release`
 
 pub mod app;
