@@ -1,4 +1,8 @@
-//! Build script: tells cargo when to rebuild, and sets the version the binary reports.
+//! Build script: the build's version, and when cargo must rebuild.
+//!
+//! `STOREBOX_BUILD_VERSION` (if set, e.g. by `scripts/build-deb.sh --deb-version X`) becomes the
+//! version the binary reports everywhere (`crate::VERSION`); otherwise the crate's version. Only
+//! this crate recompiles when it changes.
 //!
 //! Without any `rerun-if-changed` line cargo reruns a build script, and so rebuilds the crate,
 //! whenever any file of the package changes (README, docs, tests/ui…). The inputs that are not
@@ -14,9 +18,21 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=web");
     println!("cargo:rerun-if-env-changed=STOREBOX_BUILD_VERSION");
-    let version = std::env::var("STOREBOX_BUILD_VERSION")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| std::env::var("CARGO_PKG_VERSION").unwrap_or_default());
-    println!("cargo:rustc-env=STOREBOX_VERSION={}", version.trim());
+    let version = match std::env::var("STOREBOX_BUILD_VERSION") {
+        Ok(v) if !v.is_empty() => {
+            let ok = v.len() <= 128
+                && v.as_bytes()[0].is_ascii_digit()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b));
+            if !ok {
+                panic!(
+                    "STOREBOX_BUILD_VERSION={v:?} is not a Debian version \
+                     (digits first; letters, digits and .+~:- only; at most 128 bytes)"
+                );
+            }
+            v
+        }
+        _ => std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
+    };
+    println!("cargo:rustc-env=STOREBOX_VERSION={version}");
 }

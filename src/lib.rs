@@ -22,7 +22,7 @@
 //! - [`outbox`]: the store → HQ outbox every producer writes to
 //! - [`secrets`]: generated tokens and their hashes (store and HQ)
 //! - [`clock`]: time as a parameter
-//! - [`updates`]: the store's update state machine (pure)
+//! - [`updates`]: the store's update state machine (pure) and the root update helper
 //! - [`release`]: offline release signing: keys, `.deb` control fields, `storebox release`
 
 pub mod app;
@@ -47,8 +47,8 @@ pub mod tickets;
 pub mod updates;
 pub mod web;
 
-/// The version of this build: the package version, or `STOREBOX_BUILD_VERSION` at build time
-/// (see build.rs).
+/// The version of this build: `STOREBOX_BUILD_VERSION` when it was set at build time (build.rs;
+/// `scripts/build-deb.sh --deb-version X` sets it), else the crate's version.
 pub const VERSION: &str = env!("STOREBOX_VERSION");
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use storebox::ops::{audit, logging};
 #[derive(Parser)]
 #[command(
     name = "storebox",
-    version,
+    version = storebox::VERSION,
     about = "Store-in-a-box appliance: device broker, local catalog and pricing, HQ sync, staff web UI"
 )]
 struct Cli {
@@ -72,8 +72,17 @@ enum Command {
         #[command(subcommand)]
         cmd: storebox::release::cli::ReleaseCmd,
     },
+    /// The root update helper (run by storebox-updater.service; docs/releases.md).
+    #[command(subcommand)]
+    Updater(UpdaterCmd),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum UpdaterCmd {
+    /// As root: repair an interrupted install, else carry out <data_dir>/updates/request.json.
+    Apply,
 }
 
 #[derive(Subcommand)]
@@ -287,6 +296,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config),
+        Command::Updater(UpdaterCmd::Apply) => {
+            logging::init_stderr("info");
+            let paths = storebox::updates::helper::Paths::from_config(&config);
+            storebox::updates::helper::apply(&config, &paths, &storebox::clock::SystemClock)
+                .map_err(anyhow::Error::from)
+        }
         Command::Hq { cmd: None } => serve_hq(config),
         Command::Hq { cmd: Some(cmd) } => {
             logging::init_stderr("warn");

@@ -18,6 +18,8 @@ pub mod protocol;
 pub mod sale;
 pub mod service;
 
+pub mod helper;
+
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;

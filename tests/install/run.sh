@@ -2,14 +2,18 @@
 # Install test of the Debian package: boots a clean Debian 12 with systemd as PID 1 under
 # systemd-nspawn, installs the .deb with apt exactly like on a store's mini-PC, and checks the
 # service end to end: running and enabled, hardening score, /healthz and the UI, device
-# credentials over MQTT, the watchdog, a reboot, purge, and an upgrade from the previous package
-# that keeps data and an edited config. Prints PASS/FAIL per check and "N passed, M failed";
-# exits non-zero if any check failed.
+# credentials over MQTT, the watchdog, a reboot, purge, an upgrade from the previous package
+# that keeps data and an edited config, and self-updates through the root update helper
+# (storebox-updater: a signed next version, a version that fails its health check and is rolled
+# back, a tampered package, a power loss mid-install). Prints PASS/FAIL per check and
+# "N passed, M failed"; exits non-zero if any check failed.
 #
-# Usage: tests/install/run.sh [CURRENT.deb]
+# Usage: tests/install/run.sh [CURRENT.deb [NEXT.deb]]
 #   Without an argument the package is built with scripts/build-deb.sh. The "previous" package
 #   is made from it: version <version>~prev1 and a different default config, so that dpkg sees a
-#   conffile changed on both sides on upgrade.
+#   conffile changed on both sides on upgrade. NEXT.deb (default: built with
+#   `scripts/build-deb.sh --deb-version <version>+upd1`) is the version the self-update installs;
+#   it must report its own version (`storebox version`).
 # Needs root and: systemd-nspawn (systemd-container), debootstrap, zstd, nsenter (util-linux),
 # curl, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
 #
@@ -161,6 +165,42 @@ dpkg-deb --root-owner-group -Zxz -z1 -b "$X" "$DEBDIR/previous.deb" >/dev/null |
 rm -rf "$X"
 echo "current $CUR_VERSION ($(du -k "$DEBDIR/current.deb" | cut -f1) KiB), previous $PREV_VERSION"
 dpkg --compare-versions "$PREV_VERSION" lt "$CUR_VERSION" || die "previous version $PREV_VERSION is not lower than $CUR_VERSION"
+
+# The self-update's versions. NEXT: built with the version override (only storebox recompiles).
+# BAD: NEXT repacked as a higher version whose `storebox serve` exits at once (every other
+# subcommand, the update helper's included, runs NEXT's binary): a version that fails its health
+# check after install.
+NEXT_VERSION="${CUR_VERSION}+upd1"
+BAD_VERSION="${CUR_VERSION}+upd2"
+if [ $# -ge 2 ]; then
+  cp "$2" "$DEBDIR/next.deb"
+else
+  T=$(now)
+  scripts/build-deb.sh --deb-version "$NEXT_VERSION" --output "$DEBDIR/next.deb" || die "building $NEXT_VERSION failed"
+  echo "built $NEXT_VERSION in $(since "$T") s"
+fi
+NEXT_VERSION=$(dpkg-deb -f "$DEBDIR/next.deb" Version)
+X=$WORK/bad-x; rm -rf "$X"; dpkg-deb -R "$DEBDIR/next.deb" "$X" || die "unpacking the next package failed"
+sed -i "s/^Version: .*/Version: $BAD_VERSION/" "$X/DEBIAN/control"
+mkdir -p "$X/usr/lib/storebox"; mv "$X/usr/bin/storebox" "$X/usr/lib/storebox/storebox-real"
+cat > "$X/usr/bin/storebox" <<SH
+#!/bin/sh
+# install test's bad version $BAD_VERSION: serve fails at once; everything else is $NEXT_VERSION.
+for a in "\$@"; do
+  if [ "\$a" = serve ]; then echo "storebox $BAD_VERSION: serve fails on purpose (install test)" >&2; exit 1; fi
+done
+exec /usr/lib/storebox/storebox-real "\$@"
+SH
+chmod 755 "$X/usr/bin/storebox"
+(cd "$X" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
+dpkg-deb --root-owner-group -Zxz -z1 -b "$X" "$DEBDIR/bad.deb" >/dev/null || die "packing the bad package failed"
+rm -rf "$X"
+HOSTBIN=$WORK/host-bin; mkdir -p "$HOSTBIN"
+dpkg-deb --fsys-tarfile "$DEBDIR/next.deb" | tar -xO ./usr/bin/storebox > "$HOSTBIN/storebox" && chmod 755 "$HOSTBIN/storebox"
+check "the next package's binary reports its version $NEXT_VERSION" test "$("$HOSTBIN/storebox" version)" = "storebox $NEXT_VERSION"
+dpkg --compare-versions "$CUR_VERSION" lt "$NEXT_VERSION" && dpkg --compare-versions "$NEXT_VERSION" lt "$BAD_VERSION" \
+  || die "versions not in order: $CUR_VERSION < $NEXT_VERSION < $BAD_VERSION"
+echo "self-update versions: next $NEXT_VERSION, bad $BAD_VERSION"
 
 step "lintian"
 LINTIAN_OUT=$(lintian --no-cfg --fail-on error "$DEBDIR/current.deb" 2>&1); LINTIAN_RC=$?
@@ -339,8 +379,153 @@ check "after upgrade: the device added before still connects (data kept)" test $
 check "after upgrade: the hq admin token was kept (same token, 0640 root:storebox-hq)" test \
   "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token) $(ct sha256sum /etc/storebox/hq-admin.token)" = \
   "root:storebox-hq 640 $HQ_TOKEN_BEFORE"
+# ---------------------------------------------------------------------------------------------
+# Self-update through the root helper (storebox-updater.path/.service, docs/releases.md). HQ's
+# release and rollout endpoints are not in this tree yet, so the test plays the store's side of
+# the file protocol itself: it stages the package and manifest and writes request.json as user
+# storebox, atomically, exactly as the store process does ("store (simulated)" below).
+step "self-update: $CUR_VERSION -> $NEXT_VERSION, a bad $BAD_VERSION, a tampered package, a power loss"
+UPD_T0=$(date +%s); UPD_BUDGET=420   # the whole phase must finish within this many seconds
+UPD=/var/lib/storebox/updates
+STAGED=$UPD/staged
+KEYS=$WORK/keys
+"$HOSTBIN/storebox" release keygen --out "$KEYS" >/dev/null || die "release keygen failed"
+PUB=$(cat "$KEYS/release.pub")
+sign() {   # sign NAME: signs $DEBDIR/NAME (manifest next to it), prints the serial
+  "$HOSTBIN/storebox" release sign --key "$KEYS/release.key" --expires-days 2 "$DEBDIR/$1" >/dev/null \
+    || die "signing $1 failed"
+  sed -n 's/.*"serial": *\([0-9]*\).*/\1/p' "$DEBDIR/$1.manifest.json"
+}
+cp "$DEBDIR/next.deb" "$DEBDIR/u-next.deb"; S_NEXT=$(sign u-next.deb)
+cp "$DEBDIR/bad.deb" "$DEBDIR/u-bad.deb"; S_BAD=$(sign u-bad.deb)
+cp "$DEBDIR/bad.deb" "$DEBDIR/u-tampered.deb"; S_TAMPERED=$(sign u-tampered.deb)
+cp "$DEBDIR/bad.deb" "$DEBDIR/u-powerloss.deb"; S_POWER=$(sign u-powerloss.deb)
+# The tampered one: one byte flipped after signing (the manifest stays valid).
+SZ=$(stat -c %s "$DEBDIR/u-tampered.deb"); OFF=$((SZ / 2))
+B=$(od -An -tu1 -j "$OFF" -N1 "$DEBDIR/u-tampered.deb" | tr -d ' ')
+printf "\\$(printf %03o $((B ^ 1)))" | dd of="$DEBDIR/u-tampered.deb" bs=1 seek="$OFF" conv=notrunc status=none
+echo "  signed with key $(cut -c1-20 <<<"$PUB")…: serials next $S_NEXT, bad $S_BAD, tampered $S_TAMPERED, power-loss $S_POWER"
+
+# The root-owned config holds the public key (a second [updates] table would be a TOML error).
+if ct grep -q '^\[updates\]' "$CONF"; then
+  ct sed -i "/^\[updates\]/a public_key = \"$PUB\"" "$CONF"
+else
+  ct sh -c "printf '\n[updates]\npublic_key = \"%s\"\n' '$PUB' >> $CONF"
+fi
+check "config with [updates] public_key passes check-config" as_storebox check-config >/dev/null
+check "storebox-updater.path is enabled and active (shipped in the package)" \
+  test "$(ct systemctl is-enabled storebox-updater.path) $(ct systemctl is-active storebox-updater.path)" = "enabled active"
+check "storebox-updater.service is a oneshot of its own, not started by the package" \
+  test "$(ct systemctl show -p Type --value storebox-updater) $(ct systemctl is-active storebox-updater)" = "oneshot inactive"
+
+# Data written before the updates: a device and an API token (the token also reads the running
+# version from /api/v1/status).
+as_storebox device add upd-scale --kind scale > /dev/null 2>&1
+API_TOKEN=$(as_storebox token add upd-check --role staff 2>/dev/null | tail -1)
+api_version() { ctnet curl -fsS --max-time 3 -H "Authorization: Bearer $API_TOKEN" "http://$HTTP/api/v1/status" | sed -n 's/.*"version":"\([^"]*\)".*/\1/p'; }
+data_intact() { as_storebox device list 2>/dev/null | grep -q '^upd-scale ' && as_storebox device list 2>/dev/null | grep -q '^scale-7 ' && test -n "$(api_version)"; }
+check "data written before the update (device upd-scale, API token) reads back" data_intact
+
+# store (simulated): stage NAME, then write request.json with JSON, as user storebox, atomically
+store_stage() {
+  ct install -d -o storebox -g storebox -m 0750 "$UPD" "$STAGED"
+  ct install -o storebox -g storebox -m 0640 "/srv/debs/$1" "$STAGED/$1"
+  ct install -o storebox -g storebox -m 0640 "/srv/debs/$1.manifest.json" "$STAGED/$1.manifest.json"
+}
+store_request() {
+  ct rm -f "$UPD/result.json"
+  ct runuser -u storebox -- sh -c "cat > $UPD/.request.json.tmp && mv $UPD/.request.json.tmp $UPD/request.json" <<<"$1"
+}
+install_request() {   # install_request NAME VERSION SERIAL PROBATION
+  store_stage "$1"
+  store_request "{\"action\":\"install\",\"version\":\"$2\",\"serial\":$3,\"rollout\":\"install-test\",\"package\":\"$STAGED/$1\",\"manifest\":\"$STAGED/$1.manifest.json\",\"probation_seconds\":$4,\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
+}
+has_result() { ct test -s "$UPD/result.json"; }
+result_field() { ct cat "$UPD/result.json" | sed -n "s/^ *\"$1\": *\"\\(.*\\)\",\\{0,1\\}\$/\\1/p"; }
+show_result() { echo "  result.json: $(ct cat "$UPD/result.json" 2>/dev/null | tr -d '\n' | tr -s ' ')"; }
+installed() { ct dpkg-query -W -f='${Version} ${Status}' storebox; }
+
+# 1. No way back: the running version's package is nowhere on the box (installed from a file,
+#    not from an apt repository) -> refused, nothing touched.
+PID_BEFORE=$(unit_prop MainPID)
+install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
+check "store (simulated) request without the running version's package: the helper answers" wait_for 60 has_result
+show_result
+check "... refused (outcome failed, 'no way back'), $CUR_VERSION untouched and still running (same PID)" test \
+  "$(result_field outcome)|$(result_field reason | grep -o 'no way back')|$(installed)|$(unit_prop MainPID)" = \
+  "failed|no way back|$CUR_VERSION install ok installed|$PID_BEFORE"
+check "request.json consumed, result.json owned by storebox" test \
+  "$(ct sh -c "test -e $UPD/request.json && echo left"; ct stat -c %U "$UPD/result.json")" = "storebox"
+
+# 2. The good update. apt keeps what it downloads from a repository in its archives; the test
+#    puts the running version's package there as a repository install would have.
+ct install -m 0644 /srv/debs/current.deb "/var/cache/apt/archives/storebox_${CUR_VERSION}_amd64.deb"
+T=$(now)
+install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
+check "store (simulated) requests $NEXT_VERSION: the helper finishes" wait_for 180 has_result
+echo "  install + 10 s probation took $(since "$T") s"; show_result
+check "$NEXT_VERSION installed (result installed, previous $CUR_VERSION; dpkg says so)" test \
+  "$(result_field outcome) $(result_field previous_version) $(installed)" = \
+  "installed $CUR_VERSION $NEXT_VERSION install ok installed"
+check "$NEXT_VERSION is running: active, enabled, /healthz" wait_for 30 service_ok
+check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
+check "after $NEXT_VERSION: data intact" data_intact
+check "the helper kept both packages and a database backup (root-only)" ct sh -c \
+  "test -s /var/lib/storebox-updater/packages/storebox_${CUR_VERSION}_amd64.deb && test -s /var/lib/storebox-updater/packages/storebox_${NEXT_VERSION}_amd64.deb && ls /var/lib/storebox-updater/backups/*/storebox.db >/dev/null && test \"\$(stat -c '%U %a' /var/lib/storebox-updater)\" = 'root 700'"
+install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
+wait_for 60 has_result
+check "the same serial again is refused naming the serial check" test \
+  "$(result_field outcome)|$(result_field reason | grep -o 'check `serial` failed')" = "failed|check \`serial\` failed"
+
+# 3. A version that fails its health check: rolled back by the helper itself.
+T=$(now)
+install_request u-bad.deb "$BAD_VERSION" "$S_BAD" 10
+check "store (simulated) requests the bad $BAD_VERSION: the helper finishes" wait_for 240 has_result
+echo "  bad install + rollback took $(since "$T") s"; show_result
+check "$BAD_VERSION rolled back to $NEXT_VERSION (result rolled_back; dpkg says $NEXT_VERSION)" test \
+  "$(result_field outcome) $(installed)" = "rolled_back $NEXT_VERSION install ok installed"
+check "after the rollback: $NEXT_VERSION running" wait_for 30 service_ok
+check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
+check "after the rollback: data intact" data_intact
+
+# 4. A tampered package (one byte flipped, manifest valid): refused before anything is touched.
+PID_BEFORE=$(unit_prop MainPID)
+install_request u-tampered.deb "$BAD_VERSION" "$S_TAMPERED" 10
+check "store (simulated) requests a tampered package: the helper answers" wait_for 60 has_result
+show_result
+check "tampered package refused (check sha256), $NEXT_VERSION keeps running (same PID)" test \
+  "$(result_field outcome)|$(result_field reason | grep -o 'check `sha256` failed')|$(installed)|$(unit_prop MainPID)" = \
+  "failed|check \`sha256\` failed|$NEXT_VERSION install ok installed|$PID_BEFORE"
+
+# 5. Power loss mid-install: a test hook (a runtime drop-in, gone at the next boot) stalls the
+#    helper after `dpkg --unpack`; the container is then killed outright (SIGKILL to its PID 1)
+#    and booted again. The helper's journal is still there, so the path unit starts it at boot,
+#    which finds its journal: dpkg --configure -a, then back to the kept package and backup.
+ct mkdir -p /run/systemd/system/storebox-updater.service.d
+ct sh -c 'printf "[Service]\nEnvironment=STOREBOX_UPDATER_TEST_HOOK=stall-after-unpack\n" > /run/systemd/system/storebox-updater.service.d/test-hook.conf'
+ct systemctl daemon-reload
+install_request u-powerloss.deb "$BAD_VERSION" "$S_POWER" 10
+half_installed() { ct grep -q '"phase": "installing"' /var/lib/storebox-updater/journal.json && ct journalctl -u storebox-updater --no-pager | grep -q 'test hook: stalling'; }
+check "power loss: the helper is mid-install ($BAD_VERSION unpacked, not configured)" wait_for 120 half_installed
+echo "  dpkg state at the power loss: $(installed)"
+T=$(now); kill -KILL "$LEADER"; wait "$NSPID" 2>/dev/null; NSPID=; LEADER=
+boot_ct; echo "  killed and booted again in $(since "$T") s"
+check "after the power loss: the helper repaired at boot" wait_for 240 has_result
+echo "  repaired $(since "$T") s after the power loss"; show_result
+check "... outcome rolled_back, naming the interruption; dpkg says $NEXT_VERSION installed" test \
+  "$(result_field outcome)|$(result_field reason | grep -o 'interrupted')|$(installed)" = \
+  "rolled_back|interrupted|$NEXT_VERSION install ok installed"
+check "... journal and request gone" ct sh -c "! test -e /var/lib/storebox-updater/journal.json && ! test -e $UPD/request.json"
+check "after the power loss: $NEXT_VERSION running" wait_for 30 service_ok
+check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
+check "after the power loss: data intact" data_intact
+echo "  helper journal (last 8 lines):"; ct journalctl -u storebox-updater --no-pager -n 8 -o cat | sed 's/^/  | /'
+UPD_S=$(( $(date +%s) - UPD_T0 ))
+echo "  self-update phase: $UPD_S s"
+check "self-update phase within ${UPD_BUDGET} s" test "$UPD_S" -le "$UPD_BUDGET"
+
 apt_ct purge storebox > "$WORK/apt-purge2.log" 2>&1; RC=$?
-check "purge after the upgrade" test "$RC $(ct sh -c 'test -e /var/lib/storebox && echo data-left')" = "0 "
+check "purge after the upgrade (the update helper's packages and backups too)" test "$RC $(ct sh -c 'test -e /var/lib/storebox -o -e /var/lib/storebox-updater && echo data-left')" = "0 "
 
 # ---------------------------------------------------------------------------------------------
 echo
