@@ -8,12 +8,18 @@
 //! - [`storage`]: the [`storage::HqStorage`] trait and its SQLite and PostgreSQL engines
 //! - [`server`]: the HTTP face (sync endpoints for stores, authoring and fleet API)
 //! - [`error`]: domain errors, mapped once to HTTP answers
+//! - [`console`]: sign-in, sessions, roles; [`web`]: the console in the browser; [`fleet`]: health
+//!   verdicts and the live fleet stream; [`story`]: one store's timeline
 
 pub mod console;
 pub mod error;
 pub mod rollout;
 pub mod server;
 pub mod storage;
+// --- console: fleet, story, web shell ---
+pub mod fleet;
+pub mod story;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,6 +88,7 @@ where
         admin_token_hash: Arc::new(crate::secrets::hash_secret(&admin)),
         spool_dir,
         sign_in: console::guard(),
+        fleet: fleet::FleetState::new(&config),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -196,6 +196,21 @@ pub trait HqStorage: Send + Sync + 'static {
     /// The live session with this id hash (none once expired or its user is gone).
     async fn session(&self, id_hash: &str, now_ms: i64) -> HqResult<Option<HqSession>>;
     async fn delete_session(&self, id_hash: &str) -> HqResult<()>;
+
+    // --- console: fleet and story (src/hq/fleet.rs, src/hq/story.rs) ---
+    /// Per store: devices, alerts and time zone from its last report, the outbox depth of the
+    /// report before, `checkout.completed` received since `checkouts_since_ms`,
+    /// `sync.quarantined` received since `quarantined_since_ms`, its last `release.status`.
+    async fn fleet_extras(
+        &self,
+        checkouts_since_ms: i64,
+        quarantined_since_ms: i64,
+    ) -> HqResult<Vec<crate::hq::fleet::FleetExtra>>;
+    /// One store's story sources for a window (None: no such store).
+    async fn story_sources(
+        &self,
+        q: crate::hq::story::SourceQuery,
+    ) -> HqResult<Option<crate::hq::story::Sources>>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;
