@@ -300,9 +300,8 @@ pub fn merge(
                 "checkouts",
                 "store",
                 format!(
-                    "{n} checkout{} in the hour from {}",
-                    if *n == 1 { "" } else { "s" },
-                    ts_from_ms(*hour)
+                    "{n} checkout{} in this hour",
+                    if *n == 1 { "" } else { "s" }
                 ),
                 format!("checkouts-{hour}"),
                 None,
@@ -605,10 +604,7 @@ mod tests {
             "Price for 1001 set to 99 from 2026-01-01T00:00:00Z — for group pilot"
         );
         assert_eq!(items[5].title, "Device lane-1 went offline (gone)");
-        assert_eq!(
-            items[0].title,
-            "3 checkouts in the hour from 1970-01-01T00:00:00Z"
-        );
+        assert_eq!(items[0].title, "3 checkouts in this hour");
         assert_eq!(
             items[3].store_at.as_deref(),
             Some("1970-01-01T00:00:09.995Z")

@@ -116,9 +116,11 @@ before(async () => {
   store = new Box({
     STOREBOX_STORE__ID: "s1", STOREBOX_STORE__TIMEZONE: TZ,
     STOREBOX_HQ__URL: hq.http, STOREBOX_HQ__TOKEN: token,
-    STOREBOX_HQ__RETRY_MAX_SECS: "1", STOREBOX_HQ__POLL_WAIT_SECS: "1",
+    STOREBOX_HQ__RETRY_MAX_SECS: "1", STOREBOX_HQ__POLL_WAIT_SECS: "1", STOREBOX_HQ__ROLLUP_INTERVAL_SECS: "1",
   });
   const pw = store.addDevice("fridge-1", "fridge");
+  store.addDevice("lane-1", "lane");
+  const lane = store.addToken("lane-1", "staff");
   await store.start();
   fridge = await connectDevice(store, "fridge-1", pw);
   await fridge.publishAsync("devices/fridge-1/status", JSON.stringify({ online: true }), { qos: 1, retain: true });
@@ -136,6 +138,15 @@ before(async () => {
     ],
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
+  // A checkout at the new price reaches HQ (the chart's checkouts per hour), as do telemetry rollups.
+  await until("the price reaches the store", 60, async () => (await store.api("GET", "/prices/1001", lane)).status === 200);
+  const c = await store.api("POST", "/checkouts", lane, { checkout_id: "hq-ui-1", lane: "lane-1", lines: [{ sku: "1001", quantity: 2 }], payment: { method: "card" } });
+  assert.equal(c.status, 201, JSON.stringify(c.body));
+  await until("the checkout and a telemetry rollup reach HQ", 60, async () => {
+    const f = await hq.admin("GET", "/hq/v1/fleet");
+    const s1 = f.body.stores.find((s) => s.id === "s1");
+    return s1 && s1.checkouts_last_hour === 1 && s1.rollup;
+  });
   browser = await launchBrowser();
   page = await newPage(browser, hq);
 });
@@ -179,6 +190,7 @@ test("HQ console: the fleet page updates live when a store goes offline", T, asy
   // s1 is connected with an open warning alert: degraded, and says why; s2 never connected.
   await page.locator('tr[data-store="s1"][data-health="degraded"]').waitFor({ timeout: 60000 });
   assert.match(await row("s1").innerText(), /1 open alert/);
+  assert.equal((await row("s1").locator("td").last().innerText()).trim(), "1", "checkouts in the last hour");
   assert.match(await row("s2").innerText(), /Offline[\s\S]*never connected/);
   assert.match(await page.locator("#fleet-live").innerText(), /Live/);
   await checkPage(page, "fleet");
@@ -205,8 +217,13 @@ test("HQ console: the fleet page updates live when a store goes offline", T, asy
 });
 
 test("HQ console: a store's page tells its story, alert before the price", T, async () => {
-  await page.locator('tr[data-store="s1"] a').click();
+  // Opened with the keyboard.
+  await page.locator('tr[data-store="s1"] a').focus();
+  await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: "Store s1" }).waitFor();
+  // The rollups are charted (uPlot draws on a canvas): checkouts per hour and telemetry.
+  await until("two charts drawn", 20, async () => (await page.locator("#view .chart canvas").count()) === 2);
+  assert.match(await page.locator("#view figcaption").first().innerText(), /Checkouts per hour \(times in Europe\/Rome\)/);
   const alert = page.locator('#story li[data-kind="alert"]');
   const price = page.locator('#story li[data-kind="authored"]').filter({ hasText: "Price for 1001 set to 99" });
   await alert.first().waitFor({ timeout: 20000 });

@@ -148,12 +148,21 @@ export function chart(description, x, series, zone, opts = {}) {
     width: Math.max(280, box.clientWidth || 600), height: opts.height || 200,
     legend: { show: false },
     cursor: { drag: { x: false, y: false } },
+    // The x axis spans the window asked for (a single point does not stretch it to years); counts
+    // start at 0 and are labelled as whole numbers.
+    scales: {
+      x: { time: true, range: opts.range ? () => opts.range : undefined },
+      y: { range: (u, min, max) => [0, Math.max(1, Math.ceil(max))] },
+    },
     axes: [
       { stroke: "#333", grid: { stroke: "#e3e6ea" } },
-      { stroke: "#333", grid: { stroke: "#e3e6ea" }, size: 50 },
+      { stroke: "#333", grid: { stroke: "#e3e6ea" }, size: 50, values: (u, v) => v.map((y) => (Number.isInteger(y) ? y : "")) },
     ],
     tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), zone || "UTC"),
-    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: x.length < 40 } }))],
+    series: [{}, ...series.map((s) => ({
+      label: s.label, stroke: s.color, width: 2, points: { show: !opts.bars && x.length < 40 },
+      fill: opts.bars ? s.color : undefined, paths: opts.bars ? window.uPlot.paths.bars({ size: [0.9, 24] }) : undefined,
+    }))],
   }, [x, ...series.map((s) => s.values)], box);
   requestAnimationFrame(() => { if (box.isConnected) make(); });
   return fig;

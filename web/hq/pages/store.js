@@ -42,12 +42,13 @@ async function loadStory(id, list, more, info, charts) {
   list.replaceChildren(...data.items.map((it) => itemNode(it, zone)));
   if (!data.items.length) list.append(h("li", { class: "muted" }, "Nothing in this window for the kinds chosen."));
   const c = data.chart;
+  const range = { range: [Date.parse(data.from) / 1000, Date.parse(data.to) / 1000] };
   charts.replaceChildren(
     c.checkouts.length ? chart(`Checkouts per hour (times in ${zone}).`, c.checkouts.map((p) => p[0]),
-      [{ label: "Checkouts", values: c.checkouts.map((p) => p[1]), color: "#1d4e89" }], zone) : notice("No checkouts in this window."),
+      [{ label: "Checkouts", values: c.checkouts.map((p) => p[1]), color: "#1d4e89" }], zone, { ...range, bars: true }) : notice("No checkouts in this window."),
     c.telemetry.length ? chart(`Devices offline and alerts open, hourly from the store's telemetry (times in ${zone}).`, c.telemetry.map((p) => p[0]),
       [{ label: "Devices offline", values: c.telemetry.map((p) => p[1]), color: "#a4161a" },
-        { label: "Alerts open", values: c.telemetry.map((p) => p[2]), color: "#7a4a00" }], zone) : notice("No telemetry rollups in this window."));
+        { label: "Alerts open", values: c.telemetry.map((p) => p[2]), color: "#7a4a00" }], zone, range) : notice("No telemetry rollups in this window."));
   const page2 = () => {
     more.hidden = !data.next_cursor;
   };
