@@ -5,6 +5,7 @@
 //! the box saw. The merge is a pure function ([`merge`]) over rows the storage reads
 //! ([`Sources`]); `GET /hq/v1/stores/{id}/story` is bounded in window and items.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -448,10 +449,11 @@ pub async fn story(
     State(state): State<HqState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<StoryQuery>,
+    q: Result<Query<StoryQuery>, QueryRejection>,
 ) -> HqResult<Response> {
     let c = super::console::caller(&state, &Method::GET, &headers).await?;
     super::console::need(&c, &[HqRole::Operator, HqRole::Support], "a store's story")?;
+    let Query(q) = q.map_err(|e| HqError::invalid("bad_query", e.body_text()))?;
     let now = state.now_ms();
     let to_ms = match &q.to {
         Some(t) => instant("to", t)?,

@@ -221,6 +221,30 @@ async fn fleet_story_and_live_offline(engine: Engine) {
         (400, Some("bad_range")),
         "{bad}"
     );
+    let (s, bad) = get_json(
+        &sam,
+        format!("{}/hq/v1/stores/s1/story?limit=lots", console.http),
+    )
+    .await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_query")),
+        "{bad}"
+    );
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("limit"),
+        "names the parameter: {bad}"
+    );
+    let (s, bad) = get_json(
+        &sam,
+        format!("{}/hq/v1/stores/s1/story?limit=501", console.http),
+    )
+    .await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_limit")),
+        "{bad}"
+    );
     let (s, _) = get_json(&sam, format!("{}/hq/v1/stores/nope/story", console.http)).await;
     assert_eq!(s, 404);
 

@@ -1,7 +1,7 @@
 // Fleet: every store with its health verdict (online, degraded, behind, offline) and why, kept
 // live by the fleet stream (Server-Sent Events, /hq/v1/fleet/stream) without reloading.
 // Filters: group, verdict, text search over store id, group and version.
-import { ago, h, HEALTH, healthPill, page, plural, table, when } from "../lib.js";
+import { ago, api, h, HEALTH, healthPill, page, plural, table, when } from "../lib.js";
 
 const filters = { group: "", health: "", q: "" };
 let source = null;
@@ -94,8 +94,23 @@ function connect() {
     window.dispatchEvent(new Event("signed-out"));
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself; say so meanwhile.
     setLive("Reconnecting…", "warn");
+    // EventSource reconnects by itself after a dropped stream, but not after a refusal (a session
+    // that ended, too many streams): then ask who we are (a 401 goes back to the sign-in page)
+    // and try again a little later.
+    if (source && source.readyState === EventSource.CLOSED) {
+      const mine = source;
+      setTimeout(async () => {
+        if (source !== mine) return;
+        try {
+          await api("GET", "/me");
+          if (source === mine) connect();
+        } catch (e) {
+          // A 401: api() already sent the browser back to the sign-in page. Else try again.
+          if (e.status !== 401 && source === mine) connect();
+        }
+      }, 5000);
+    }
   });
 }
 
