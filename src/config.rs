@@ -391,6 +391,19 @@ pub struct HqServerConfig {
     /// Seconds between rollout engine ticks (it also ticks right after a `release.status` push
     /// and after every rollout change).
     pub rollout_tick_seconds: u64,
+    // --- console fleet view (docs/hq.md) ---
+    /// A store not seen (no feed request, no push) for longer than this is offline, in seconds.
+    /// Stores long-poll every `hq.poll_wait_secs` (25 s by default), so keep it above that.
+    pub offline_after_seconds: u64,
+    /// Feed lag above this many events marks a store behind.
+    pub behind_events: u64,
+    /// Feed lag above this many seconds (age of the oldest HQ event not applied) marks it behind.
+    pub behind_seconds: u64,
+    /// Events waiting in a store's outbox above this mark it degraded.
+    pub backlog_events: u64,
+    /// Live fleet streams (`/hq/v1/fleet/stream`) one HQ node serves at once, and per user.
+    pub fleet_streams: usize,
+    pub fleet_streams_per_user: usize,
 }
 
 impl Default for HqServerConfig {
@@ -410,6 +423,12 @@ impl Default for HqServerConfig {
             release_public_keys: Vec::new(),
             max_release_bytes: 256 << 20,
             rollout_tick_seconds: 5,
+            offline_after_seconds: 90,
+            behind_events: 1000,
+            behind_seconds: 600,
+            backlog_events: 1000,
+            fleet_streams: 64,
+            fleet_streams_per_user: 4,
         }
     }
 }
@@ -897,6 +916,20 @@ impl Config {
             );
         }
         // --- end updates ---
+        // --- console fleet view ---
+        if self.hq_server.offline_after_seconds == 0 {
+            return bad(
+                "hq_server.offline_after_seconds",
+                "must be at least 1 (seconds without contact before a store counts as offline)"
+                    .into(),
+            );
+        }
+        if self.hq_server.fleet_streams == 0 || self.hq_server.fleet_streams_per_user == 0 {
+            return bad(
+                "hq_server.fleet_streams",
+                "fleet_streams and fleet_streams_per_user must be at least 1".into(),
+            );
+        }
         let url = self.hq_server.database_url.expose();
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(

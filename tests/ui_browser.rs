@@ -1,4 +1,4 @@
-//! The staff UI in a real browser (tests/ui): the real binary, Debian's Chromium via
+//! The staff UI and HQ's console in a real browser (tests/ui: ui.test.mjs, hq.test.mjs): the real binary, Debian's Chromium via
 //! playwright-core, axe-core on every page, real MQTT devices. A test binary of its own, named so that
 //! cargo runs it last (test binaries run in name order): after the `it` suite instead of beside
 //! the process-killing sync tests, which on two cores slowed the browser's live updates past the
@@ -30,7 +30,7 @@ fn browser_tests_in_chromium() {
         "{chromium} is missing; {hint}"
     );
     let out = std::process::Command::new("node")
-        .args(["--test", "ui.test.mjs"])
+        .args(["--test", "ui.test.mjs", "hq.test.mjs"])
         .current_dir(&ui)
         .env("STOREBOX_BIN", BIN)
         .env("CHROMIUM", &chromium)

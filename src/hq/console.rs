@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -269,32 +269,6 @@ pub async fn me(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Re
     };
     Ok(Json(json!({"user": c.name, "role": c.role, "csrf": csrf})).into_response())
 }
-
-/// The sign-in page: shows nothing of the fleet.
-pub fn sign_in_page() -> Response {
-    (StatusCode::UNAUTHORIZED, Html(SIGN_IN_HTML)).into_response()
-}
-
-const SIGN_IN_HTML: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>storebox HQ: sign in</title>
-<style>body{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem;color:#111}
-label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}
-button{margin-top:1rem;padding:.6rem 1.2rem;font-size:1rem;background:#0b57d0;color:#fff;border:0;border-radius:4px}
-#err{color:#a40000;min-height:1.5rem}</style></head>
-<body><main><h1>storebox HQ</h1><p>Sign in to see the fleet.</p>
-<form id="f"><label for="name">Name</label><input id="name" name="name" autocomplete="username" required>
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Sign in</button><p id="err" role="alert"></p></form></main>
-<script>
-document.getElementById('f').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const r = await fetch('/hq/v1/session', {method: 'POST', headers: {'content-type': 'application/json'},
-    body: JSON.stringify({name: document.getElementById('name').value, password: document.getElementById('password').value})});
-  if (r.ok) { sessionStorage.setItem('csrf', (await r.json()).csrf); location.reload(); }
-  else { document.getElementById('err').textContent = ((await r.json()).error || {}).message || 'Sign-in failed'; }
-});
-</script></body></html>"#;
 
 /// Adds a console user (CLI); the password is hashed here.
 pub fn new_user(name: &str, role: HqRole, password: &str, now_ms: i64) -> HqResult<HqUser> {

@@ -8,6 +8,8 @@
 //! - [`storage`]: the [`storage::HqStorage`] trait and its SQLite and PostgreSQL engines
 //! - [`server`]: the HTTP face (sync endpoints for stores, authoring and fleet API)
 //! - [`error`]: domain errors, mapped once to HTTP answers
+//! - [`console`]: sign-in, sessions, roles; [`web`]: the console in the browser; [`fleet`]: health
+//!   verdicts and the live fleet stream; [`story`]: one store's timeline
 
 pub mod console;
 pub mod error;
@@ -16,6 +18,10 @@ pub mod releases;
 pub mod rollout;
 pub mod server;
 pub mod storage;
+// --- console: fleet, story, web shell ---
+pub mod fleet;
+pub mod story;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -98,6 +104,7 @@ where
         ),
         max_release_bytes: config.max_release_bytes,
         rollout_poke: Arc::new(tokio::sync::Notify::new()),
+        fleet: fleet::FleetState::new(&config),
     };
     let engine = tokio::spawn(releases::run_engine(
         state.storage.clone(),

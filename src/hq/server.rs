@@ -1,5 +1,6 @@
 //! The reference HQ's HTTP face: the sync endpoints stores call (`/sync/v1/…`, store bearer token),
-//! the authoring and fleet API (`/hq/v1/…`, admin bearer token) and a plain HTML fleet page at `/`.
+//! the authoring and fleet API (`/hq/v1/…`, a console session or the admin bearer token) and the
+//! console in the browser at `/` ([`super::web`]).
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
@@ -38,6 +39,7 @@ pub struct HqState {
     pub max_release_bytes: u64,
     /// Wakes the rollout engine (after a `release.status` push or a rollout change).
     pub rollout_poke: Arc<tokio::sync::Notify>,
+    pub fleet: Arc<super::fleet::FleetState>,
 }
 
 impl HqState {
@@ -48,7 +50,6 @@ impl HqState {
 
 pub fn router(state: HqState) -> Router {
     Router::new()
-        .route("/", get(fleet_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/sync/v1/feed", get(feed))
         .route("/sync/v1/snapshot", get(snapshot))
@@ -65,6 +66,12 @@ pub fn router(state: HqState) -> Router {
         )
         .route("/hq/v1/me", get(super::console::me))
         .merge(super::release_api::routes())
+        // --- console: shell, fleet, story ---
+        .route("/", get(super::web::index))
+        .route("/assets/{*path}", get(super::web::asset))
+        .route("/hq/v1/fleet", get(super::fleet::fleet))
+        .route("/hq/v1/fleet/stream", get(super::fleet::stream))
+        .route("/hq/v1/stores/{id}/story", get(super::story::story))
         .with_state(state)
 }
 
@@ -471,49 +478,4 @@ async fn reply(
         .reply(q.store.as_deref(), &ticket, reply, state.now_ms())
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"seq": seq}))).into_response())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A plain page listing stores and their sync state, for signed-in staff (or the admin bearer
-/// token); anyone else gets the sign-in page, which shows nothing of the fleet.
-async fn fleet_page(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
-    if require(&state, &Method::GET, &headers, READERS, "the fleet")
-        .await
-        .is_err()
-    {
-        return Ok(super::console::sign_in_page());
-    }
-    let list = state.storage.list_stores().await?;
-    let head = state.storage.head().await?;
-    let mut rows = String::new();
-    for s in &list {
-        let opt = |v: Option<String>| v.map(|v| esc(&v)).unwrap_or_else(|| "—".into());
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>\n",
-            esc(&s.id),
-            esc(&s.group),
-            opt(s.last_seen.clone()),
-            opt(s.version.clone()),
-            opt(s.cursor.map(|c| c.to_string())),
-            opt(s.lag_events.map(|c| c.to_string())),
-            opt(s.outbox_business.map(|c| c.to_string())),
-            opt(s.outbox_telemetry.map(|c| c.to_string())),
-            s.held,
-        ));
-    }
-    Ok(Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>storebox HQ</title>\
-         <style>body{{font-family:sans-serif}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style></head>\
-         <body><h1>storebox HQ</h1><p>Feed head: {head}. {} stores.</p>\
-         <table><tr><th>store</th><th>group</th><th>last seen</th><th>version</th><th>cursor</th><th>lag (events)</th>\
-         <th>outbox business/telemetry</th><th>events held</th></tr>\n{rows}</table></body></html>",
-        list.len()
-    ))
-    .into_response())
 }

@@ -67,6 +67,20 @@ pub struct StoreReport {
     pub outbox_business: i64,
     pub outbox_telemetry: i64,
     pub outbox_dropped: i64,
+    // --- fleet health (HQ console); absent from older stores, so defaulted ---
+    /// Devices the store knows, and how many of them are offline.
+    #[serde(default)]
+    pub devices_total: Option<i64>,
+    #[serde(default)]
+    pub devices_offline: Option<i64>,
+    /// Open (not cleared) device alerts, and those of them of severity warning or critical.
+    #[serde(default)]
+    pub open_alerts: Option<i64>,
+    #[serde(default)]
+    pub open_alerts_warning: Option<i64>,
+    /// The store's IANA time zone, so that HQ can show its times as the store lives them.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// `POST /sync/v1/events` body.

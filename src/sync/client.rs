@@ -359,10 +359,11 @@ impl Link {
     ) -> Result<Option<Prepared>, SyncError> {
         let limit = self.ctx.config.hq.batch_size as i64;
         let st = self.ctx.state.snapshot();
+        let tz = self.ctx.config.store.timezone.clone();
         let (batch, depth, dropped) = self
             .ctx
             .db
-            .read(move |c| prepare_batch(c, limit, after, depth, &st))
+            .read(move |c| prepare_batch(c, limit, after, depth, &st, &tz))
             .await?;
         self.ctx.metrics.set_outbox_depth(depth.0, depth.1);
         self.ctx.state.update(|s| {
@@ -521,6 +522,7 @@ pub fn prepare_batch(
     after: After,
     depth: Option<(i64, i64)>,
     st: &crate::sync::state::SyncStatus,
+    timezone: &str,
 ) -> DbResult<(Option<Prepared>, (i64, i64), i64)> {
     let events = next_batch_after(c, limit, after)?;
     let depth = match depth {
@@ -546,6 +548,7 @@ pub fn prepare_batch(
             outbox_business: depth.0,
             outbox_telemetry: depth.1,
             outbox_dropped: dropped,
+            ..fleet_report(c, timezone)?
         },
         events,
     };
@@ -563,6 +566,28 @@ pub fn prepare_batch(
         depth,
         dropped,
     ))
+}
+
+/// What the report tells HQ's fleet view about the devices and alerts (small tables: counted on
+/// every batch).
+fn fleet_report(c: &Connection, timezone: &str) -> DbResult<StoreReport> {
+    let (total, offline): (i64, i64) = c
+        .prepare_cached("SELECT count(*), coalesce(sum(online = 0), 0) FROM devices")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (open, warning): (i64, i64) = c
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(severity IN ('warning', 'critical')), 0) FROM alerts
+             WHERE cleared_ms IS NULL",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(StoreReport {
+        devices_total: Some(total),
+        devices_offline: Some(offline),
+        open_alerts: Some(open),
+        open_alerts_warning: Some(warning),
+        timezone: (!timezone.is_empty()).then(|| timezone.to_string()),
+        ..StoreReport::default()
+    })
 }
 
 /// The whole body is serialized first and compressed in one call: serializing straight into the
@@ -816,7 +841,7 @@ mod tests {
         )
         .unwrap();
         let st = crate::sync::state::SyncStatus::default();
-        let (batch, depth, _) = prepare_batch(&c, 10, After::default(), None, &st).unwrap();
+        let (batch, depth, _) = prepare_batch(&c, 10, After::default(), None, &st, "UTC").unwrap();
         let batch = batch.unwrap();
         assert_eq!((batch.first, batch.last, batch.n, depth), (1, 2, 2, (2, 0)));
         let body: PushBatch = serde_json::from_slice(&gunzip(&batch.body)).unwrap();

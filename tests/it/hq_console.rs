@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::support::{Engine, Hq, BIN};
 
-fn add_user(hq: &Hq, name: &str, role: &str, password: &str) {
+pub fn add_user(hq: &Hq, name: &str, role: &str, password: &str) {
     use std::io::Write;
     let mut child = std::process::Command::new(BIN)
         .args([
@@ -32,14 +32,14 @@ fn add_user(hq: &Hq, name: &str, role: &str, password: &str) {
     );
 }
 
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .build()
         .unwrap()
 }
 
-async fn sign_in(hq: &Hq, c: &reqwest::Client, name: &str, password: &str) -> (u16, Value) {
+pub async fn sign_in(hq: &Hq, c: &reqwest::Client, name: &str, password: &str) -> (u16, Value) {
     let r = c
         .post(format!("{}/hq/v1/session", hq.http))
         .json(&json!({"name": name, "password": password}))
@@ -97,7 +97,16 @@ async fn console_roles(engine: Engine) {
         .text()
         .await
         .unwrap();
-    assert!(html.contains("<td>s1</td>"), "{html}");
+    assert!(html.contains("/assets/app.js"), "the console shell: {html}");
+    let fleet: Value = sam
+        .get(format!("{}/hq/v1/fleet", hq.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fleet["stores"][0]["id"], "s1", "{fleet}");
     let r = sam
         .post(format!("{}/hq/v1/events", hq.http))
         .header("x-csrf-token", &csrf)

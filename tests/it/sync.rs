@@ -118,7 +118,10 @@ async fn price_authored_at_hq_is_served_by_the_online_store_within_2s(engine: En
         .text()
         .await
         .unwrap();
-    assert!(page.contains("<td>s1</td>"), "{page}");
+    assert!(page.contains("/assets/app.js"), "the console shell: {page}");
+    let (_, fleet) = hq.get("/hq/v1/fleet").await;
+    assert_eq!(fleet["stores"][0]["id"], "s1", "{fleet}");
+    assert_eq!(fleet["stores"][0]["health"], "online", "{fleet}");
 }
 
 async fn seed_catalog(hq: &Hq, sb: &StoreBox) {

@@ -238,6 +238,20 @@ pub trait HqStorage: Send + Sync + 'static {
     /// ([`crate::hq::releases::plan_tick`]) and records timeouts, new assignments with their
     /// `release.assign` event (authored like every HQ event) and the rollout's new state.
     async fn tick_rollout(&self, id: &str, now: jiff::Timestamp) -> HqResult<Tick>;
+    // --- console: fleet and story (src/hq/fleet.rs, src/hq/story.rs) ---
+    /// Per store: devices, alerts and time zone from its last report, the outbox depth of the
+    /// report before, `checkout.completed` received since `checkouts_since_ms`,
+    /// `sync.quarantined` received since `quarantined_since_ms`, its last `release.status`.
+    async fn fleet_extras(
+        &self,
+        checkouts_since_ms: i64,
+        quarantined_since_ms: i64,
+    ) -> HqResult<Vec<crate::hq::fleet::FleetExtra>>;
+    /// One store's story sources for a window (None: no such store).
+    async fn story_sources(
+        &self,
+        q: crate::hq::story::SourceQuery,
+    ) -> HqResult<Option<crate::hq::story::Sources>>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_releases",
         include_str!("pg_migrations/0003_releases.sql"),
     ),
+    ("0004_fleet", include_str!("pg_migrations/0004_fleet.sql")),
 ];
 
 /// The notification channel publishers signal on.
@@ -671,6 +672,7 @@ impl HqStorage for PgStorage {
             }
         }
         let r = &batch.report;
+        record_fleet_report(&tx, store, r).await?;
         let report = tx
             .prepare_cached(
                 "UPDATE stores SET last_seen_ms = $2, version = $3, cursor = $4, lag_events = $5, lag_seconds = $6,
@@ -1068,6 +1070,172 @@ impl HqStorage for PgStorage {
         }
         Ok(t)
     }
+
+    // --- console: fleet and story ---
+    async fn fleet_extras(
+        &self,
+        checkouts_since_ms: i64,
+        quarantined_since_ms: i64,
+    ) -> HqResult<Vec<crate::hq::fleet::FleetExtra>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT s.id, s.last_seen_ms, s.devices_total, s.devices_offline, s.open_alerts,
+                        s.open_alerts_warning, s.timezone, s.outbox_prev,
+                        (SELECT count(*) FROM store_events e WHERE e.store_id = s.id
+                           AND e.type = 'checkout.completed' AND e.received_ms >= $1),
+                        (SELECT count(*) FROM store_events e WHERE e.store_id = s.id
+                           AND e.type = 'sync.quarantined' AND e.received_ms >= $2),
+                        r.payload, r.received_ms
+                 FROM stores s LEFT JOIN store_events r ON r.rid = (
+                     SELECT max(rid) FROM store_events x WHERE x.store_id = s.id AND x.type = 'release.status')
+                 ORDER BY s.id",
+                &[&checkouts_since_ms, &quarantined_since_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::hq::fleet::FleetExtra {
+                id: r.get(0),
+                last_seen_ms: r.get(1),
+                devices_total: r.get(2),
+                devices_offline: r.get(3),
+                open_alerts: r.get(4),
+                open_alerts_warning: r.get(5),
+                timezone: r.get(6),
+                outbox_prev: r.get(7),
+                checkouts_last_hour: r.get(8),
+                quarantined_recent: r.get(9),
+                release: r
+                    .get::<_, Option<&str>>(10)
+                    .and_then(|p| serde_json::from_str(p).ok()),
+                release_at: r
+                    .get::<_, Option<i64>>(11)
+                    .map(|m| ts_from_ms(m).to_string()),
+            })
+            .collect())
+    }
+
+    async fn story_sources(
+        &self,
+        q: crate::hq::story::SourceQuery,
+    ) -> HqResult<Option<crate::hq::story::Sources>> {
+        use crate::hq::story::{AuthoredRow, Sources, StoreRow};
+        let mut c = self.client().await?;
+        // One snapshot for all the reads.
+        let tx = c
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(pg)?;
+        let Some(store) = tx
+            .query_opt(
+                "SELECT grp, created_ms, timezone FROM stores WHERE id = $1",
+                &[&q.store],
+            )
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let group: String = store.get(0);
+        let first_push_ms: Option<i64> = tx
+            .query_one(
+                "SELECT min(received_ms) FROM store_events WHERE store_id = $1",
+                &[&q.store],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let events = tx
+            .query(
+                "SELECT received_ms, id, type, payload, at FROM store_events
+                 WHERE store_id = $1 AND received_ms >= $2 AND received_ms < $3
+                   AND type NOT IN ('checkout.completed', 'telemetry.rollup')
+                 ORDER BY received_ms, rid LIMIT $4",
+                &[&q.store, &q.from_ms, &q.to_ms, &q.limit],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| StoreRow {
+                received_ms: r.get(0),
+                id: r.get(1),
+                event_type: r.get(2),
+                payload: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(Value::Null),
+                at: r.get(4),
+            })
+            .collect();
+        let checkouts = tx
+            .query(
+                "SELECT (received_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
+                 WHERE store_id = $1 AND type = 'checkout.completed' AND received_ms >= $2 AND received_ms < $3
+                 GROUP BY h ORDER BY h",
+                &[&q.store, &q.from_ms, &q.to_ms],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let telemetry = tx
+            .query(
+                "SELECT received_ms, payload FROM store_events WHERE rid IN (
+                     SELECT max(rid) FROM store_events
+                     WHERE store_id = $1 AND type = 'telemetry.rollup' AND received_ms >= $2 AND received_ms < $3
+                     GROUP BY received_ms / 3600000)
+                 ORDER BY received_ms",
+                &[&q.store, &q.from_ms, &q.to_ms],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    serde_json::from_str(r.get::<_, &str>(1)).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let authored = tx
+            .query(
+                "SELECT e.seq, e.id, e.type, e.payload, e.created_ms, e.all_stores,
+                        EXISTS (SELECT 1 FROM hq_event_targets t WHERE t.seq = e.seq AND t.kind = 'store' AND t.name = $1)
+                 FROM hq_events e
+                 WHERE e.created_ms >= $2 AND e.created_ms < $3 AND (e.all_stores OR e.seq IN (
+                     SELECT seq FROM hq_event_targets
+                     WHERE (kind = 'store' AND name = $1) OR (kind = 'group' AND name = $5)))
+                 ORDER BY e.seq LIMIT $4",
+                &[&q.store, &q.from_ms, &q.to_ms, &q.limit, &group],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| AuthoredRow {
+                seq: r.get(0),
+                id: r.get(1),
+                event_type: r.get(2),
+                payload: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(Value::Null),
+                created_ms: r.get(4),
+                target: crate::hq::story::target_label(r.get(5), r.get(6), &group),
+            })
+            .collect();
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(Sources {
+            registered_ms: store.get(1),
+            timezone: store.get(2),
+            group,
+            first_push_ms,
+            events,
+            checkouts,
+            telemetry,
+            authored,
+        }))
+    }
 }
 
 fn user_row(r: &tokio_postgres::Row) -> HqUser {
@@ -1078,4 +1246,38 @@ fn user_row(r: &tokio_postgres::Row) -> HqUser {
         password_hash: r.get(2),
         created_ms: r.get(3),
     }
+}
+
+// --- console: fleet and story ---
+
+/// Keeps what the report says for the fleet view (before the report's outbox depth replaces the
+/// previous one, which is kept as `outbox_prev`).
+async fn record_fleet_report(
+    tx: &deadpool_postgres::Transaction<'_>,
+    store: &str,
+    r: &crate::proto::StoreReport,
+) -> HqResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE stores SET outbox_prev = coalesce(outbox_business, 0) + coalesce(outbox_telemetry, 0),
+               devices_total = $2, devices_offline = $3, open_alerts = $4, open_alerts_warning = $5,
+               timezone = coalesce($6, timezone)
+             WHERE id = $1",
+        )
+        .await
+        .map_err(pg)?;
+    tx.execute(
+        &stmt,
+        &[
+            &store,
+            &r.devices_total,
+            &r.devices_offline,
+            &r.open_alerts,
+            &r.open_alerts_warning,
+            &r.timezone,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
 }

@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_releases",
         include_str!("sqlite_migrations/0004_releases.sql"),
     ),
+    (
+        "0005_fleet",
+        include_str!("sqlite_migrations/0005_fleet.sql"),
+    ),
 ];
 
 pub struct SqliteStorage {
@@ -419,6 +423,23 @@ impl HqStorage for SqliteStorage {
         }
         Ok(t)
     }
+
+    // --- console: fleet and story ---
+    async fn fleet_extras(
+        &self,
+        checkouts_since_ms: i64,
+        quarantined_since_ms: i64,
+    ) -> HqResult<Vec<crate::hq::fleet::FleetExtra>> {
+        self.read(move |c| Ok(fleet_extras(c, checkouts_since_ms, quarantined_since_ms)?))
+            .await
+    }
+
+    async fn story_sources(
+        &self,
+        q: crate::hq::story::SourceQuery,
+    ) -> HqResult<Option<crate::hq::story::Sources>> {
+        self.read(move |c| Ok(story_sources(c, &q)?)).await
+    }
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {
@@ -749,6 +770,7 @@ pub fn ingest(
         }
     }
     let r = &batch.report;
+    record_fleet_report(tx, store, r)?;
     tx.prepare_cached(
         "UPDATE stores SET last_seen_ms = ?2, version = ?3, cursor = ?4, lag_events = ?5, lag_seconds = ?6,
            outbox_business = ?7, outbox_telemetry = ?8, outbox_dropped = ?9 WHERE id = ?1",
@@ -893,4 +915,169 @@ fn record_reply(
         params![store, ticket, reply.status],
     )?;
     Ok(())
+}
+
+// --- console: fleet and story ---
+
+/// Keeps what the report says for the fleet view (before the report's outbox depth replaces the
+/// previous one, which is kept as `outbox_prev`).
+fn record_fleet_report(
+    tx: &Transaction<'_>,
+    store: &str,
+    r: &crate::proto::StoreReport,
+) -> DbResult<()> {
+    tx.prepare_cached(
+        "UPDATE stores SET outbox_prev = coalesce(outbox_business, 0) + coalesce(outbox_telemetry, 0),
+           devices_total = ?2, devices_offline = ?3, open_alerts = ?4, open_alerts_warning = ?5,
+           timezone = coalesce(?6, timezone)
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        store,
+        r.devices_total,
+        r.devices_offline,
+        r.open_alerts,
+        r.open_alerts_warning,
+        r.timezone
+    ])?;
+    Ok(())
+}
+
+pub fn fleet_extras(
+    conn: &Connection,
+    checkouts_since_ms: i64,
+    quarantined_since_ms: i64,
+) -> DbResult<Vec<crate::hq::fleet::FleetExtra>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.last_seen_ms, s.devices_total, s.devices_offline, s.open_alerts,
+                s.open_alerts_warning, s.timezone, s.outbox_prev,
+                (SELECT count(*) FROM store_events e WHERE e.store_id = s.id
+                   AND e.type = 'checkout.completed' AND e.received_ms >= ?1),
+                (SELECT count(*) FROM store_events e WHERE e.store_id = s.id
+                   AND e.type = 'sync.quarantined' AND e.received_ms >= ?2),
+                r.payload, r.received_ms
+         FROM stores s LEFT JOIN store_events r ON r.rid = (
+             SELECT max(rid) FROM store_events x WHERE x.store_id = s.id AND x.type = 'release.status')
+         ORDER BY s.id",
+    )?;
+    let rows = stmt.query_map(params![checkouts_since_ms, quarantined_since_ms], |r| {
+        let release: Option<String> = r.get(10)?;
+        Ok(crate::hq::fleet::FleetExtra {
+            id: r.get(0)?,
+            last_seen_ms: r.get(1)?,
+            devices_total: r.get(2)?,
+            devices_offline: r.get(3)?,
+            open_alerts: r.get(4)?,
+            open_alerts_warning: r.get(5)?,
+            timezone: r.get(6)?,
+            outbox_prev: r.get(7)?,
+            checkouts_last_hour: r.get(8)?,
+            quarantined_recent: r.get(9)?,
+            release: release.and_then(|p| serde_json::from_str(&p).ok()),
+            release_at: r
+                .get::<_, Option<i64>>(11)?
+                .map(|m| ts_from_ms(m).to_string()),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn story_sources(
+    conn: &Connection,
+    q: &crate::hq::story::SourceQuery,
+) -> DbResult<Option<crate::hq::story::Sources>> {
+    use crate::hq::story::{AuthoredRow, Sources, StoreRow};
+    let Some((group, registered_ms, timezone)) = conn
+        .query_row(
+            "SELECT grp, created_ms, timezone FROM stores WHERE id = ?1",
+            [&q.store],
+            |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let first_push_ms: Option<i64> = conn.query_row(
+        "SELECT min(received_ms) FROM store_events WHERE store_id = ?1",
+        [&q.store],
+        |r| r.get(0),
+    )?;
+    let window = params![q.store, q.from_ms, q.to_ms, q.limit];
+    let events = conn
+        .prepare_cached(
+            "SELECT received_ms, id, type, payload, at FROM store_events
+             WHERE store_id = ?1 AND received_ms >= ?2 AND received_ms < ?3
+               AND type NOT IN ('checkout.completed', 'telemetry.rollup')
+             ORDER BY received_ms, rid LIMIT ?4",
+        )?
+        .query_map(window, |r| {
+            let payload: String = r.get(3)?;
+            Ok(StoreRow {
+                received_ms: r.get(0)?,
+                id: r.get(1)?,
+                event_type: r.get(2)?,
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                at: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Hourly series: at most one row per hour of the (bounded) window.
+    let checkouts = conn
+        .prepare_cached(
+            "SELECT (received_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
+             WHERE store_id = ?1 AND type = 'checkout.completed' AND received_ms >= ?2 AND received_ms < ?3
+             GROUP BY h ORDER BY h",
+        )?
+        .query_map(params![q.store, q.from_ms, q.to_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let telemetry = conn
+        .prepare_cached(
+            "SELECT received_ms, payload FROM store_events WHERE rid IN (
+                 SELECT max(rid) FROM store_events
+                 WHERE store_id = ?1 AND type = 'telemetry.rollup' AND received_ms >= ?2 AND received_ms < ?3
+                 GROUP BY received_ms / 3600000)
+             ORDER BY received_ms",
+        )?
+        .query_map(params![q.store, q.from_ms, q.to_ms], |r| {
+            let payload: String = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                serde_json::from_str(&payload).unwrap_or(Value::Null),
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let authored = conn
+        .prepare_cached(
+            "SELECT e.seq, e.id, e.type, e.payload, e.created_ms, e.all_stores,
+                    EXISTS (SELECT 1 FROM hq_event_targets t WHERE t.seq = e.seq AND t.kind = 'store' AND t.name = ?1)
+             FROM hq_events e
+             WHERE e.created_ms >= ?2 AND e.created_ms < ?3 AND (e.all_stores = 1 OR e.seq IN (
+                 SELECT seq FROM hq_event_targets
+                 WHERE (kind = 'store' AND name = ?1) OR (kind = 'group' AND name = ?5)))
+             ORDER BY e.seq LIMIT ?4",
+        )?
+        .query_map(params![q.store, q.from_ms, q.to_ms, q.limit, group], |r| {
+            let payload: String = r.get(3)?;
+            let all: bool = r.get(5)?;
+            let direct: bool = r.get(6)?;
+            Ok(AuthoredRow {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                event_type: r.get(2)?,
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                created_ms: r.get(4)?,
+                target: crate::hq::story::target_label(all, direct, &group),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Sources {
+        group,
+        registered_ms,
+        timezone,
+        first_push_ms,
+        events,
+        checkouts,
+        telemetry,
+        authored,
+    }))
 }

@@ -460,3 +460,175 @@ mod pg {
         assert_eq!(seen, want, "every event once, in order, no gap");
     }
 }
+
+// --- console: fleet and story ---
+
+fn store_event(seq: i64, t: &str, payload: Value) -> StoreEvent {
+    StoreEvent {
+        seq,
+        id: format!("e{seq}"),
+        event_type: t.into(),
+        class: "business".into(),
+        payload: crate::proto::raw_payload(&payload.to_string()),
+        at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// What the fleet view and the story read: the report's device and alert counts, the previous
+/// outbox depth, checkouts of the last hour, recent quarantines, the last release state; the story
+/// of one store with what HQ authored for it (directly, its group, all) and nothing for others.
+pub(crate) async fn fleet_and_story(s: &dyn HqStorage) {
+    const H: i64 = 3_600_000;
+    s.add_store("s1", "pilot", 0).await.unwrap();
+    s.add_store("s2", "north", 0).await.unwrap();
+    let report = |outbox: i64| StoreReport {
+        version: "1.0.0".into(),
+        outbox_business: outbox,
+        devices_total: Some(3),
+        devices_offline: Some(1),
+        open_alerts: Some(2),
+        open_alerts_warning: Some(1),
+        timezone: Some("Europe/Rome".into()),
+        ..Default::default()
+    };
+    let push = |seq: i64, t: &str, p: Value, outbox: i64| PushBatch {
+        report: report(outbox),
+        events: vec![store_event(seq, t, p)],
+    };
+    s.ingest("s1", push(1, "checkout.completed", json!({}), 5), H)
+        .await
+        .unwrap();
+    s.ingest(
+        "s1",
+        push(
+            2,
+            "device.alert",
+            json!({"device": "lane-1", "code": "JAM", "severity": "warning", "state": "raised"}),
+            7,
+        ),
+        2 * H,
+    )
+    .await
+    .unwrap();
+    s.author(
+        &Target::Groups {
+            groups: vec!["pilot".into()],
+        },
+        vec![ev("notice.post", json!({"message": "hello pilot"}))],
+        2 * H + 10,
+    )
+    .await
+    .unwrap();
+    s.author(
+        &Target::Groups {
+            groups: vec!["north".into()],
+        },
+        vec![ev("notice.post", json!({"message": "not for s1"}))],
+        2 * H + 20,
+    )
+    .await
+    .unwrap();
+    s.ingest(
+        "s1",
+        push(
+            3,
+            "release.status",
+            json!({"state": "committed", "version": "1.1.0"}),
+            9,
+        ),
+        2 * H + 30,
+    )
+    .await
+    .unwrap();
+    s.ingest(
+        "s1",
+        push(4, "checkout.completed", json!({}), 9),
+        2 * H + 40,
+    )
+    .await
+    .unwrap();
+    s.ingest(
+        "s1",
+        push(5, "sync.quarantined", json!({"reason": "bad"}), 9),
+        2 * H + 50,
+    )
+    .await
+    .unwrap();
+
+    let extras = s.fleet_extras(2 * H, 2 * H).await.unwrap();
+    let e1 = extras.iter().find(|e| e.id == "s1").unwrap();
+    assert_eq!(
+        (
+            e1.devices_total,
+            e1.devices_offline,
+            e1.open_alerts,
+            e1.open_alerts_warning
+        ),
+        (Some(3), Some(1), Some(2), Some(1))
+    );
+    assert_eq!(e1.timezone.as_deref(), Some("Europe/Rome"));
+    assert_eq!(
+        e1.outbox_prev,
+        Some(9),
+        "the depth of the report before the last"
+    );
+    assert_eq!(e1.checkouts_last_hour, 1, "one checkout since 2 h");
+    assert_eq!(e1.quarantined_recent, 1);
+    assert_eq!(e1.release.as_ref().unwrap()["state"], "committed");
+    assert_eq!(e1.last_seen_ms, Some(2 * H + 50));
+    let e2 = extras.iter().find(|e| e.id == "s2").unwrap();
+    assert_eq!(
+        (e2.last_seen_ms, e2.devices_total, e2.checkouts_last_hour),
+        (None, None, 0)
+    );
+
+    let q = |from_ms, to_ms| crate::hq::story::SourceQuery {
+        store: "s1".into(),
+        from_ms,
+        to_ms,
+        limit: 100,
+    };
+    let src = s.story_sources(q(0, 3 * H)).await.unwrap().unwrap();
+    assert_eq!((src.group.as_str(), src.registered_ms), ("pilot", 0));
+    assert_eq!(src.first_push_ms, Some(H));
+    let types: Vec<&str> = src.events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["device.alert", "release.status", "sync.quarantined"]
+    );
+    assert_eq!(src.checkouts, vec![(H, 1), (2 * H, 1)]);
+    assert_eq!(src.authored.len(), 1, "{:?}", src.authored);
+    assert_eq!(src.authored[0].target, "group pilot");
+    assert_eq!(src.authored[0].payload["message"], "hello pilot");
+    // The window bounds every source.
+    let later = s
+        .story_sources(q(2 * H + 15, 3 * H))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(later.authored.is_empty());
+    assert_eq!(later.events.len(), 2);
+    assert_eq!(later.checkouts, vec![(2 * H, 1)]);
+    assert!(s
+        .story_sources(crate::hq::story::SourceQuery {
+            store: "nope".into(),
+            ..q(0, H)
+        })
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn sqlite_fleet_and_story() {
+    let (_d, s) = sqlite().await;
+    fleet_and_story(s.as_ref()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_fleet_and_story() {
+    let db = pgtest::TestDb::new().await;
+    let s = postgres::PgStorage::connect(&db.url, 0).await.unwrap();
+    fleet_and_story(&s).await;
+}

@@ -1,0 +1,256 @@
+// Browser tests of HQ's console: a real `storebox hq`, a real `storebox serve` store syncing with it,
+// a real MQTT device, Debian's headless Chromium (playwright-core) and axe-core on every page.
+// Waits are for conditions (bounded), never fixed sleeps. Screenshots go to target/ui-screenshots/.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { BIN, Box, axe, connectDevice, launchBrowser, newPage, screenshot, withTimeout } from "./harness.mjs";
+
+const ADMIN = "hq-admin-token-for-ui-tests-7c1d";
+const PW = { sam: "support-pass-123", olga: "operator-pass-12" };
+const TZ = "Europe/Rome";
+const T = { timeout: 180000 };
+
+/** A running `storebox hq` on its SQLite file. */
+class Hq {
+  constructor(env = {}) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "storebox-hq-ui-"));
+    this.env = {
+      ...process.env,
+      STOREBOX_HQ_SERVER__DATA_DIR: this.dir,
+      STOREBOX_HQ_SERVER__LISTEN: "127.0.0.1:0",
+      STOREBOX_HQ_SERVER__ADMIN_TOKEN: ADMIN,
+      STOREBOX_STORAGE__DATA_DIR: path.join(this.dir, "unused-store"),
+      STOREBOX_LOG__LEVEL: "info",
+      NO_COLOR: "1",
+      ...env,
+    };
+    this.stderr = "";
+  }
+
+  cli(args, input) {
+    const r = spawnSync(BIN, ["hq", ...args], { env: this.env, input: input ?? "", encoding: "utf8", timeout: 30000 });
+    if (r.status !== 0) throw new Error(`storebox hq ${args.join(" ")} failed (${r.status}): ${r.stdout} ${r.stderr}`);
+    return r.stdout;
+  }
+
+  addUser(name, role, password) {
+    this.cli(["user", "add", name, "--role", role, "--password-stdin"], `${password}\n`);
+  }
+
+  addStore(id, group) {
+    return this.cli(["store", "add", id, "--group", group]).trim().split("\n").pop().trim();
+  }
+
+  async start() {
+    this.proc = spawn(BIN, ["hq"], { env: this.env, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc.stderr.on("data", (d) => { this.stderr += d.toString(); });
+    const line = await withTimeout(new Promise((resolve, reject) => {
+      let buf = "";
+      this.proc.stdout.on("data", (d) => {
+        buf += d.toString();
+        const l = buf.split("\n").find((x) => x.startsWith("storebox-hq ready "));
+        if (l) resolve(l);
+      });
+      this.proc.on("exit", (code) => reject(new Error(`storebox hq exited (${code}) before ready: ${this.stderr}`)));
+    }), 20000, "storebox hq ready line");
+    this.http = line.match(/http=(\S+)/)[1];
+    return this;
+  }
+
+  async admin(method, p, body) {
+    const res = await withTimeout(fetch(this.http + p, {
+      method,
+      headers: { Authorization: `Bearer ${ADMIN}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    }), 10000, `${method} ${p}`);
+    return { status: res.status, body: await res.json().catch(() => null) };
+  }
+
+  async stop() {
+    if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((r) => this.proc.once("exit", r));
+      this.proc.kill("SIGTERM");
+      await withTimeout(exited, 10000, "storebox hq exit").catch(() => this.proc.kill("SIGKILL"));
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Polls `f` until it returns a truthy value (bounded). */
+async function until(what, secs, f) {
+  const end = Date.now() + secs * 1000;
+  for (;;) {
+    const v = await f().catch(() => null);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${secs} s: ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+let hq, store, browser, page, fridge;
+const axeReport = [];
+
+async function checkPage(p, name) {
+  await p.waitForLoadState("networkidle", { timeout: 5000 }).catch(() => {});
+  await screenshot(p, `hq-${name}`);
+  const violations = await axe(p);
+  axeReport.push({ name, violations });
+  assert.deepEqual(violations, [], `axe found serious/critical problems on ${name}`);
+  assert.deepEqual(p.foreign, [], `${name} requested something outside HQ`);
+  const csp = p.errors.filter((e) => /Content Security Policy|Refused to/.test(e));
+  assert.deepEqual(csp, [], `${name}: blocked by the page's own CSP`);
+}
+
+before(async () => {
+  // Offline after 4 s without contact; the store long-polls every second.
+  hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "4" });
+  hq.addUser("sam", "support", PW.sam);
+  hq.addUser("olga", "operator", PW.olga);
+  const token = hq.addStore("s1", "pilot");
+  hq.addStore("s2", "north");
+  await hq.start();
+  store = new Box({
+    STOREBOX_STORE__ID: "s1", STOREBOX_STORE__TIMEZONE: TZ,
+    STOREBOX_HQ__URL: hq.http, STOREBOX_HQ__TOKEN: token,
+    STOREBOX_HQ__RETRY_MAX_SECS: "1", STOREBOX_HQ__POLL_WAIT_SECS: "1", STOREBOX_HQ__ROLLUP_INTERVAL_SECS: "1",
+  });
+  const pw = store.addDevice("fridge-1", "fridge");
+  store.addDevice("lane-1", "lane");
+  const lane = store.addToken("lane-1", "staff");
+  await store.start();
+  fridge = await connectDevice(store, "fridge-1", pw);
+  await fridge.publishAsync("devices/fridge-1/status", JSON.stringify({ online: true }), { qos: 1, retain: true });
+  await fridge.publishAsync("devices/fridge-1/alerts", JSON.stringify({ code: "DOOR_OPEN", severity: "warning", message: "Door open for 5 minutes" }), { qos: 1 });
+  // The alert reaches HQ first; then HQ authors a price for the store's group.
+  await until("the alert reaches HQ", 60, async () => {
+    const r = await hq.admin("GET", "/hq/v1/fleet");
+    return r.body.stores.find((s) => s.id === "s1" && s.open_alerts === 1);
+  });
+  const r = await hq.admin("POST", "/hq/v1/events", {
+    target: { groups: ["pilot"] },
+    events: [
+      { type: "catalog.upsert", payload: { sku: "1001", name: "Whole milk 1 L", unit: "each", department: "dairy" } },
+      { type: "price.set", payload: { id: "pr-1001", sku: "1001", price: 99, starts_at: "2020-01-01T00:00:00Z", ends_at: null } },
+    ],
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  // A checkout at the new price reaches HQ (the chart's checkouts per hour), as do telemetry rollups.
+  await until("the price reaches the store", 60, async () => (await store.api("GET", "/prices/1001", lane)).status === 200);
+  const c = await store.api("POST", "/checkouts", lane, { checkout_id: "hq-ui-1", lane: "lane-1", lines: [{ sku: "1001", quantity: 2 }], payment: { method: "card" } });
+  assert.equal(c.status, 201, JSON.stringify(c.body));
+  await until("the checkout and a telemetry rollup reach HQ", 60, async () => {
+    const f = await hq.admin("GET", "/hq/v1/fleet");
+    const s1 = f.body.stores.find((s) => s.id === "s1");
+    return s1 && s1.checkouts_last_hour === 1 && s1.rollup;
+  });
+  browser = await launchBrowser();
+  page = await newPage(browser, hq);
+});
+
+after(async () => {
+  if (fridge) fridge.end(true);
+  if (browser) await browser.close().catch(() => {});
+  if (store) await store.stop().catch(() => {});
+  if (hq) await hq.stop();
+  if (axeReport.length) {
+    const bad = axeReport.filter((r) => r.violations.length).length;
+    console.log(`axe-core (HQ console): ${axeReport.length} pages checked, ${bad} with serious or critical violations`);
+  }
+});
+
+test("HQ console: sign-in is required and shows nothing of the fleet before", T, async () => {
+  const res = await page.goto(hq.http + "/");
+  assert.equal(res.status(), 401);
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  const html = await page.content();
+  assert.ok(!html.includes("s1") && !html.includes("pilot"), "nothing of the fleet before sign-in");
+  const api = await page.evaluate(async () => (await fetch("/hq/v1/fleet")).status);
+  assert.equal(api, 401);
+  const csp = res.headers()["content-security-policy"];
+  assert.ok(csp && csp.includes("default-src 'self'"), `CSP: ${csp}`);
+  await checkPage(page, "sign-in");
+  // A wrong password says so, and the page stays.
+  await page.getByLabel("Name").fill("sam");
+  await page.getByLabel("Password").fill("not-the-password");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#login-error").filter({ hasText: "Wrong name or password" }).waitFor();
+  // Signed in with the keyboard only: the shell with the user and role in the top bar.
+  await page.getByLabel("Password").fill(PW.sam);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "sam (support)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("heading", { name: "Fleet" }).waitFor();
+});
+
+test("HQ console: the fleet page updates live when a store goes offline", T, async () => {
+  const row = (id) => page.locator(`tr[data-store="${id}"]`);
+  // s1 is connected with an open warning alert: degraded, and says why; s2 never connected.
+  await page.locator('tr[data-store="s1"][data-health="degraded"]').waitFor({ timeout: 60000 });
+  assert.match(await row("s1").innerText(), /1 open alert/);
+  assert.equal((await row("s1").locator("td").last().innerText()).trim(), "1", "checkouts in the last hour");
+  assert.match(await row("s2").innerText(), /Offline[\s\S]*never connected/);
+  assert.match(await page.locator("#fleet-live").innerText(), /Live/);
+  await checkPage(page, "fleet");
+  // Filters: by verdict and by text.
+  await page.getByLabel("Health", { exact: true }).selectOption("offline");
+  await until("only s2 shown", 10, async () => (await page.locator("tr[data-store]").count()) === 1 && (await row("s2").count()) === 1);
+  await page.getByLabel("Health", { exact: true }).selectOption("");
+  await page.getByLabel("Search", { exact: true }).fill("pilot");
+  await until("only s1 shown", 10, async () => (await page.locator("tr[data-store]").count()) === 1 && (await row("s1").count()) === 1);
+  await page.getByLabel("Search", { exact: true }).fill("");
+  // No reload from here on: a marker on the window must survive.
+  await page.evaluate(() => { window.__noReload = true; });
+  await store.stop();
+  store = null;
+  await page.locator('tr[data-store="s1"][data-health="offline"]').waitFor({ timeout: 60000 });
+  assert.match(await row("s1").innerText(), /not seen for/);
+  assert.equal(await page.evaluate(() => window.__noReload), true, "updated without a reload");
+  // Tablet portrait: still usable (the table scrolls inside its own region).
+  await page.setViewportSize({ width: 768, height: 1024 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 1, `the page itself does not scroll sideways (${overflow} px)`);
+  await screenshot(page, "hq-fleet-tablet");
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
+test("HQ console: a store's page tells its story, alert before the price", T, async () => {
+  // Opened with the keyboard.
+  await page.locator('tr[data-store="s1"] a').focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Store s1" }).waitFor();
+  // The rollups are charted (uPlot draws on a canvas): checkouts per hour and telemetry.
+  await until("two charts drawn", 20, async () => (await page.locator("#view .chart canvas").count()) === 2);
+  assert.match(await page.locator("#view figcaption").first().innerText(), /Checkouts per hour \(times in Europe\/Rome\)/);
+  const alert = page.locator('#story li[data-kind="alert"]');
+  const price = page.locator('#story li[data-kind="authored"]').filter({ hasText: "Price for 1001 set to 99" });
+  await alert.first().waitFor({ timeout: 20000 });
+  await price.first().waitFor();
+  assert.match(await alert.first().innerText(), /DOOR_OPEN raised on fridge-1/);
+  const order = await page.evaluate(() => {
+    const items = [...document.querySelectorAll("#story li")];
+    return {
+      alert: items.findIndex((li) => li.dataset.kind === "alert"),
+      price: items.findIndex((li) => li.dataset.kind === "authored" && li.textContent.includes("Price for 1001")),
+    };
+  });
+  assert.ok(order.alert >= 0 && order.alert < order.price, `alert first: ${JSON.stringify(order)}`);
+  assert.match(await page.locator("#story-zone").innerText(), /Europe\/Rome/);
+  assert.match(await alert.first().locator("time").innerText(), /Europe\/Rome/);
+  await checkPage(page, "store");
+  // Filtering by kind: only alerts.
+  for (const label of ["Sent by HQ", "Sync milestones", "Device status"]) {
+    await page.getByLabel(label).uncheck();
+  }
+  await until("no HQ items shown", 10, async () => (await page.locator('#story li[data-kind="authored"]').count()) === 0);
+  assert.ok((await alert.count()) >= 1);
+  // Back to the fleet with the link, and sign out: the sign-in page again.
+  await page.getByRole("link", { name: "← Fleet" }).click();
+  await page.getByRole("heading", { name: "Fleet" }).waitFor();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  const r = await page.evaluate(async () => (await fetch("/hq/v1/fleet")).status);
+  assert.equal(r, 401);
+});
