@@ -240,6 +240,10 @@ struct Service {
     /// Download attempts that failed in a row (for the back-off) and when to try again.
     failures: u32,
     retry_at: Option<tokio::time::Instant>,
+    /// The package being downloaded was continued from a `.part` (by this process or an earlier
+    /// one): a sha256 mismatch is then tried once more from byte 0 before it is refused, since a
+    /// crash or power loss can leave a `.part` whose tail is not what HQ sent.
+    resumed: bool,
 }
 
 /// Runs the updates service until the process stops.
@@ -287,6 +291,7 @@ impl Service {
             st,
             failures: 0,
             retry_at: None,
+            resumed: false,
         }
     }
 
@@ -650,6 +655,7 @@ impl Service {
                     self.st = next;
                     self.failures = 0;
                     self.retry_at = None;
+                    self.resumed = false;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "updates: cannot save an assignment");
@@ -737,6 +743,14 @@ impl Service {
             Err(DownloadError::Transient(e)) => self.retry_later(&e),
             Err(DownloadError::Refused(reason)) => {
                 let _ = std::fs::remove_file(&part);
+                if self.resumed && reason.contains("check `sha256` failed") {
+                    self.resumed = false;
+                    self.failures = 0;
+                    self.retry_later(&format!(
+                        "{reason} after a resumed download; downloading it again from byte 0"
+                    ));
+                    return;
+                }
                 self.step(Event::Rejected(reason), |p| p.assign = None)
                     .await;
             }
@@ -759,7 +773,7 @@ impl Service {
     }
 
     /// Continues `part` up to the manifest's size, from HQ only.
-    async fn download(&self, a: &ReleaseAssign, part: &Path) -> Result<(), DownloadError> {
+    async fn download(&mut self, a: &ReleaseAssign, part: &Path) -> Result<(), DownloadError> {
         let t = |e: String| DownloadError::Transient(e);
         let size = a.manifest.size;
         let Some(http) = &self.http else {
@@ -774,6 +788,9 @@ impl Service {
         };
         if have > size {
             have = 0;
+        }
+        if have > 0 {
+            self.resumed = true;
         }
         if have == size {
             return Ok(());
