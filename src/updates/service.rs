@@ -623,10 +623,11 @@ impl Service {
                         s
                     } else {
                         let c = conditions(&self.ctx.config, now, false);
-                        let (u, _, s) = super::step(&next.updater, Event::Assigned(release), &c);
-                        if u.state == State::Downloading {
+                        let (u, action, s) =
+                            super::step(&next.updater, Event::Assigned(release), &c);
+                        if action == Action::Download {
                             next.assign = Some(a);
-                        } else {
+                        } else if u.state == State::Refused {
                             next.assign = None;
                         }
                         next.updater = u;
@@ -1226,6 +1227,42 @@ mod tests {
         assert!(!f.dir.join("3.0.0.deb.part").exists());
         let states: Vec<Value> = f.reported().iter().map(|e| e["state"].clone()).collect();
         assert_eq!(states, [json!("downloading"), json!("refused")]);
+    }
+
+    #[tokio::test]
+    async fn the_staged_release_assigned_again_by_another_rollout_is_not_downloaded_again() {
+        let f = fixture(60);
+        f.staged("2.0.0");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        let mut a = serde_json::to_value(svc.st.assign.as_ref().unwrap()).unwrap();
+        a["rollout"] = json!("r-10");
+        f.db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO sync_releases (event_id, payload, received_ms) VALUES ('e3', ?1, 0)",
+                [a.to_string()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        assert!(
+            f.dir.join("2.0.0.deb").exists(),
+            "the staged package is kept"
+        );
+        let last = f.reported().pop().unwrap();
+        assert_eq!(
+            (last["state"].as_str(), last["rollout"].as_str()),
+            (Some("waiting_window"), Some("r-10"))
+        );
+        f.at("2026-12-02T02:30:00Z");
+        svc.tick().await;
+        assert!(matches!(
+            read_request(&f.dir).unwrap(),
+            Some(Request::Install { ref rollout, .. }) if rollout == "r-10"
+        ));
     }
 
     #[tokio::test]
