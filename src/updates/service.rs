@@ -913,14 +913,26 @@ impl Service {
     }
 
     async fn tick_window(&mut self) {
-        // Holding the exclusive side keeps checkouts from starting until the request is written.
-        let guard = self.ctx.sales.try_exclusive();
-        let c = conditions(&self.ctx.config, self.now(), guard.is_none());
+        let now = self.now();
+        // The sale guard is tried only when the window and trading hours allow an install; held,
+        // its exclusive side keeps checkouts from starting until the request is written.
+        let allowed = conditions(&self.ctx.config, now, false)
+            .install_blocked()
+            .is_none();
+        let guard = if allowed {
+            self.ctx.sales.try_exclusive()
+        } else {
+            None
+        };
+        let c = conditions(&self.ctx.config, now, allowed && guard.is_none());
         let (u, action, status) = super::step(&self.st.updater, Event::Tick, &c);
         let mut next = self.st.clone();
         next.updater = u;
         if action == Action::Install {
             next.installing_since_ms = Some(c.now.as_millisecond());
+        }
+        if next == self.st {
+            return;
         }
         if !self.commit(next, status).await || action != Action::Install {
             return;
@@ -1108,6 +1120,17 @@ mod tests {
         svc.tick().await;
         assert_eq!(svc.st.updater.state, State::WaitingWindow);
         assert!(read_request(&f.dir).unwrap().is_none());
+        // Waiting writes nothing while nothing changes.
+        let updated = |f: &Fixture| -> i64 {
+            f.db.read_blocking(|c| {
+                Ok(c.query_row("SELECT updated_ms FROM updates_state", [], |r| r.get(0))?)
+            })
+            .unwrap()
+        };
+        let before = updated(&f);
+        f.clock.advance(jiff::SignedDuration::from_mins(5));
+        svc.tick().await;
+        assert_eq!(updated(&f), before);
 
         f.at("2026-12-02T02:30:00Z");
         let sale = f.sales.recording().await;
