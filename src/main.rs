@@ -15,7 +15,7 @@ use storebox::ops::{audit, logging};
 #[derive(Parser)]
 #[command(
     name = "storebox",
-    version,
+    version = storebox::VERSION,
     about = "Store-in-a-box appliance: device broker, local catalog and pricing, HQ sync, staff web UI"
 )]
 struct Cli {
