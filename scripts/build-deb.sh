@@ -24,6 +24,14 @@ done
 
 command -v cargo-deb >/dev/null || { echo "cargo-deb is missing: cargo install cargo-deb --locked" >&2; exit 1; }
 
+# The binary reports the package's upstream version (what the updater's probation compares with
+# the installed package): --deb-version 1.5.0-1 builds a binary that says 1.5.0 (build.rs).
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [ "${args[i]}" = --deb-version ] && [ -z "${STOREBOX_BUILD_VERSION:-}" ]; then
+    v=${args[i+1]#*:}; export STOREBOX_BUILD_VERSION=${v%-*}
+  fi
+done
+
 if [ $build = 1 ]; then
   # --target keeps RUSTFLAGS away from build scripts and proc-macros (they stay dynamic).
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \

@@ -56,6 +56,18 @@ pub fn running_version() -> String {
     crate::VERSION.to_string()
 }
 
+/// Whether a binary reporting `running` is the package version `package` (a Debian version,
+/// `[epoch:]upstream[-revision]`): equal, or equal to its upstream part. cargo-deb names the
+/// package `0.1.0-1` for a binary that reports `0.1.0`.
+pub fn runs_version(running: &str, package: &str) -> bool {
+    if running == package {
+        return true;
+    }
+    let no_epoch = package.split_once(':').map_or(package, |(_, v)| v);
+    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+    running == no_epoch || running == upstream
+}
+
 /// Probation of a version that was just installed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probation {
@@ -405,7 +417,7 @@ impl Service {
         match (u.state, outcome.outcome) {
             (State::Installing, OutcomeKind::Installed) => {
                 let running = running_version();
-                if running == outcome.version {
+                if runs_version(&running, &outcome.version) {
                     let now_ms = self.now().as_millisecond();
                     self.step(Event::Installed, |p| {
                         p.installing_since_ms = None;
@@ -1182,6 +1194,17 @@ mod tests {
         assert_eq!(svc.st.updater.state, State::Failed);
         assert!(svc.st.updater.reason.contains("did not answer"));
         assert!(read_request(&f.dir).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_running_binary_matches_its_debian_package_version() {
+        assert!(runs_version("0.1.0", "0.1.0"));
+        assert!(runs_version("0.1.0", "0.1.0-1"));
+        assert!(runs_version("1.5.0", "2:1.5.0-3"));
+        assert!(runs_version("1.5.0-rc1", "1.5.0-rc1-1"));
+        assert!(!runs_version("0.1.0", "0.1.1-1"));
+        assert!(!runs_version("0.1", "0.1.0-1"));
+        assert!(!runs_version("1", "1.5.0"));
     }
 
     #[tokio::test]
