@@ -814,7 +814,9 @@ impl Service {
             .get(format!("{}{}", self.base, a.package))
             .bearer_auth(self.ctx.config.hq.token.expose())
             .header("x-storebox-protocol", crate::proto::VERSION)
-            .header("x-storebox-store", &self.ctx.config.store.id);
+            .header("x-storebox-store", &self.ctx.config.store.id)
+            // Byte ranges count the package's own bytes: no content coding.
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
