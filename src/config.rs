@@ -902,8 +902,15 @@ impl Config {
             ("updates.window", &self.updates.window),
             ("updates.trading_hours", &self.updates.trading_hours),
         ] {
-            if let Err(e) = value.parse::<crate::updates::DailyRange>() {
-                return bad(key, format!("{e} (store-local, e.g. \"02:00-05:00\")"));
+            match value.parse::<crate::updates::DailyRange>() {
+                Err(e) => return bad(key, format!("{e} (store-local, e.g. \"02:00-05:00\")")),
+                Ok(r) if r.start == r.end && key == "updates.window" => {
+                    return bad(
+                        key,
+                        format!("`{value}` is empty: no install could ever start"),
+                    )
+                }
+                Ok(_) => {}
             }
         }
         if !(1..=86_400).contains(&self.updates.probation_seconds) {
@@ -1060,6 +1067,11 @@ mod tests {
                 "[updates]\nprobation_seconds = 0\n",
                 "updates.probation_seconds",
                 "between 1 and 86400",
+            ),
+            (
+                "[updates]\nwindow = \"03:00-03:00\"\n",
+                "updates.window",
+                "is empty",
             ),
         ] {
             let e = load_str(text, &[]).unwrap_err().to_string();

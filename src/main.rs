@@ -293,6 +293,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.mqtt.listen,
                 config.storage.data_dir.display()
             );
+            match storebox::updates::service::off_reason(&config) {
+                None => println!(
+                    "updates on: install window {}, not in trading hours {}, probation {} s",
+                    config.updates.window,
+                    config.updates.trading_hours,
+                    config.updates.probation_seconds
+                ),
+                Some(why) => println!("{why}"),
+            }
             Ok(())
         }
         Command::Serve => serve(config),

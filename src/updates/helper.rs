@@ -1011,7 +1011,8 @@ impl Helper<'_> {
         }
         let reported = run("/usr/bin/storebox", &["version"], QUERY_TIMEOUT)?;
         let reported = reported.trim().trim_start_matches("storebox ").to_string();
-        if reported != version {
+        // cargo-deb names a package `0.1.0-1` for a binary that reports `0.1.0`.
+        if !super::service::runs_version(&reported, version) {
             return Err(HelperError::Probation(format!(
                 "the installed binary reports version {reported}, expected {version}"
             )));

@@ -227,6 +227,17 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
     let mut action = Action::None;
     let busy = matches!(u.state, State::Installing | State::Probation) || u.rolling_back;
     match (u.state, event) {
+        // The release already being worked on (or committed, or refused) assigned again, e.g. by
+        // a new rollout: nothing restarts; the current state is reported again for it.
+        (state, Event::Assigned(r))
+            if !matches!(state, State::RolledBack | State::Failed)
+                && u.release
+                    .as_ref()
+                    .is_some_and(|c| c.version == r.version && c.serial == r.serial) =>
+        {
+            next.release = Some(r);
+            return (next.clone(), Action::None, current_status(&next));
+        }
         (_, Event::Assigned(r)) if !busy => {
             let refuse = if u.last_committed_serial.is_some_and(|s| r.serial <= s) {
                 Some(format!(
@@ -329,7 +340,16 @@ pub fn refuse(u: &Updater, r: Release, reason: String) -> (Updater, Option<Statu
 /// release changed, and never for `Idle`.
 pub fn status_change(u: &Updater, next: &Updater) -> Option<Status> {
     let changed = next.state != u.state || next.reason != u.reason || next.release != u.release;
-    next.state.wire().filter(|_| changed).map(|state| Status {
+    if changed {
+        current_status(next)
+    } else {
+        None
+    }
+}
+
+/// The updater's state as a `release.status` (none while `Idle`).
+pub fn current_status(next: &Updater) -> Option<Status> {
+    next.state.wire().map(|state| Status {
         version: next
             .release
             .as_ref()
@@ -539,6 +559,40 @@ mod tests {
         };
         let (u2, a, s) = step(&u, Event::Assigned(rel("1.6.0", 11)), &at("02:30:00"));
         assert_eq!((u2, a, s), (u, Action::None, None));
+    }
+
+    #[test]
+    fn the_same_release_assigned_again_restarts_nothing_and_reports_the_state_again() {
+        let mut u = Updater {
+            state: State::WaitingWindow,
+            release: Some(rel("1.5.0", 10)),
+            reason: "outside the install window 02:00-05:00".into(),
+            ..Updater::default()
+        };
+        let mut again = rel("1.5.0", 10);
+        again.rollout = "r-2".into();
+        let (n, a, s) = step(&u, Event::Assigned(again.clone()), &at("14:00:00"));
+        assert_eq!((n.state, a), (State::WaitingWindow, Action::None));
+        let s = s.unwrap();
+        assert_eq!(
+            (s.state, s.rollout.as_deref(), s.serial),
+            (ReleaseState::WaitingWindow, Some("r-2"), Some(10))
+        );
+        // Committed: reported committed again, not refused for its own serial.
+        u.state = State::Committed;
+        u.last_committed_serial = Some(10);
+        let (n, _, s) = step(&u, Event::Assigned(again.clone()), &at("14:00:00"));
+        assert_eq!(
+            (n.state, s.unwrap().state),
+            (State::Committed, ReleaseState::Committed)
+        );
+        // Installing: reported again, nothing else.
+        u.state = State::Installing;
+        let (n, a, s) = step(&u, Event::Assigned(again), &at("14:00:00"));
+        assert_eq!(
+            (n.state, a, s.unwrap().state),
+            (State::Installing, Action::None, ReleaseState::Installing)
+        );
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub fn running_version() -> String {
     crate::VERSION.to_string()
 }
 
+/// Whether a binary reporting `running` is the package version `package` (a Debian version,
+/// `[epoch:]upstream[-revision]`): equal, or equal to its upstream part. cargo-deb names the
+/// package `0.1.0-1` for a binary that reports `0.1.0`.
+pub fn runs_version(running: &str, package: &str) -> bool {
+    if running == package {
+        return true;
+    }
+    let no_epoch = package.split_once(':').map_or(package, |(_, v)| v);
+    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+    running == no_epoch || running == upstream
+}
+
 /// Probation of a version that was just installed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probation {
@@ -240,6 +252,10 @@ struct Service {
     /// Download attempts that failed in a row (for the back-off) and when to try again.
     failures: u32,
     retry_at: Option<tokio::time::Instant>,
+    /// The package being downloaded was continued from a `.part` (by this process or an earlier
+    /// one): a sha256 mismatch is then tried once more from byte 0 before it is refused, since a
+    /// crash or power loss can leave a `.part` whose tail is not what HQ sent.
+    resumed: bool,
 }
 
 /// Runs the updates service until the process stops.
@@ -287,6 +303,7 @@ impl Service {
             st,
             failures: 0,
             retry_at: None,
+            resumed: false,
         }
     }
 
@@ -400,7 +417,7 @@ impl Service {
         match (u.state, outcome.outcome) {
             (State::Installing, OutcomeKind::Installed) => {
                 let running = running_version();
-                if running == outcome.version {
+                if runs_version(&running, &outcome.version) {
                     let now_ms = self.now().as_millisecond();
                     self.step(Event::Installed, |p| {
                         p.installing_since_ms = None;
@@ -618,10 +635,11 @@ impl Service {
                         s
                     } else {
                         let c = conditions(&self.ctx.config, now, false);
-                        let (u, _, s) = super::step(&next.updater, Event::Assigned(release), &c);
-                        if u.state == State::Downloading {
+                        let (u, action, s) =
+                            super::step(&next.updater, Event::Assigned(release), &c);
+                        if action == Action::Download {
                             next.assign = Some(a);
-                        } else {
+                        } else if u.state == State::Refused {
                             next.assign = None;
                         }
                         next.updater = u;
@@ -650,6 +668,7 @@ impl Service {
                     self.st = next;
                     self.failures = 0;
                     self.retry_at = None;
+                    self.resumed = false;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "updates: cannot save an assignment");
@@ -737,6 +756,14 @@ impl Service {
             Err(DownloadError::Transient(e)) => self.retry_later(&e),
             Err(DownloadError::Refused(reason)) => {
                 let _ = std::fs::remove_file(&part);
+                if self.resumed && reason.contains("check `sha256` failed") {
+                    self.resumed = false;
+                    self.failures = 0;
+                    self.retry_later(&format!(
+                        "{reason} after a resumed download; downloading it again from byte 0"
+                    ));
+                    return;
+                }
                 self.step(Event::Rejected(reason), |p| p.assign = None)
                     .await;
             }
@@ -759,7 +786,7 @@ impl Service {
     }
 
     /// Continues `part` up to the manifest's size, from HQ only.
-    async fn download(&self, a: &ReleaseAssign, part: &Path) -> Result<(), DownloadError> {
+    async fn download(&mut self, a: &ReleaseAssign, part: &Path) -> Result<(), DownloadError> {
         let t = |e: String| DownloadError::Transient(e);
         let size = a.manifest.size;
         let Some(http) = &self.http else {
@@ -775,6 +802,9 @@ impl Service {
         if have > size {
             have = 0;
         }
+        if have > 0 {
+            self.resumed = true;
+        }
         if have == size {
             return Ok(());
         }
@@ -784,7 +814,9 @@ impl Service {
             .get(format!("{}{}", self.base, a.package))
             .bearer_auth(self.ctx.config.hq.token.expose())
             .header("x-storebox-protocol", crate::proto::VERSION)
-            .header("x-storebox-store", &self.ctx.config.store.id);
+            .header("x-storebox-store", &self.ctx.config.store.id)
+            // Byte ranges count the package's own bytes: no content coding.
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
@@ -895,14 +927,26 @@ impl Service {
     }
 
     async fn tick_window(&mut self) {
-        // Holding the exclusive side keeps checkouts from starting until the request is written.
-        let guard = self.ctx.sales.try_exclusive();
-        let c = conditions(&self.ctx.config, self.now(), guard.is_none());
+        let now = self.now();
+        // The sale guard is tried only when the window and trading hours allow an install; held,
+        // its exclusive side keeps checkouts from starting until the request is written.
+        let allowed = conditions(&self.ctx.config, now, false)
+            .install_blocked()
+            .is_none();
+        let guard = if allowed {
+            self.ctx.sales.try_exclusive()
+        } else {
+            None
+        };
+        let c = conditions(&self.ctx.config, now, allowed && guard.is_none());
         let (u, action, status) = super::step(&self.st.updater, Event::Tick, &c);
         let mut next = self.st.clone();
         next.updater = u;
         if action == Action::Install {
             next.installing_since_ms = Some(c.now.as_millisecond());
+        }
+        if next == self.st {
+            return;
         }
         if !self.commit(next, status).await || action != Action::Install {
             return;
@@ -1090,6 +1134,17 @@ mod tests {
         svc.tick().await;
         assert_eq!(svc.st.updater.state, State::WaitingWindow);
         assert!(read_request(&f.dir).unwrap().is_none());
+        // Waiting writes nothing while nothing changes.
+        let updated = |f: &Fixture| -> i64 {
+            f.db.read_blocking(|c| {
+                Ok(c.query_row("SELECT updated_ms FROM updates_state", [], |r| r.get(0))?)
+            })
+            .unwrap()
+        };
+        let before = updated(&f);
+        f.clock.advance(jiff::SignedDuration::from_mins(5));
+        svc.tick().await;
+        assert_eq!(updated(&f), before);
 
         f.at("2026-12-02T02:30:00Z");
         let sale = f.sales.recording().await;
@@ -1141,6 +1196,17 @@ mod tests {
         assert_eq!(svc.st.updater.state, State::Failed);
         assert!(svc.st.updater.reason.contains("did not answer"));
         assert!(read_request(&f.dir).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_running_binary_matches_its_debian_package_version() {
+        assert!(runs_version("0.1.0", "0.1.0"));
+        assert!(runs_version("0.1.0", "0.1.0-1"));
+        assert!(runs_version("1.5.0", "2:1.5.0-3"));
+        assert!(runs_version("1.5.0-rc1", "1.5.0-rc1-1"));
+        assert!(!runs_version("0.1.0", "0.1.1-1"));
+        assert!(!runs_version("0.1", "0.1.0-1"));
+        assert!(!runs_version("1", "1.5.0"));
     }
 
     #[tokio::test]
@@ -1209,6 +1275,42 @@ mod tests {
         assert!(!f.dir.join("3.0.0.deb.part").exists());
         let states: Vec<Value> = f.reported().iter().map(|e| e["state"].clone()).collect();
         assert_eq!(states, [json!("downloading"), json!("refused")]);
+    }
+
+    #[tokio::test]
+    async fn the_staged_release_assigned_again_by_another_rollout_is_not_downloaded_again() {
+        let f = fixture(60);
+        f.staged("2.0.0");
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        let mut a = serde_json::to_value(svc.st.assign.as_ref().unwrap()).unwrap();
+        a["rollout"] = json!("r-10");
+        f.db.write_blocking(|c| {
+            c.execute(
+                "INSERT INTO sync_releases (event_id, payload, received_ms) VALUES ('e3', ?1, 0)",
+                [a.to_string()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        assert!(
+            f.dir.join("2.0.0.deb").exists(),
+            "the staged package is kept"
+        );
+        let last = f.reported().pop().unwrap();
+        assert_eq!(
+            (last["state"].as_str(), last["rollout"].as_str()),
+            (Some("waiting_window"), Some("r-10"))
+        );
+        f.at("2026-12-02T02:30:00Z");
+        svc.tick().await;
+        assert!(matches!(
+            read_request(&f.dir).unwrap(),
+            Some(Request::Install { ref rollout, .. }) if rollout == "r-10"
+        ));
     }
 
     #[tokio::test]

@@ -329,11 +329,12 @@ async fn disk_full_stops_acks_and_recovers_by_itself() {
 }
 
 /// Every long-running task of `serve`, by the name `/readyz` and the log give it.
-const TASKS: [&str; 11] = [
+const TASKS: [&str; 12] = [
     "ingest",
     "presence",
     "scheduler",
     "retention",
+    "updates",
     "sync-feed",
     "sync-push",
     "sync-rollups",

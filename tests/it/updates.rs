@@ -586,3 +586,95 @@ async fn a_tampered_package_is_refused_and_a_failed_probation_rolls_back_for_goo
     assert_eq!(events[n - 1]["serial"], 201);
     assert_eq!(events[n - 2]["rollout"], "r-2");
 }
+
+/// No install starts while a checkout is being recorded: the test holds the store database's
+/// write lock so that a checkout stays in flight (it holds its sale guard while it waits for the
+/// lock), opens the window meanwhile, and sees `waiting_window` "a sale is in flight" before
+/// `installing`, once the checkout was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_does_not_start_while_a_checkout_is_being_recorded() {
+    let hq = Hq::start();
+    let token = hq.add_store(STORE, "pilot");
+    let standin = PackageStandIn::start(&hq, &token).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = tmp.path().join("clock");
+    set_clock(&clock, &day_at(1, "12:00"));
+    let sb = start_store(&hq, &standin, &token, &clock, "60");
+    let catalog = sb.dir.join("catalog.jsonl");
+    std::fs::write(
+        &catalog,
+        "{\"type\":\"catalog.upsert\",\"payload\":{\"sku\":\"1001\",\"name\":\"Milk\",\"unit\":\"each\",\"department\":\"dairy\"}}\n\
+         {\"type\":\"price.set\",\"payload\":{\"id\":\"pr-1\",\"sku\":\"1001\",\"price\":129,\"starts_at\":\"2020-01-01T00:00:00Z\",\"ends_at\":null}}\n",
+    )
+    .unwrap();
+    let (s, out, err) = sb.cli(&["import", catalog.to_str().unwrap()]);
+    assert!(s.success(), "{out}{err}");
+
+    let pkg = package(4, 20_000);
+    let m = manifest("9.3.0", &pkg, 300);
+    let path = "/sync/v1/releases/9.3.0/package";
+    standin.put(path, pkg);
+    hq.author(json!({"stores": [STORE]}), assign("9.3.0", "r-3", &m, path))
+        .await;
+    state_becomes(&sb, "waiting_window", 30).await;
+
+    // Hold the write lock (readers go on: WAL), so a checkout waits inside its recording.
+    let lock = sb.db();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let client = sb.client();
+    let url = format!("{}/api/v1/checkouts", sb.http);
+    let bearer = sb.token.clone();
+    let checkout = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(bearer)
+            .json(&json!({"checkout_id": "lane1-0001", "lane": "lane-1",
+                "lines": [{"sku": "1001", "quantity": 1}], "payment": {"method": "card"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    set_clock(&clock, &day_at(2, "02:30"));
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let request = updates_dir(&sb).join("request.json");
+    assert!(
+        !request.exists(),
+        "no install request while the checkout is in flight"
+    );
+    assert!(
+        !checkout.is_finished(),
+        "the checkout is still being recorded"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    assert_eq!(checkout.await.unwrap(), 201);
+
+    let v = state_becomes(&sb, "installing", 20).await;
+    assert!(request.exists());
+    let changes: Vec<(String, String)> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|h| {
+            (
+                h["state"].as_str().unwrap().to_string(),
+                h["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let n = changes.len();
+    assert_eq!(
+        changes[n - 2..],
+        [
+            (
+                "waiting_window".to_string(),
+                "a sale is in flight".to_string()
+            ),
+            ("installing".to_string(), String::new())
+        ],
+        "{changes:?}"
+    );
+}
