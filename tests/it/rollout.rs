@@ -477,3 +477,39 @@ fn check_config_names_a_bad_release_key() {
         "{err}"
     );
 }
+
+/// Two HQ nodes on one PostgreSQL database: a release published and a rollout started on one node;
+/// the stores talk only to the other, which serves the package from the database and whose
+/// rollout engine reacts to their reports. Nothing a store needs is node-local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_spans_two_hq_nodes_on_postgres() {
+    let a = start_hq(Engine::Postgres);
+    let b = a.another_node();
+    let bytes = package_bytes(2 * 1024 * 1024 + 5, 21);
+    let m = manifest_for(&key(7), "3.0.0", &bytes, 30);
+    let (s, v) = upload(&a, &bytes, &serde_json::to_string(&m).unwrap()).await;
+    assert_eq!(s, 201, "{v}");
+    let mut p1 = Store::new(&a, "p1", "pilot");
+    let mut c1 = Store::new(&a, "c1", "canary");
+    p1.http = b.http.clone();
+    c1.http = b.http.clone();
+    let (s, v) = a.post("/hq/v1/rollouts", plan("3.0.0")).await;
+    assert_eq!(s, 201, "{v}");
+    let r = v["id"].as_str().unwrap().to_string();
+    let assign = await_assign(&mut p1).await;
+    let got = p1
+        .get(assign["package"].as_str().unwrap(), Some("bytes=1048570-"))
+        .await;
+    assert_eq!(got.status().as_u16(), 206);
+    let tail = got.bytes().await.unwrap();
+    assert_eq!(&tail[..], &bytes[1_048_570..], "node b serves a's upload");
+    p1.status("3.0.0", "committed", &r).await;
+    await_assign(&mut c1).await;
+    c1.status("3.0.0", "rolled_back", &r).await;
+    let v = eventually(10, "the rollout aborts", || async {
+        let v = rollout_state(&a, &r).await;
+        (v["state"] == "aborted").then_some(v)
+    })
+    .await;
+    assert_eq!(v["counts"]["failed"], 1, "{v}");
+}
