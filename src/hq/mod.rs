@@ -8,6 +8,8 @@
 //! - [`storage`]: the [`storage::HqStorage`] trait and its SQLite and PostgreSQL engines
 //! - [`server`]: the HTTP face (sync endpoints for stores, authoring and fleet API)
 //! - [`error`]: domain errors, mapped once to HTTP answers
+//! - [`releases`], [`release_api`], [`rollout`]: the release registry, package downloads and
+//!   health-gated rollouts with their engine (docs/releases.md)
 
 pub mod console;
 pub mod error;
