@@ -10,6 +10,8 @@
 //! - [`error`]: domain errors, mapped once to HTTP answers
 //! - [`console`]: sign-in, sessions, roles; [`web`]: the console in the browser; [`fleet`]: health
 //!   verdicts and the live fleet stream; [`story`]: one store's timeline
+//! - [`releases`], [`release_api`], [`rollout`]: the release registry, package downloads and
+//!   health-gated rollouts with their engine (docs/releases.md)
 
 pub mod console;
 pub mod error;

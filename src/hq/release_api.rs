@@ -345,6 +345,23 @@ async fn create_rollout(State(state): State<HqState>, req: Request) -> HqResult<
     .await?;
     let spec: RolloutSpec = json_body(req).await?;
     spec.check()?;
+    // A wave whose groups have no store would pass at once, empty: a typo in "pilot" must not
+    // send the release straight to the canaries.
+    let groups: std::collections::HashSet<String> = state
+        .storage
+        .list_stores()
+        .await?
+        .into_iter()
+        .map(|s| s.group)
+        .collect();
+    for (i, w) in spec.waves.iter().enumerate() {
+        if let Some(g) = w.groups.iter().find(|g| !groups.contains(*g)) {
+            return Err(HqError::invalid(
+                "invalid_rollout",
+                format!("waves[{i}]: group {g:?} has no registered store"),
+            ));
+        }
+    }
     let now = state.now_ms();
     let row = RolloutRow {
         id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),

@@ -477,3 +477,172 @@ fn check_config_names_a_bad_release_key() {
         "{err}"
     );
 }
+
+/// Two HQ nodes on one PostgreSQL database: a release published and a rollout started on one node;
+/// the stores talk only to the other, which serves the package from the database and whose
+/// rollout engine reacts to their reports. Nothing a store needs is node-local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_spans_two_hq_nodes_on_postgres() {
+    let a = start_hq(Engine::Postgres);
+    let b = a.another_node();
+    let bytes = package_bytes(2 * 1024 * 1024 + 5, 21);
+    let m = manifest_for(&key(7), "3.0.0", &bytes, 30);
+    let (s, v) = upload(&a, &bytes, &serde_json::to_string(&m).unwrap()).await;
+    assert_eq!(s, 201, "{v}");
+    let mut p1 = Store::new(&a, "p1", "pilot");
+    let mut c1 = Store::new(&a, "c1", "canary");
+    p1.http = b.http.clone();
+    c1.http = b.http.clone();
+    let (s, v) = a.post("/hq/v1/rollouts", plan("3.0.0")).await;
+    assert_eq!(s, 201, "{v}");
+    let r = v["id"].as_str().unwrap().to_string();
+    let assign = await_assign(&mut p1).await;
+    let got = p1
+        .get(assign["package"].as_str().unwrap(), Some("bytes=1048570-"))
+        .await;
+    assert_eq!(got.status().as_u16(), 206);
+    let tail = got.bytes().await.unwrap();
+    assert_eq!(&tail[..], &bytes[1_048_570..], "node b serves a's upload");
+    p1.status("3.0.0", "committed", &r).await;
+    await_assign(&mut c1).await;
+    c1.status("3.0.0", "rolled_back", &r).await;
+    let v = eventually(10, "the rollout aborts", || async {
+        let v = rollout_state(&a, &r).await;
+        (v["state"] == "aborted").then_some(v)
+    })
+    .await;
+    assert_eq!(v["counts"]["failed"], 1, "{v}");
+}
+
+fn add_user(hq: &Hq, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args([
+            "hq",
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
+        .envs(hq.env_for_cli())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+/// A signed-in console user: (client with the session cookie, CSRF token).
+async fn signed_in(hq: &Hq, name: &str, password: &str) -> (reqwest::Client, String) {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let me: Value = c
+        .post(format!("{}/hq/v1/session", hq.http))
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (c, me["csrf"].as_str().unwrap().to_string())
+}
+
+/// Only an admin publishes; operators start and steer rollouts; support only reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_publish_steer_and_read() {
+    let hq = start_hq(Engine::Sqlite);
+    add_user(&hq, "olga", "operator", "operator-password-1");
+    add_user(&hq, "sam", "support", "support-password-1");
+    let (olga, olga_csrf) = signed_in(&hq, "olga", "operator-password-1").await;
+    let (sam, sam_csrf) = signed_in(&hq, "sam", "support-password-1").await;
+    let bytes = package_bytes(5000, 31);
+    let m = serde_json::to_string(&manifest_for(&key(7), "4.0.0", &bytes, 30)).unwrap();
+    let form = || {
+        reqwest::multipart::Form::new()
+            .part("package", reqwest::multipart::Part::bytes(bytes.clone()))
+            .part("manifest", reqwest::multipart::Part::text(m.clone()))
+    };
+    let r = olga
+        .post(format!("{}/hq/v1/releases", hq.http))
+        .header("x-csrf-token", &olga_csrf)
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "an operator may not publish");
+    assert_eq!(upload(&hq, &bytes, &m).await.0, 201);
+    let post = |c: &reqwest::Client, csrf: &str, path: &str, body: Value| {
+        c.post(format!("{}{path}", hq.http))
+            .header("x-csrf-token", csrf)
+            .json(&body)
+            .send()
+    };
+    let r = post(&olga, &olga_csrf, "/hq/v1/rollouts", plan("4.0.0"))
+        .await
+        .unwrap();
+    let v = r.json::<Value>().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("group \"pilot\" has no registered store"),
+        "a wave of nobody would pass at once: {v}"
+    );
+    hq.add_store("p1", "pilot");
+    hq.add_store("c1", "canary");
+    let r = post(&sam, &sam_csrf, "/hq/v1/rollouts", plan("4.0.0"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "support may not start rollouts");
+    let r = post(&olga, &olga_csrf, "/hq/v1/rollouts", plan("4.0.0"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post(
+        &sam,
+        &sam_csrf,
+        &format!("/hq/v1/rollouts/{id}/pause"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = post(
+        &olga,
+        &olga_csrf,
+        &format!("/hq/v1/rollouts/{id}/pause"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["state"], "paused");
+    for path in [
+        "/hq/v1/releases",
+        "/hq/v1/rollouts",
+        &format!("/hq/v1/rollouts/{id}"),
+    ] {
+        let r = sam.get(format!("{}{path}", hq.http)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "support reads {path}");
+    }
+    let v: Value = sam
+        .get(format!("{}/hq/v1/rollouts/{id}", hq.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["reason"], "paused by olga", "{v}");
+}
