@@ -145,6 +145,8 @@ pub struct Conditions {
     pub trading_hours: DailyRange,
     /// A checkout is being recorded right now.
     pub sale_in_flight: bool,
+    /// The version this binary reports ([`crate::VERSION`]).
+    pub running_version: String,
 }
 
 impl Conditions {
@@ -221,6 +223,18 @@ impl Default for Updater {
     }
 }
 
+/// Whether a binary reporting `running` is the package version `package` (a Debian version,
+/// `[epoch:]upstream[-revision]`): equal, or equal to its upstream part. cargo-deb names the
+/// package `0.1.0-1` for a binary that reports `0.1.0`.
+pub fn runs_version(running: &str, package: &str) -> bool {
+    if running == package {
+        return true;
+    }
+    let no_epoch = package.split_once(':').map_or(package, |(_, v)| v);
+    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+    running == no_epoch || running == upstream
+}
+
 /// The next state, what to do, and the status to report when the state or reason changed.
 pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Option<Status>) {
     let mut next = u.clone();
@@ -260,6 +274,17 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
                 Some(reason) => {
                     next.state = State::Refused;
                     next.reason = reason;
+                }
+                // Assigned the version it already runs (installed by apt, or by an earlier
+                // rollout that a new one superseded): nothing to install, and HQ must not wait
+                // for it until the store times out.
+                None if runs_version(&c.running_version, &r.version) => {
+                    next.state = State::Committed;
+                    next.reason = "already running this version".into();
+                    next.last_committed_serial = Some(
+                        u.last_committed_serial
+                            .map_or(r.serial, |s| s.max(r.serial)),
+                    );
                 }
                 None => {
                     next.state = State::Downloading;
@@ -402,6 +427,7 @@ mod tests {
             window: "02:00-05:00".parse().unwrap(),
             trading_hours: "07:00-22:00".parse().unwrap(),
             sale_in_flight: false,
+            running_version: "0.1.0".into(),
         }
     }
 
@@ -469,6 +495,23 @@ mod tests {
         );
         assert_eq!((u.state, a), (State::Committed, Action::Commit));
         assert_eq!(u.last_committed_serial, Some(10));
+    }
+
+    #[test]
+    fn a_version_already_running_is_committed_at_once() {
+        // The package of the running 0.1.0 binary is 0.1.0-1 (cargo-deb's revision).
+        let (u, a, s) = run(
+            Updater::default(),
+            vec![(Event::Assigned(rel("0.1.0-1", 7)), at("14:00:00"))],
+        );
+        assert_eq!((u.state, a), (State::Committed, Action::None));
+        assert_eq!(u.last_committed_serial, Some(7));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].state, ReleaseState::Committed);
+        assert_eq!(s[0].reason, "already running this version");
+        // Another version is still downloaded as usual.
+        let (u, a, _) = run(u, vec![(Event::Assigned(rel("0.2.0", 8)), at("14:01:00"))]);
+        assert_eq!((u.state, a), (State::Downloading, Action::Download));
     }
 
     #[test]

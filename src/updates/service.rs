@@ -56,17 +56,7 @@ pub fn running_version() -> String {
     crate::VERSION.to_string()
 }
 
-/// Whether a binary reporting `running` is the package version `package` (a Debian version,
-/// `[epoch:]upstream[-revision]`): equal, or equal to its upstream part. cargo-deb names the
-/// package `0.1.0-1` for a binary that reports `0.1.0`.
-pub fn runs_version(running: &str, package: &str) -> bool {
-    if running == package {
-        return true;
-    }
-    let no_epoch = package.split_once(':').map_or(package, |(_, v)| v);
-    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
-    running == no_epoch || running == upstream
-}
+pub use super::runs_version;
 
 /// Probation of a version that was just installed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +196,7 @@ pub fn conditions(config: &Config, now: Timestamp, sale_in_flight: bool) -> Cond
         window: range(&config.updates.window, "02:00-05:00"),
         trading_hours: range(&config.updates.trading_hours, "07:00-22:00"),
         sale_in_flight,
+        running_version: running_version(),
     }
 }
 
