@@ -96,6 +96,12 @@ where
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, engine = state.storage.engine(), "storebox hq ready");
     on_ready(addr);
+    // Live fleet streams end when the stop begins, so that the graceful stop does not wait on them.
+    let fleet = state.fleet.clone();
+    let shutdown = async move {
+        shutdown.await;
+        fleet.stop_streams();
+    };
     axum::serve(
         listener,
         server::router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -340,3 +340,45 @@ async fn fleet_streams_are_bounded_per_user_and_need_sign_in() {
     .await;
     drop(b);
 }
+
+/// Several streams share one reader per node, and an HQ that is asked to stop ends its live
+/// streams at once instead of waiting for them (a browser tab would hold a graceful stop for the
+/// stream's whole lifetime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_share_a_reader_and_end_when_hq_stops() {
+    let mut hq = Hq::start();
+    hq.add_store("s1", "");
+    add_user(&hq, "sam", "support", "support-password-1");
+    let sam = browser();
+    sign_in(&hq, &sam, "sam", "support-password-1").await;
+    let url = format!("{}/hq/v1/fleet/stream", hq.http);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let r = sam.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(sse(r));
+    }
+    // Each one gets the fleet, including one that joins after the reader has published it.
+    for rx in &mut streams {
+        stream_shows(rx, "s1", "offline", 10).await;
+    }
+    let (status, took) = hq.terminate(10);
+    assert!(status.success(), "{status:?}");
+    println!("HQ with 3 live fleet streams stopped in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stop waited for the streams: {took:?}"
+    );
+    for rx in &mut streams {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (ev, _) = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("the stream closes when HQ stops")
+                .unwrap();
+            if ev == "closed" {
+                break;
+            }
+        }
+    }
+}
