@@ -175,17 +175,14 @@ fn store_title(kind: &str, p: &Value, event_type: &str) -> String {
         }
         "quarantine" => {
             let why = s(p, "reason");
-            let what = ["type", "event_type", "id"]
-                .iter()
-                .map(|k| s(p, k))
-                .find(|v| !v.is_empty())
-                .unwrap_or("an event");
             format!(
-                "HQ data quarantined: {what}{}",
+                "HQ event {} ({}) refused by the store and quarantined{}",
+                s(p, "id"),
+                s(p, "type"),
                 if why.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({why})")
+                    format!(": {why}")
                 }
             )
         }

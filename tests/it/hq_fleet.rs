@@ -150,6 +150,36 @@ async fn fleet_story_and_live_offline(engine: Engine) {
     )
     .await;
 
+    // An event HQ's validation would refuse, written straight into its storage (as a faulty HQ
+    // might send it): the store quarantines it and says so; the fleet and the story show it.
+    hq.inject_raw_events(&[("bad-1", "price.teleport", r#"{}"#)]);
+    let row = stream_shows(&mut events, "s1", "degraded", 30).await;
+    let row = if row["quarantined_recent"] == 1 {
+        row
+    } else {
+        let f = eventually(20, "quarantine in the fleet", || async {
+            let (_, f) = get_json(&sam, format!("{}/hq/v1/fleet", console.http)).await;
+            (f["stores"][0]["quarantined_recent"] == 1).then_some(f)
+        })
+        .await;
+        f["stores"][0].clone()
+    };
+    assert_eq!(
+        row["reasons"],
+        json!(["1 open alert", "1 event quarantined (refused HQ data)"]),
+        "{row}"
+    );
+    let (_, q) = get_json(
+        &sam,
+        format!("{}/hq/v1/stores/s1/story?kinds=quarantine", console.http),
+    )
+    .await;
+    let title = q["items"][0]["title"].as_str().unwrap_or_default();
+    assert!(
+        title.starts_with("HQ event bad-1 (price.teleport) refused by the store and quarantined"),
+        "{q}"
+    );
+
     // The story: the alert, then the price, in that order; the store's zone is known.
     let url = format!(
         "{}/hq/v1/stores/s1/story?kinds=alert,authored,sync",
@@ -261,7 +291,12 @@ async fn fleet_story_and_live_offline(engine: Engine) {
     // The store stops: offline once the threshold passes, and the stream says so.
     drop(dev);
     sb.terminate();
+    let stopped = std::time::Instant::now();
     let row = stream_shows(&mut events, "s1", "offline", 30).await;
+    println!(
+        "store stopped: offline on the live stream after {:?} (offline_after_seconds = 4)",
+        stopped.elapsed()
+    );
     assert!(
         row["reasons"][0]
             .as_str()
