@@ -277,11 +277,57 @@ pub async fn fleet_json(state: &HqState) -> HqResult<Value> {
 
 const READERS: &[HqRole] = &[HqRole::Operator, HqRole::Support];
 
-/// `GET /hq/v1/fleet`: every store with its verdict.
-pub async fn fleet(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
+/// `GET /hq/v1/fleet` filters (all optional): the group, the verdict, and text found in the
+/// store id, group or version.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    pub group: Option<String>,
+    pub health: Option<String>,
+    pub q: Option<String>,
+}
+
+/// Keeps the rows of `fleet` (the JSON of [`fleet_json`]) that match `q`; the summary still
+/// counts the whole fleet.
+pub fn filter(fleet: &mut Value, q: &FleetQuery) -> HqResult<()> {
+    let health = match q.health.as_deref().filter(|h| !h.is_empty()) {
+        None => None,
+        Some(h @ ("online" | "degraded" | "behind" | "offline")) => Some(h.to_string()),
+        Some(other) => {
+            return Err(HqError::invalid(
+                "bad_health",
+                format!("health {other:?} is not one of online, degraded, behind, offline"),
+            ))
+        }
+    };
+    let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let group = q.group.as_deref().filter(|g| !g.is_empty());
+    if let Some(rows) = fleet.get_mut("stores").and_then(Value::as_array_mut) {
+        let field = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        rows.retain(|r| {
+            group.is_none_or(|g| field(r, "group") == g)
+                && health.as_deref().is_none_or(|h| field(r, "health") == h)
+                && (text.is_empty()
+                    || ["id", "group", "version"]
+                        .iter()
+                        .any(|k| field(r, k).to_lowercase().contains(&text)))
+        });
+    }
+    Ok(())
+}
+
+/// `GET /hq/v1/fleet?group=&health=&q=`: every store (or those matching) with its verdict.
+pub async fn fleet(
+    State(state): State<HqState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<FleetQuery>, axum::extract::rejection::QueryRejection>,
+) -> HqResult<Response> {
     let c = super::console::caller(&state, &Method::GET, &headers).await?;
     super::console::need(&c, READERS, "the fleet")?;
-    Ok(axum::Json(fleet_json(&state).await?).into_response())
+    let axum::extract::Query(q) = q.map_err(|e| HqError::invalid("bad_query", e.body_text()))?;
+    let mut v = fleet_json(&state).await?;
+    filter(&mut v, &q)?;
+    Ok(axum::Json(v).into_response())
 }
 
 /// Per-node state of the fleet view: its rules, the bound on live streams, and the one reader
@@ -668,6 +714,34 @@ mod tests {
             summary(&r),
             json!({"total": 3, "online": 1, "degraded": 1, "behind": 0, "offline": 1})
         );
+        let mut all = json!({"summary": summary(&r), "stores": r});
+        let q = |group: &str, health: &str, q: &str| FleetQuery {
+            group: Some(group.into()),
+            health: Some(health.into()),
+            q: Some(q.into()),
+        };
+        let ids = |v: &Value| -> Vec<String> {
+            v["stores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut one = all.clone();
+        filter(&mut one, &q("", "degraded", "")).unwrap();
+        assert_eq!(ids(&one), ["b"]);
+        assert_eq!(
+            one["summary"]["total"], 3,
+            "the summary counts the whole fleet"
+        );
+        let mut none = all.clone();
+        filter(&mut none, &q("north", "", "")).unwrap();
+        assert!(ids(&none).is_empty());
+        filter(&mut all, &q("", "", "A")).unwrap();
+        assert_eq!(ids(&all), ["a"], "text search ignores case");
+        let e = filter(&mut json!({}), &q("", "sleepy", "")).unwrap_err();
+        assert!(e.to_string().contains("\"sleepy\" is not one of"), "{e}");
         let j = serde_json::to_value(&r[1]).unwrap();
         assert_eq!(j["id"], "b");
         assert_eq!(j["health"], "degraded");

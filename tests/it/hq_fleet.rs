@@ -99,6 +99,29 @@ async fn fleet_story_and_live_offline(engine: Engine) {
         fleet["stores"][0]["reasons"][0], "never connected",
         "{fleet}"
     );
+    let (_, some) = get_json(
+        &sam,
+        format!(
+            "{}/hq/v1/fleet?group=pilot&health=offline&q=S1",
+            console.http
+        ),
+    )
+    .await;
+    assert_eq!(some["stores"].as_array().unwrap().len(), 1, "{some}");
+    let (_, none) = get_json(&sam, format!("{}/hq/v1/fleet?health=online", console.http)).await;
+    assert_eq!(none["stores"], json!([]), "{none}");
+    let (s, bad) = get_json(&sam, format!("{}/hq/v1/fleet?health=sleepy", console.http)).await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_health")),
+        "{bad}"
+    );
+    let (s, bad) = get_json(&sam, format!("{}/hq/v1/fleet?colour=red", console.http)).await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_query")),
+        "{bad}"
+    );
 
     let stream = sam
         .get(format!("{}/hq/v1/fleet/stream", console.http))
