@@ -555,6 +555,24 @@ pub(crate) async fn fleet_and_story(s: &dyn HqStorage) {
     .await
     .unwrap();
 
+    // Sent late: it happened at 00:30 by the store's clock, and takes its place there.
+    let mut late = store_event(
+        6,
+        "device.status",
+        json!({"device": "lane-1", "online": false}),
+    );
+    late.at = "1970-01-01T00:30:00Z".into();
+    s.ingest(
+        "s1",
+        PushBatch {
+            report: report(9),
+            events: vec![late],
+        },
+        2 * H + 60,
+    )
+    .await
+    .unwrap();
+
     let extras = s.fleet_extras(2 * H, 2 * H).await.unwrap();
     let e1 = extras.iter().find(|e| e.id == "s1").unwrap();
     assert_eq!(
@@ -575,7 +593,7 @@ pub(crate) async fn fleet_and_story(s: &dyn HqStorage) {
     assert_eq!(e1.checkouts_last_hour, 1, "one checkout since 2 h");
     assert_eq!(e1.quarantined_recent, 1);
     assert_eq!(e1.release.as_ref().unwrap()["state"], "committed");
-    assert_eq!(e1.last_seen_ms, Some(2 * H + 50));
+    assert_eq!(e1.last_seen_ms, Some(2 * H + 60));
     let e2 = extras.iter().find(|e| e.id == "s2").unwrap();
     assert_eq!(
         (e2.last_seen_ms, e2.devices_total, e2.checkouts_last_hour),
@@ -594,7 +612,17 @@ pub(crate) async fn fleet_and_story(s: &dyn HqStorage) {
     let types: Vec<&str> = src.events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
-        ["device.alert", "release.status", "sync.quarantined"]
+        [
+            "device.status",
+            "device.alert",
+            "release.status",
+            "sync.quarantined"
+        ],
+        "in the store's time"
+    );
+    assert_eq!(
+        (src.events[0].at_ms, src.events[0].received_ms),
+        (H / 2, 2 * H + 60)
     );
     assert_eq!(src.checkouts, vec![(H, 1), (2 * H, 1)]);
     assert_eq!(src.authored.len(), 1, "{:?}", src.authored);
