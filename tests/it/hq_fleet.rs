@@ -440,3 +440,64 @@ async fn live_streams_share_a_reader_and_end_when_hq_stops() {
         }
     }
 }
+
+/// An alert raised while HQ is down reaches HQ later; the story places it when it happened at the
+/// store and says when it arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_sent_late_takes_its_place_in_the_story_when_it_happened() {
+    let mut hq = Hq::start();
+    let token = hq.add_store("s1", "");
+    let mut env = hq.store_env("s1", &token);
+    env.push(("STOREBOX_HQ__POLL_WAIT_SECS".into(), "1".into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let sb = StoreBox::start_with(&refs);
+    eventually(30, "the store connects", || async {
+        let (_, f) = hq.get("/hq/v1/fleet").await;
+        (f["stores"][0]["health"] == "online").then_some(())
+    })
+    .await;
+
+    hq.kill9();
+    let pw = sb.add_device("printer-1", "printer");
+    let dev = Device::connect(sb.mqtt_port, "printer-1", Some(&pw))
+        .await
+        .unwrap();
+    let raised = jiff::Timestamp::now();
+    dev.publish(
+        "devices/printer-1/alerts",
+        r#"{"code":"PAPER_OUT","severity":"warning","message":"Paper roll empty"}"#,
+    )
+    .await;
+    eventually(10, "the alert waits in the store's outbox", || async {
+        let n: i64 = sb
+            .db()
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE type = 'device.alert'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    // HQ stays down a while (the point of the test), then comes back on the same address.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hq.launch();
+
+    let item = eventually(30, "the alert in the story", || async {
+        let (_, v) = hq.get("/hq/v1/stores/s1/story?kinds=alert").await;
+        v["items"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    let at: jiff::Timestamp = item["at"].as_str().unwrap().parse().unwrap();
+    let received: jiff::Timestamp = item["received_at"].as_str().unwrap().parse().unwrap();
+    let skew = (at.as_millisecond() - raised.as_millisecond()).abs();
+    assert!(
+        skew < 2000,
+        "placed when raised ({raised}), not {at}: {item}"
+    );
+    assert!(
+        received.as_millisecond() - at.as_millisecond() >= 3000,
+        "it reached HQ after HQ came back: {item}"
+    );
+}
