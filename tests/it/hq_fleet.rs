@@ -501,3 +501,53 @@ async fn an_alert_sent_late_takes_its_place_in_the_story_when_it_happened() {
         "it reached HQ after HQ came back: {item}"
     );
 }
+
+/// The console's files: `/` is the sign-in page or the shell (never cached for the wrong caller),
+/// scripts and the vendored chart library come from HQ with a CSP, pages are not served as assets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shell_and_assets() {
+    let hq = Hq::start();
+    add_user(&hq, "sam", "support", "support-password-1");
+    let anon = reqwest::Client::new();
+    let r = anon.get(format!("{}/", hq.http)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let h = r.headers().clone();
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'self'"));
+    assert!(h["vary"].to_str().unwrap().contains("Cookie"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/assets/signin.js") && !body.contains("/assets/app.js"));
+    let sam = browser();
+    sign_in(&hq, &sam, "sam", "support-password-1").await;
+    let shell = sam.get(format!("{}/", hq.http)).send().await.unwrap();
+    assert_eq!(shell.status(), 200);
+    assert!(shell.text().await.unwrap().contains("/assets/app.js"));
+    for (path, status, kind) in [
+        ("/assets/app.js", 200, "text/javascript"),
+        ("/assets/pages/fleet.js", 200, "text/javascript"),
+        ("/assets/style.css", 200, "text/css"),
+        (
+            "/assets/vendor/uPlot-1.6.32.iife.min.js",
+            200,
+            "text/javascript",
+        ),
+        ("/assets/index.html", 404, ""),
+        ("/assets/../Cargo.toml", 404, ""),
+        ("/assets/nope.js", 404, ""),
+    ] {
+        let r = anon.get(format!("{}{path}", hq.http)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        if status == 200 {
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(ct.starts_with(kind), "{path}: {ct}");
+            let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
+            assert_eq!(
+                cache.contains("immutable"),
+                path.contains("/vendor/"),
+                "{path}: {cache}"
+            );
+        }
+    }
+}
