@@ -664,6 +664,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn streams_are_bounded_per_node_and_per_user_and_slots_come_back() {
+        let config = HqServerConfig {
+            fleet_streams: 3,
+            fleet_streams_per_user: 2,
+            ..HqServerConfig::default()
+        };
+        let f = FleetState::new(&config);
+        let a1 = f.open_stream("alice").unwrap();
+        let _a2 = f.open_stream("alice").unwrap();
+        let e = f.open_stream("alice").err().unwrap().to_string();
+        assert!(
+            e.contains("alice already has 2") && e.contains("limit 2"),
+            "{e}"
+        );
+        let _b1 = f.open_stream("bob").unwrap();
+        let e = f.open_stream("bob").err().unwrap().to_string();
+        assert!(
+            e.contains("already serves 3") && e.contains("limit 3"),
+            "{e}"
+        );
+        assert_eq!(f.streams(), 3);
+        drop(a1);
+        assert_eq!(f.streams(), 2);
+        let _b2 = f.open_stream("bob").unwrap();
+    }
+
     fn view(id: &str, outbox: Option<i64>) -> StoreView {
         StoreView {
             id: id.into(),
