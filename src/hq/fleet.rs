@@ -277,19 +277,71 @@ pub async fn fleet_json(state: &HqState) -> HqResult<Value> {
 
 const READERS: &[HqRole] = &[HqRole::Operator, HqRole::Support];
 
-/// `GET /hq/v1/fleet`: every store with its verdict.
-pub async fn fleet(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
-    let c = super::console::caller(&state, &Method::GET, &headers).await?;
-    super::console::need(&c, READERS, "the fleet")?;
-    Ok(axum::Json(fleet_json(&state).await?).into_response())
+/// `GET /hq/v1/fleet` filters (all optional): the group, the verdict, and text found in the
+/// store id, group or version.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    pub group: Option<String>,
+    pub health: Option<String>,
+    pub q: Option<String>,
 }
 
-/// Per-node state of the fleet view: its rules and the bound on live streams.
+/// Keeps the rows of `fleet` (the JSON of [`fleet_json`]) that match `q`; the summary still
+/// counts the whole fleet.
+pub fn filter(fleet: &mut Value, q: &FleetQuery) -> HqResult<()> {
+    let health = match q.health.as_deref().filter(|h| !h.is_empty()) {
+        None => None,
+        Some(h @ ("online" | "degraded" | "behind" | "offline")) => Some(h.to_string()),
+        Some(other) => {
+            return Err(HqError::invalid(
+                "bad_health",
+                format!("health {other:?} is not one of online, degraded, behind, offline"),
+            ))
+        }
+    };
+    let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let group = q.group.as_deref().filter(|g| !g.is_empty());
+    if let Some(rows) = fleet.get_mut("stores").and_then(Value::as_array_mut) {
+        let field = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        rows.retain(|r| {
+            group.is_none_or(|g| field(r, "group") == g)
+                && health.as_deref().is_none_or(|h| field(r, "health") == h)
+                && (text.is_empty()
+                    || ["id", "group", "version"]
+                        .iter()
+                        .any(|k| field(r, k).to_lowercase().contains(&text)))
+        });
+    }
+    Ok(())
+}
+
+/// `GET /hq/v1/fleet?group=&health=&q=`: every store (or those matching) with its verdict.
+pub async fn fleet(
+    State(state): State<HqState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<FleetQuery>, axum::extract::rejection::QueryRejection>,
+) -> HqResult<Response> {
+    let c = super::console::caller(&state, &Method::GET, &headers).await?;
+    super::console::need(&c, READERS, "the fleet")?;
+    let axum::extract::Query(q) = q.map_err(|e| HqError::invalid("bad_query", e.body_text()))?;
+    let mut v = fleet_json(&state).await?;
+    filter(&mut v, &q)?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// Per-node state of the fleet view: its rules, the bound on live streams, and the one reader
+/// that re-reads the fleet for all of this node's streams.
 pub struct FleetState {
     pub rules: Rules,
     max_streams: usize,
     max_per_user: usize,
     open: Mutex<HashMap<String, usize>>,
+    /// The latest fleet JSON (text), published by the reader; whether the reader runs.
+    latest: tokio::sync::watch::Sender<Option<Arc<str>>>,
+    reader: Mutex<bool>,
+    /// Set when the node shuts down: streams end so that the graceful stop does not wait for them.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl FleetState {
@@ -299,7 +351,29 @@ impl FleetState {
             max_streams: config.fleet_streams,
             max_per_user: config.fleet_streams_per_user,
             open: Mutex::new(HashMap::new()),
+            latest: tokio::sync::watch::channel(None).0,
+            reader: Mutex::new(false),
+            stopping: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Ends every live stream of this node (at shutdown).
+    pub fn stop_streams(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Subscribes to the fleet as this node's reader publishes it, starting the reader if it is
+    /// not running. The reader re-reads the storage every [`STREAM_REFRESH`] (and at once when
+    /// events are authored on any node) and publishes only a fleet that changed; it stops when no
+    /// stream listens any more. One reader per node, whatever the number of streams.
+    fn subscribe(&self, state: &HqState) -> tokio::sync::watch::Receiver<Option<Arc<str>>> {
+        let mut running = self.reader.lock();
+        let rx = self.latest.subscribe();
+        if !*running {
+            *running = true;
+            tokio::spawn(read_fleet(state.clone()));
+        }
+        rx
     }
 
     /// Takes a stream slot for `user`, or says why not.
@@ -357,21 +431,57 @@ pub const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// Comment lines keep idle connections (and proxies) open.
 pub const STREAM_HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// This node's fleet reader (see [`FleetState::subscribe`]).
+async fn read_fleet(state: HqState) {
+    let fleet = state.fleet.clone();
+    let mut changes = state.storage.changes();
+    let mut last: Option<String> = None;
+    loop {
+        {
+            let mut running = fleet.reader.lock();
+            if fleet.latest.receiver_count() == 0 {
+                *running = false;
+                fleet.latest.send_replace(None);
+                return;
+            }
+        }
+        match fleet_json(&state).await {
+            Ok(mut v) => {
+                // "at" changes every round; only a change of the rest is news.
+                let at = v.get_mut("at").map(Value::take);
+                let text = v.to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    last = Some(text);
+                    if let (Some(at), Some(o)) = (at, v.as_object_mut()) {
+                        o.insert("at".into(), at);
+                    }
+                    fleet.latest.send_replace(Some(Arc::from(v.to_string())));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fleet stream: re-read failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STREAM_REFRESH) => {}
+            _ = changes.changed() => {}
+        }
+    }
+}
+
 struct Streaming {
     state: HqState,
     headers: HeaderMap,
-    last: Option<String>,
+    fleet: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     deadline: tokio::time::Instant,
-    first: bool,
     done: bool,
     _slot: StreamSlot,
 }
 
 /// `GET /hq/v1/fleet/stream`: Server-Sent Events. A `fleet` event (the same JSON as
-/// `GET /hq/v1/fleet`) first and whenever it changes (re-read every [`STREAM_REFRESH`]); an
-/// `ended` event when the session ends (sign-out, expiry) and the stream closes; the stream also
-/// closes after [`STREAM_LIFETIME`]. At most `fleet_streams` streams per node and
-/// `fleet_streams_per_user` per user (429 beyond).
+/// `GET /hq/v1/fleet`) first and whenever it changes (this node's reader re-reads it every
+/// [`STREAM_REFRESH`]); an `ended` event when the session ends (sign-out, expiry; checked every
+/// [`STREAM_REFRESH`]) and the stream closes; the stream also closes after [`STREAM_LIFETIME`].
+/// At most `fleet_streams` streams per node and `fleet_streams_per_user` per user (429 beyond).
 pub async fn stream(
     State(state): State<HqState>,
     headers: HeaderMap,
@@ -379,32 +489,32 @@ pub async fn stream(
     let c = super::console::caller(&state, &Method::GET, &headers).await?;
     super::console::need(&c, READERS, "the fleet")?;
     let slot = state.fleet.open_stream(&c.name)?;
+    let mut fleet = state.fleet.subscribe(&state);
+    // What the reader last published is news to this stream (when there is nothing yet, the
+    // first publication is).
+    fleet.mark_changed();
     let s = Streaming {
+        stopping: state.fleet.stopping.subscribe(),
         deadline: tokio::time::Instant::now() + STREAM_LIFETIME,
         state,
         headers,
-        last: None,
-        first: true,
+        fleet,
         done: false,
         _slot: slot,
     };
     let events = stream::unfold(s, |mut s| async move {
         loop {
-            if s.done {
+            if s.done || *s.stopping.borrow() {
                 return None;
             }
-            if !s.first {
-                let mut changes = s.state.storage.changes();
-                let wait = tokio::time::sleep(STREAM_REFRESH);
-                tokio::select! {
-                    _ = wait => {}
-                    _ = changes.changed() => {}
-                }
-                if tokio::time::Instant::now() >= s.deadline {
-                    return None;
-                }
+            let changed = tokio::select! {
+                r = s.fleet.changed() => r.is_ok(),
+                _ = tokio::time::sleep(STREAM_REFRESH) => false,
+                _ = s.stopping.changed() => return None,
+            };
+            if tokio::time::Instant::now() >= s.deadline {
+                return None;
             }
-            s.first = false;
             // The session is checked on every round: a signed-out or expired session ends it.
             if super::console::caller(&s.state, &Method::GET, &s.headers)
                 .await
@@ -416,25 +526,13 @@ pub async fn stream(
                     .data(json!({"reason": "signed out or session expired"}).to_string());
                 return Some((Ok(ev), s));
             }
-            match fleet_json(&s.state).await {
-                Ok(mut v) => {
-                    // "at" changes every round; only a change of the rest is news.
-                    let at = v.get_mut("at").map(Value::take);
-                    let text = v.to_string();
-                    if s.last.as_deref() == Some(text.as_str()) {
-                        continue;
-                    }
-                    s.last = Some(text);
-                    if let (Some(at), Some(o)) = (at, v.as_object_mut()) {
-                        o.insert("at".into(), at);
-                    }
-                    let ev = Event::default().event("fleet").data(v.to_string());
-                    return Some((Ok(ev), s));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "fleet stream: re-read failed");
-                    continue;
-                }
+            if !changed {
+                continue;
+            }
+            let latest = s.fleet.borrow_and_update().clone();
+            if let Some(text) = latest {
+                let ev = Event::default().event("fleet").data(&*text);
+                return Some((Ok(ev), s));
             }
         }
     });
@@ -566,6 +664,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn streams_are_bounded_per_node_and_per_user_and_slots_come_back() {
+        let config = HqServerConfig {
+            fleet_streams: 3,
+            fleet_streams_per_user: 2,
+            ..HqServerConfig::default()
+        };
+        let f = FleetState::new(&config);
+        let a1 = f.open_stream("alice").unwrap();
+        let _a2 = f.open_stream("alice").unwrap();
+        let e = f.open_stream("alice").err().unwrap().to_string();
+        assert!(
+            e.contains("alice already has 2") && e.contains("limit 2"),
+            "{e}"
+        );
+        let _b1 = f.open_stream("bob").unwrap();
+        let e = f.open_stream("bob").err().unwrap().to_string();
+        assert!(
+            e.contains("already serves 3") && e.contains("limit 3"),
+            "{e}"
+        );
+        assert_eq!(f.streams(), 3);
+        drop(a1);
+        assert_eq!(f.streams(), 2);
+        let _b2 = f.open_stream("bob").unwrap();
+    }
+
     fn view(id: &str, outbox: Option<i64>) -> StoreView {
         StoreView {
             id: id.into(),
@@ -616,6 +741,34 @@ mod tests {
             summary(&r),
             json!({"total": 3, "online": 1, "degraded": 1, "behind": 0, "offline": 1})
         );
+        let mut all = json!({"summary": summary(&r), "stores": r});
+        let q = |group: &str, health: &str, q: &str| FleetQuery {
+            group: Some(group.into()),
+            health: Some(health.into()),
+            q: Some(q.into()),
+        };
+        let ids = |v: &Value| -> Vec<String> {
+            v["stores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut one = all.clone();
+        filter(&mut one, &q("", "degraded", "")).unwrap();
+        assert_eq!(ids(&one), ["b"]);
+        assert_eq!(
+            one["summary"]["total"], 3,
+            "the summary counts the whole fleet"
+        );
+        let mut none = all.clone();
+        filter(&mut none, &q("north", "", "")).unwrap();
+        assert!(ids(&none).is_empty());
+        filter(&mut all, &q("", "", "A")).unwrap();
+        assert_eq!(ids(&all), ["a"], "text search ignores case");
+        let e = filter(&mut json!({}), &q("", "sleepy", "")).unwrap_err();
+        assert!(e.to_string().contains("\"sleepy\" is not one of"), "{e}");
         let j = serde_json::to_value(&r[1]).unwrap();
         assert_eq!(j["id"], "b");
         assert_eq!(j["health"], "degraded");

@@ -127,6 +127,12 @@ where
         config.max_connections_per_client,
         config.max_connections,
     );
+    // Live fleet streams end when the stop begins, so that the graceful stop does not wait on them.
+    let fleet = state.fleet.clone();
+    let shutdown = async move {
+        shutdown.await;
+        fleet.stop_streams();
+    };
     crate::httpd::run(
         listener,
         server::router(state),

@@ -43,12 +43,29 @@ pub const KINDS: &[&str] = &[
 /// One event a store sent, as HQ received it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreRow {
+    /// When it happened at the store (see [`at_ms`]).
+    pub at_ms: i64,
     pub received_ms: i64,
     pub id: String,
     pub event_type: String,
     pub payload: Value,
-    /// When the store recorded it (its own clock).
+    /// When the store recorded it (its own clock), as it sent it.
     pub at: String,
+}
+
+/// Slack allowed to a store clock ahead of HQ's.
+pub const MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
+
+/// When a store event happened, for the story: the store's `at` (RFC 3339), unless it cannot be
+/// read or lies more than [`MAX_AHEAD_MS`] after HQ received it (a store cannot send what has not
+/// happened yet); then HQ's arrival time. Events sent late (a store offline for hours) so take
+/// their place at the time they happened.
+pub fn at_ms(at: &str, received_ms: i64) -> i64 {
+    at.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
+        .filter(|ms| *ms <= received_ms + MAX_AHEAD_MS)
+        .unwrap_or(received_ms)
 }
 
 /// One event HQ authored for the store (directly, through its group or for all stores).
@@ -83,7 +100,8 @@ pub struct Sources {
 /// One line of the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Item {
-    /// When it happened at HQ's clock (received from the store, or authored), RFC 3339 UTC.
+    /// When it happened, RFC 3339 UTC: at the store (its clock, see [`at_ms`]) for what it sent,
+    /// at HQ for what HQ authored.
     pub at: String,
     #[serde(skip)]
     pub ms: i64,
@@ -93,9 +111,9 @@ pub struct Item {
     pub title: String,
     /// A stable key: the event id, or a name for milestones and rollups.
     pub key: String,
-    /// The store's own time for what it sent.
+    /// When HQ received what the store sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub store_at: Option<String>,
+    pub received_at: Option<String>,
     pub detail: Value,
 }
 
@@ -175,17 +193,14 @@ fn store_title(kind: &str, p: &Value, event_type: &str) -> String {
         }
         "quarantine" => {
             let why = s(p, "reason");
-            let what = ["type", "event_type", "id"]
-                .iter()
-                .map(|k| s(p, k))
-                .find(|v| !v.is_empty())
-                .unwrap_or("an event");
             format!(
-                "HQ data quarantined: {what}{}",
+                "HQ event {} ({}) refused by the store and quarantined{}",
+                s(p, "id"),
+                s(p, "type"),
                 if why.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({why})")
+                    format!(": {why}")
                 }
             )
         }
@@ -285,12 +300,12 @@ pub fn merge(
             continue;
         }
         items.push(item(
-            e.received_ms,
+            e.at_ms,
             kind,
             "store",
             store_title(kind, &e.payload, &e.event_type),
             e.id.clone(),
-            Some(e.at.clone()),
+            Some(ts_from_ms(e.received_ms).to_string()),
             json!({"type": e.event_type, "payload": e.payload}),
         ));
     }
@@ -325,7 +340,7 @@ pub fn merge(
                     n("alerts_open")
                 ),
                 format!("telemetry-{ms}"),
-                p.get("at").and_then(Value::as_str).map(str::to_string),
+                None,
                 json!({"box": b}),
             ));
         }
@@ -361,7 +376,7 @@ fn item(
     source: &'static str,
     title: String,
     key: String,
-    store_at: Option<String>,
+    received_at: Option<String>,
     detail: Value,
 ) -> Item {
     Item {
@@ -371,7 +386,7 @@ fn item(
         source,
         title,
         key,
-        store_at,
+        received_at,
         detail,
     }
 }
@@ -534,11 +549,12 @@ mod tests {
 
     fn row(ms: i64, id: &str, t: &str, p: Value) -> StoreRow {
         StoreRow {
-            received_ms: ms,
+            at_ms: ms,
+            received_ms: ms + 5,
             id: id.into(),
             event_type: t.into(),
             payload: p,
-            at: ts_from_ms(ms - 5).to_string(),
+            at: ts_from_ms(ms).to_string(),
         }
     }
 
@@ -608,9 +624,30 @@ mod tests {
         assert_eq!(items[5].title, "Device lane-1 went offline (gone)");
         assert_eq!(items[0].title, "3 checkouts in this hour");
         assert_eq!(
-            items[3].store_at.as_deref(),
-            Some("1970-01-01T00:00:09.995Z")
+            items[3].received_at.as_deref(),
+            Some("1970-01-01T00:00:10.005Z")
         );
+    }
+
+    #[test]
+    fn the_store_clock_places_its_events_unless_unreadable_or_ahead() {
+        let received = 1_764_500_000_000; // 2025-11-30T10:53:20Z
+        assert_eq!(
+            at_ms("2025-11-30T08:00:00Z", received),
+            1_764_489_600_000,
+            "sent late"
+        );
+        assert_eq!(
+            at_ms("2025-11-30T10:57:00Z", received),
+            1_764_500_220_000,
+            "slightly ahead"
+        );
+        assert_eq!(
+            at_ms("2025-11-30T11:00:00Z", received),
+            received,
+            "too far ahead"
+        );
+        assert_eq!(at_ms("yesterday", received), received, "unreadable");
     }
 
     #[test]

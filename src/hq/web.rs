@@ -76,7 +76,7 @@ pub async fn index(State(state): State<HqState>, headers: HeaderMap) -> Response
         }
         Err(_) => false,
     };
-    if signed_in {
+    let mut r = if signed_in {
         serve(
             Console::get("index.html"),
             "index.html",
@@ -86,7 +86,13 @@ pub async fn index(State(state): State<HqState>, headers: HeaderMap) -> Response
         )
     } else {
         sign_in_page(&headers)
-    }
+    };
+    // The same address answers two pages: caches must tell callers apart.
+    r.headers_mut().insert(
+        header::VARY,
+        axum::http::HeaderValue::from_static("Cookie, Authorization"),
+    );
+    r
 }
 
 /// The sign-in page (401).

@@ -99,6 +99,29 @@ async fn fleet_story_and_live_offline(engine: Engine) {
         fleet["stores"][0]["reasons"][0], "never connected",
         "{fleet}"
     );
+    let (_, some) = get_json(
+        &sam,
+        format!(
+            "{}/hq/v1/fleet?group=pilot&health=offline&q=S1",
+            console.http
+        ),
+    )
+    .await;
+    assert_eq!(some["stores"].as_array().unwrap().len(), 1, "{some}");
+    let (_, none) = get_json(&sam, format!("{}/hq/v1/fleet?health=online", console.http)).await;
+    assert_eq!(none["stores"], json!([]), "{none}");
+    let (s, bad) = get_json(&sam, format!("{}/hq/v1/fleet?health=sleepy", console.http)).await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_health")),
+        "{bad}"
+    );
+    let (s, bad) = get_json(&sam, format!("{}/hq/v1/fleet?colour=red", console.http)).await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_query")),
+        "{bad}"
+    );
 
     let stream = sam
         .get(format!("{}/hq/v1/fleet/stream", console.http))
@@ -149,6 +172,36 @@ async fn fleet_story_and_live_offline(engine: Engine) {
         ]),
     )
     .await;
+
+    // An event HQ's validation would refuse, written straight into its storage (as a faulty HQ
+    // might send it): the store quarantines it and says so; the fleet and the story show it.
+    hq.inject_raw_events(&[("bad-1", "price.teleport", r#"{}"#)]);
+    let row = stream_shows(&mut events, "s1", "degraded", 30).await;
+    let row = if row["quarantined_recent"] == 1 {
+        row
+    } else {
+        let f = eventually(20, "quarantine in the fleet", || async {
+            let (_, f) = get_json(&sam, format!("{}/hq/v1/fleet", console.http)).await;
+            (f["stores"][0]["quarantined_recent"] == 1).then_some(f)
+        })
+        .await;
+        f["stores"][0].clone()
+    };
+    assert_eq!(
+        row["reasons"],
+        json!(["1 open alert", "1 event quarantined (refused HQ data)"]),
+        "{row}"
+    );
+    let (_, q) = get_json(
+        &sam,
+        format!("{}/hq/v1/stores/s1/story?kinds=quarantine", console.http),
+    )
+    .await;
+    let title = q["items"][0]["title"].as_str().unwrap_or_default();
+    assert!(
+        title.starts_with("HQ event bad-1 (price.teleport) refused by the store and quarantined"),
+        "{q}"
+    );
 
     // The story: the alert, then the price, in that order; the store's zone is known.
     let url = format!(
@@ -261,7 +314,12 @@ async fn fleet_story_and_live_offline(engine: Engine) {
     // The store stops: offline once the threshold passes, and the stream says so.
     drop(dev);
     sb.terminate();
+    let stopped = std::time::Instant::now();
     let row = stream_shows(&mut events, "s1", "offline", 30).await;
+    println!(
+        "store stopped: offline on the live stream after {:?} (offline_after_seconds = 4)",
+        stopped.elapsed()
+    );
     assert!(
         row["reasons"][0]
             .as_str()
@@ -339,4 +397,157 @@ async fn fleet_streams_are_bounded_per_user_and_need_sign_in() {
     })
     .await;
     drop(b);
+}
+
+/// Several streams share one reader per node, and an HQ that is asked to stop ends its live
+/// streams at once instead of waiting for them (a browser tab would hold a graceful stop for the
+/// stream's whole lifetime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_share_a_reader_and_end_when_hq_stops() {
+    let mut hq = Hq::start();
+    hq.add_store("s1", "");
+    add_user(&hq, "sam", "support", "support-password-1");
+    let sam = browser();
+    sign_in(&hq, &sam, "sam", "support-password-1").await;
+    let url = format!("{}/hq/v1/fleet/stream", hq.http);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let r = sam.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(sse(r));
+    }
+    // Each one gets the fleet, including one that joins after the reader has published it.
+    for rx in &mut streams {
+        stream_shows(rx, "s1", "offline", 10).await;
+    }
+    let (status, took) = hq.terminate(10);
+    assert!(status.success(), "{status:?}");
+    println!("HQ with 3 live fleet streams stopped in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stop waited for the streams: {took:?}"
+    );
+    for rx in &mut streams {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (ev, _) = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("the stream closes when HQ stops")
+                .unwrap();
+            if ev == "closed" {
+                break;
+            }
+        }
+    }
+}
+
+/// An alert raised while HQ is down reaches HQ later; the story places it when it happened at the
+/// store and says when it arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_sent_late_takes_its_place_in_the_story_when_it_happened() {
+    let mut hq = Hq::start();
+    let token = hq.add_store("s1", "");
+    let mut env = hq.store_env("s1", &token);
+    env.push(("STOREBOX_HQ__POLL_WAIT_SECS".into(), "1".into()));
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let sb = StoreBox::start_with(&refs);
+    eventually(30, "the store connects", || async {
+        let (_, f) = hq.get("/hq/v1/fleet").await;
+        (f["stores"][0]["health"] == "online").then_some(())
+    })
+    .await;
+
+    hq.kill9();
+    let pw = sb.add_device("printer-1", "printer");
+    let dev = Device::connect(sb.mqtt_port, "printer-1", Some(&pw))
+        .await
+        .unwrap();
+    let raised = jiff::Timestamp::now();
+    dev.publish(
+        "devices/printer-1/alerts",
+        r#"{"code":"PAPER_OUT","severity":"warning","message":"Paper roll empty"}"#,
+    )
+    .await;
+    eventually(10, "the alert waits in the store's outbox", || async {
+        let n: i64 = sb
+            .db()
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE type = 'device.alert'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    // HQ stays down a while (the point of the test), then comes back on the same address.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hq.launch();
+
+    let item = eventually(30, "the alert in the story", || async {
+        let (_, v) = hq.get("/hq/v1/stores/s1/story?kinds=alert").await;
+        v["items"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    let at: jiff::Timestamp = item["at"].as_str().unwrap().parse().unwrap();
+    let received: jiff::Timestamp = item["received_at"].as_str().unwrap().parse().unwrap();
+    let skew = (at.as_millisecond() - raised.as_millisecond()).abs();
+    assert!(
+        skew < 2000,
+        "placed when raised ({raised}), not {at}: {item}"
+    );
+    assert!(
+        received.as_millisecond() - at.as_millisecond() >= 3000,
+        "it reached HQ after HQ came back: {item}"
+    );
+}
+
+/// The console's files: `/` is the sign-in page or the shell (never cached for the wrong caller),
+/// scripts and the vendored chart library come from HQ with a CSP, pages are not served as assets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shell_and_assets() {
+    let hq = Hq::start();
+    add_user(&hq, "sam", "support", "support-password-1");
+    let anon = reqwest::Client::new();
+    let r = anon.get(format!("{}/", hq.http)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let h = r.headers().clone();
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'self'"));
+    assert!(h["vary"].to_str().unwrap().contains("Cookie"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/assets/signin.js") && !body.contains("/assets/app.js"));
+    let sam = browser();
+    sign_in(&hq, &sam, "sam", "support-password-1").await;
+    let shell = sam.get(format!("{}/", hq.http)).send().await.unwrap();
+    assert_eq!(shell.status(), 200);
+    assert!(shell.text().await.unwrap().contains("/assets/app.js"));
+    for (path, status, kind) in [
+        ("/assets/app.js", 200, "text/javascript"),
+        ("/assets/pages/fleet.js", 200, "text/javascript"),
+        ("/assets/style.css", 200, "text/css"),
+        (
+            "/assets/vendor/uPlot-1.6.32.iife.min.js",
+            200,
+            "text/javascript",
+        ),
+        ("/assets/index.html", 404, ""),
+        ("/assets/../Cargo.toml", 404, ""),
+        ("/assets/nope.js", 404, ""),
+    ] {
+        let r = anon.get(format!("{}{path}", hq.http)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        if status == 200 {
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(ct.starts_with(kind), "{path}: {ct}");
+            let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
+            assert_eq!(
+                cache.contains("immutable"),
+                path.contains("/vendor/"),
+                "{path}: {cache}"
+            );
+        }
+    }
 }

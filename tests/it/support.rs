@@ -690,6 +690,28 @@ impl Hq {
         }
     }
 
+    // --- console ---
+    /// SIGTERM and wait (at most `secs`); returns the exit status and how long the stop took.
+    pub fn terminate(&mut self, secs: u64) -> (ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let start = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                let _ = c.kill();
+                panic!("storebox hq did not exit within {secs} s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The environment a `storebox hq …` command needs to reach this HQ's storage.
     pub fn env_for_cli(&self) -> Vec<(String, String)> {
         self.env()

@@ -1,29 +1,34 @@
 // storebox HQ console: the shell (top bar, navigation, hash router). Pages live in pages/*.js, one
-// file each; adding a page is one entry in PAGES below and one file. Everything talks to HQ's own
-// /hq/v1 API (no other origin, no build step). The server answers this shell only to a signed-in
-// user; a session that ends sends the browser back to the sign-in page.
+// file each, loaded when first opened; adding a page is one entry in PAGES below and one file that
+// exports its render function (and, if it keeps something running, a `stop()` called when the
+// user leaves it). Everything talks to HQ's own /hq/v1 API (no other origin, no build step). The
+// server answers this shell only to a signed-in user; a session that ends sends the browser back
+// to the sign-in page.
 import { api, h, notice, page, session } from "./lib.js";
-import { fleetPage, stopFleet } from "./pages/fleet.js";
-import { storePage } from "./pages/store.js";
 
 const $ = (id) => document.getElementById(id);
 
-// [pattern, handler, roles allowed (admin always), nav label or null, nav link]
+// path: pattern of the hash route (groups are the render function's arguments); module and
+// render: the page; roles: who may open it (admin always may); nav: its menu label (null: not in
+// the menu); link: the menu entry it belongs to.
 const PAGES = [
-  [/^\/$/, fleetPage, ["operator", "support"], "Fleet", "#/"],
-  [/^\/stores\/([^/]+)$/, storePage, ["operator", "support"], null, "#/"],
+  { path: /^\/$/, module: "./pages/fleet.js", render: "fleetPage", roles: ["operator", "support"], nav: "Fleet", link: "#/" },
+  { path: /^\/stores\/([^/]+)$/, module: "./pages/store.js", render: "storePage", roles: ["operator", "support"], nav: null, link: "#/" },
   // Support desk, authoring and rollouts add their entries here.
 ];
 
-/** Called when the page changes, so that pages can stop live updates. */
-const stoppers = [stopFleet];
+/** The module of the page on screen (its stop() runs when the user leaves it). */
+let current = null;
+function leave() {
+  if (current && typeof current.stop === "function") current.stop();
+  current = null;
+}
 
 const allowed = (roles) => session.role === "admin" || roles.includes(session.role);
 
 function nav() {
-  const list = $("nav-list");
-  list.replaceChildren(...PAGES.filter((p) => p[3] && allowed(p[2]))
-    .map((p) => h("li", {}, h("a", { href: p[4] }, p[3]))));
+  $("nav-list").replaceChildren(...PAGES.filter((p) => p.nav && allowed(p.roles))
+    .map((p) => h("li", {}, h("a", { href: p.link }, p.nav))));
 }
 
 let routing = Promise.resolve();
@@ -33,20 +38,22 @@ function route() {
 }
 
 async function routeNow() {
-  for (const stop of stoppers) stop();
+  leave();
   const path = decodeURIComponent((location.hash || "#/").slice(1).split("?")[0]) || "/";
   for (const a of document.querySelectorAll("#nav a")) a.removeAttribute("aria-current");
-  for (const [re, handler, roles, , link] of PAGES) {
-    const m = path.match(re);
+  for (const p of PAGES) {
+    const m = path.match(p.path);
     if (!m) continue;
-    const a = document.querySelector(`#nav a[href="${link}"]`);
+    const a = document.querySelector(`#nav a[href="${p.link}"]`);
     if (a) a.setAttribute("aria-current", "page");
-    if (!allowed(roles)) {
-      page("Not allowed", notice(`This page needs the role ${roles.join(" or ")}. You are signed in as ${session.role}.`, "error"));
+    if (!allowed(p.roles)) {
+      page("Not allowed", notice(`This page needs the role ${p.roles.join(" or ")}. You are signed in as ${session.role}.`, "error"));
       return;
     }
     try {
-      await handler(...m.slice(1));
+      const mod = await import(p.module);
+      current = mod;
+      await mod[p.render](...m.slice(1));
     } catch (e) {
       if (e.status === 401) return;
       page("Something went wrong", notice(e.message, "error"));
@@ -67,11 +74,11 @@ async function boot() {
 
 window.addEventListener("hashchange", () => { route(); });
 window.addEventListener("signed-out", () => {
-  for (const stop of stoppers) stop();
+  leave();
   location.replace("/");
 });
 $("logout").addEventListener("click", async () => {
-  for (const stop of stoppers) stop();
+  leave();
   await api("DELETE", "/session").catch(() => {});
   location.replace("/");
 });

@@ -611,7 +611,9 @@ impl HqStorage for PgStorage {
         let mut classes = Vec::with_capacity(n);
         let mut payloads = Vec::with_capacity(n);
         let mut ats = Vec::with_capacity(n);
+        let mut at_mss = Vec::with_capacity(n);
         for ev in &batch.events {
+            at_mss.push(crate::hq::story::at_ms(&ev.at, now_ms));
             seqs.push(ev.seq);
             ids.push(ev.id.as_str());
             types.push(ev.event_type.as_str());
@@ -622,8 +624,8 @@ impl HqStorage for PgStorage {
         // One statement for the whole batch; the rows that were new come back.
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO store_events (store_id, seq, id, type, class, payload, at, received_ms)
-                 SELECT $1, * , $8 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                "INSERT INTO store_events (store_id, seq, id, type, class, payload, at, at_ms, received_ms)
+                 SELECT $1, * , $8 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::bigint[])
                  ON CONFLICT (store_id, seq) DO NOTHING RETURNING seq",
             )
             .await
@@ -632,7 +634,7 @@ impl HqStorage for PgStorage {
             .query(
                 &stmt,
                 &[
-                    &store, &seqs, &ids, &types, &classes, &payloads, &ats, &now_ms,
+                    &store, &seqs, &ids, &types, &classes, &payloads, &ats, &now_ms, &at_mss,
                 ],
             )
             .await
@@ -1143,37 +1145,39 @@ impl HqStorage for PgStorage {
             return Ok(None);
         };
         let group: String = store.get(0);
+        // The store's first event (lowest seq, by the (store, seq) key) came with its first push.
         let first_push_ms: Option<i64> = tx
-            .query_one(
-                "SELECT min(received_ms) FROM store_events WHERE store_id = $1",
+            .query_opt(
+                "SELECT received_ms FROM store_events WHERE store_id = $1 ORDER BY seq LIMIT 1",
                 &[&q.store],
             )
             .await
             .map_err(pg)?
-            .get(0);
+            .map(|r| r.get(0));
         let events = tx
             .query(
-                "SELECT received_ms, id, type, payload, at FROM store_events
-                 WHERE store_id = $1 AND received_ms >= $2 AND received_ms < $3
+                "SELECT at_ms, id, type, payload, at, received_ms FROM store_events
+                 WHERE store_id = $1 AND at_ms >= $2 AND at_ms < $3
                    AND type NOT IN ('checkout.completed', 'telemetry.rollup')
-                 ORDER BY received_ms, rid LIMIT $4",
+                 ORDER BY at_ms, rid LIMIT $4",
                 &[&q.store, &q.from_ms, &q.to_ms, &q.limit],
             )
             .await
             .map_err(pg)?
             .iter()
             .map(|r| StoreRow {
-                received_ms: r.get(0),
+                at_ms: r.get(0),
                 id: r.get(1),
                 event_type: r.get(2),
                 payload: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(Value::Null),
                 at: r.get(4),
+                received_ms: r.get(5),
             })
             .collect();
         let checkouts = tx
             .query(
-                "SELECT (received_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
-                 WHERE store_id = $1 AND type = 'checkout.completed' AND received_ms >= $2 AND received_ms < $3
+                "SELECT (at_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
+                 WHERE store_id = $1 AND type = 'checkout.completed' AND at_ms >= $2 AND at_ms < $3
                  GROUP BY h ORDER BY h",
                 &[&q.store, &q.from_ms, &q.to_ms],
             )
@@ -1184,11 +1188,11 @@ impl HqStorage for PgStorage {
             .collect();
         let telemetry = tx
             .query(
-                "SELECT received_ms, payload FROM store_events WHERE rid IN (
+                "SELECT at_ms, payload FROM store_events WHERE rid IN (
                      SELECT max(rid) FROM store_events
-                     WHERE store_id = $1 AND type = 'telemetry.rollup' AND received_ms >= $2 AND received_ms < $3
-                     GROUP BY received_ms / 3600000)
-                 ORDER BY received_ms",
+                     WHERE store_id = $1 AND type = 'telemetry.rollup' AND at_ms >= $2 AND at_ms < $3
+                     GROUP BY at_ms / 3600000)
+                 ORDER BY at_ms",
                 &[&q.store, &q.from_ms, &q.to_ms],
             )
             .await

@@ -721,8 +721,8 @@ pub fn ingest(
     let mut duplicates = 0;
     {
         let mut ins = tx.prepare_cached(
-            "INSERT OR IGNORE INTO store_events (store_id, seq, id, type, class, payload, at, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO store_events (store_id, seq, id, type, class, payload, at, received_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for ev in &batch.events {
             // Stored as the store sent it (valid JSON: the body parsed).
@@ -735,7 +735,8 @@ pub fn ingest(
                 ev.class,
                 payload,
                 ev.at,
-                now_ms
+                now_ms,
+                crate::hq::story::at_ms(&ev.at, now_ms)
             ])?;
             if n == 0 {
                 duplicates += 1;
@@ -997,46 +998,52 @@ pub fn story_sources(
     else {
         return Ok(None);
     };
-    let first_push_ms: Option<i64> = conn.query_row(
-        "SELECT min(received_ms) FROM store_events WHERE store_id = ?1",
-        [&q.store],
-        |r| r.get(0),
-    )?;
+    // The store's first event (lowest seq, by the (store, seq) key) came with its first push.
+    let first_push_ms: Option<i64> = conn
+        .query_row(
+            "SELECT received_ms FROM store_events WHERE store_id = ?1 ORDER BY seq LIMIT 1",
+            [&q.store],
+            |r| r.get(0),
+        )
+        .optional()?;
     let window = params![q.store, q.from_ms, q.to_ms, q.limit];
     let events = conn
         .prepare_cached(
-            "SELECT received_ms, id, type, payload, at FROM store_events
-             WHERE store_id = ?1 AND received_ms >= ?2 AND received_ms < ?3
+            "SELECT at_ms, id, type, payload, at, received_ms FROM store_events
+             WHERE store_id = ?1 AND at_ms >= ?2 AND at_ms < ?3
                AND type NOT IN ('checkout.completed', 'telemetry.rollup')
-             ORDER BY received_ms, rid LIMIT ?4",
+             ORDER BY at_ms, rid LIMIT ?4",
         )?
         .query_map(window, |r| {
             let payload: String = r.get(3)?;
             Ok(StoreRow {
-                received_ms: r.get(0)?,
+                at_ms: r.get(0)?,
                 id: r.get(1)?,
                 event_type: r.get(2)?,
                 payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                 at: r.get(4)?,
+                received_ms: r.get(5)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     // Hourly series: at most one row per hour of the (bounded) window.
     let checkouts = conn
         .prepare_cached(
-            "SELECT (received_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
-             WHERE store_id = ?1 AND type = 'checkout.completed' AND received_ms >= ?2 AND received_ms < ?3
+            "SELECT (at_ms / 3600000) * 3600000 AS h, count(*) FROM store_events
+             WHERE store_id = ?1 AND type = 'checkout.completed' AND at_ms >= ?2 AND at_ms < ?3
              GROUP BY h ORDER BY h",
         )?
-        .query_map(params![q.store, q.from_ms, q.to_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![q.store, q.from_ms, q.to_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let telemetry = conn
         .prepare_cached(
-            "SELECT received_ms, payload FROM store_events WHERE rid IN (
+            "SELECT at_ms, payload FROM store_events WHERE rid IN (
                  SELECT max(rid) FROM store_events
-                 WHERE store_id = ?1 AND type = 'telemetry.rollup' AND received_ms >= ?2 AND received_ms < ?3
-                 GROUP BY received_ms / 3600000)
-             ORDER BY received_ms",
+                 WHERE store_id = ?1 AND type = 'telemetry.rollup' AND at_ms >= ?2 AND at_ms < ?3
+                 GROUP BY at_ms / 3600000)
+             ORDER BY at_ms",
         )?
         .query_map(params![q.store, q.from_ms, q.to_ms], |r| {
             let payload: String = r.get(1)?;

@@ -7,7 +7,8 @@ const filters = { group: "", health: "", q: "" };
 let source = null;
 let latest = null;
 
-export function stopFleet() {
+/** Closes the live stream (the router calls it when the user leaves the page). */
+export function stop() {
   if (source) source.close();
   source = null;
 }
@@ -81,7 +82,7 @@ function setLive(text, cls) {
 }
 
 function connect() {
-  stopFleet();
+  stop();
   source = new EventSource("/hq/v1/fleet/stream");
   source.addEventListener("open", () => setLive("Live", "ok"));
   source.addEventListener("fleet", (ev) => {
@@ -90,7 +91,7 @@ function connect() {
     render();
   });
   source.addEventListener("ended", () => {
-    stopFleet();
+    stop();
     window.dispatchEvent(new Event("signed-out"));
   });
   source.addEventListener("error", () => {

@@ -28,11 +28,13 @@ function storyUrl(id, cursor) {
 }
 
 function itemNode(it, zone) {
-  const store = it.store_at && it.source === "store" ? h("span", { class: "muted" }, ` (store's clock: ${when(it.store_at, zone)})`) : null;
+  // What the store sent late (it was offline) says when it reached HQ.
+  const late = it.received_at && Date.parse(it.received_at) - Date.parse(it.at) > 60000
+    ? h("span", { class: "muted" }, `reached HQ ${when(it.received_at, zone)}`) : null;
   return h("li", { class: `story-item kind-${it.kind}`, "data-kind": it.kind, "data-key": it.key },
     h("time", { datetime: it.at }, when(it.at, zone)),
     h("span", { class: `kind src-${it.source}` }, `${KIND_LABEL[it.kind] || it.kind} · ${SOURCE[it.source] || it.source}`),
-    h("span", { class: "title" }, it.title), store);
+    h("span", { class: "title" }, it.title), late);
 }
 
 async function loadStory(id, list, more, info, charts) {
