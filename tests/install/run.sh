@@ -12,7 +12,7 @@
 #   Without an argument the package is built with scripts/build-deb.sh. The "previous" package
 #   is made from it: version <version>~prev1 and a different default config, so that dpkg sees a
 #   conffile changed on both sides on upgrade. NEXT.deb (default: built with
-#   `scripts/build-deb.sh --deb-version <version>+upd1`) is the version the self-update installs;
+#   `scripts/build-deb.sh --deb-version <upstream version>+upd1`) is the version the self-update installs;
 #   it must report its own version (`storebox version`).
 # Needs root and: systemd-nspawn (systemd-container), debootstrap, zstd, nsenter (util-linux),
 # curl, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
@@ -170,8 +170,7 @@ dpkg --compare-versions "$PREV_VERSION" lt "$CUR_VERSION" || die "previous versi
 # BAD: NEXT repacked as a higher version whose `storebox serve` exits at once (every other
 # subcommand, the update helper's included, runs NEXT's binary): a version that fails its health
 # check after install.
-NEXT_VERSION="${CUR_VERSION}+upd1"
-BAD_VERSION="${CUR_VERSION}+upd2"
+NEXT_VERSION="${CUR_VERSION%-*}+upd1"   # upstream part + upd1: above CUR whatever its revision
 if [ $# -ge 2 ]; then
   cp "$2" "$DEBDIR/next.deb"
 else
@@ -180,6 +179,7 @@ else
   echo "built $NEXT_VERSION in $(since "$T") s"
 fi
 NEXT_VERSION=$(dpkg-deb -f "$DEBDIR/next.deb" Version)
+BAD_VERSION="${NEXT_VERSION}+bad"
 X=$WORK/bad-x; rm -rf "$X"; dpkg-deb -R "$DEBDIR/next.deb" "$X" || die "unpacking the next package failed"
 sed -i "s/^Version: .*/Version: $BAD_VERSION/" "$X/DEBIAN/control"
 mkdir -p "$X/usr/lib/storebox"; mv "$X/usr/bin/storebox" "$X/usr/lib/storebox/storebox-real"
