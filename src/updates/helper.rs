@@ -295,11 +295,11 @@ pub fn recovery(j: &Journal) -> Recovery {
             ),
         },
         Phase::Installing | Phase::Probation => Recovery::RollBack {
-            reason: format!("{what}; restored {} and its data", j.previous_version),
+            reason: format!("{what}, after dpkg had started"),
         },
         Phase::RollingBack => Recovery::RollBack {
             reason: if j.reason.is_empty() {
-                format!("{what}; restored {} and its data", j.previous_version)
+                format!("{what}, during its rollback")
             } else {
                 format!("{}; the rollback was interrupted and done again", j.reason)
             },
@@ -1299,7 +1299,7 @@ mod tests {
             match recovery(&journal(p)) {
                 Recovery::RollBack { reason } => {
                     assert!(reason.contains("interrupted"), "{reason}");
-                    assert!(reason.contains("restored 0.2.0"), "{reason}");
+                    assert!(reason.contains("0.3.0"), "{reason}");
                 }
                 other => panic!("{p:?}: {other:?}"),
             }
@@ -1344,6 +1344,41 @@ mod tests {
         let j = journal(Phase::Installing);
         let back: Journal = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
         assert_eq!(back, j);
+    }
+
+    #[test]
+    fn external_commands_are_bounded_and_their_stderr_is_the_reason() {
+        let t = Instant::now();
+        match run("sleep", &["30"], Duration::from_millis(300)) {
+            Err(HelperError::Command { command, reason }) => {
+                assert_eq!(command, "sleep 30");
+                assert!(reason.starts_with("timed out after 0 s"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        match run(
+            "sh",
+            &[
+                "-c",
+                "echo progress; echo 'dpkg: error: broken' >&2; exit 3",
+            ],
+            Duration::from_secs(10),
+        ) {
+            Err(HelperError::Command { reason, .. }) => {
+                assert!(reason.contains("exit status: 3"), "{reason}");
+                assert!(reason.contains("dpkg: error: broken"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run("sh", &["-c", "echo ok"], Duration::from_secs(10)).unwrap(),
+            "ok\n"
+        );
+        assert!(matches!(
+            run("/nonexistent/dpkg", &[], Duration::from_secs(1)),
+            Err(HelperError::Command { reason, .. }) if reason.starts_with("cannot start it")
+        ));
     }
 
     #[test]
