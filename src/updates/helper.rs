@@ -153,6 +153,15 @@ pub fn valid_version(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b))
 }
 
+/// Whether a binary reporting `reported` is the package version `version`: the same, or its
+/// upstream part (no epoch, no Debian revision; a package built without `--deb-version` reports
+/// the crate's version, `0.1.0` for package `0.1.0-1`).
+pub fn reports_version(reported: &str, version: &str) -> bool {
+    let no_epoch = version.split_once(':').map_or(version, |(_, v)| v);
+    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+    reported == version || reported == no_epoch || reported == upstream
+}
+
 fn inside(dir: &Path, p: &Path) -> bool {
     p.is_absolute()
         && p.starts_with(dir)
@@ -1011,9 +1020,9 @@ impl Helper<'_> {
         }
         let reported = run("/usr/bin/storebox", &["version"], QUERY_TIMEOUT)?;
         let reported = reported.trim().trim_start_matches("storebox ").to_string();
-        if reported != version {
+        if !reports_version(&reported, version) {
             return Err(HelperError::Probation(format!(
-                "the installed binary reports version {reported}, expected {version}"
+                "the installed binary reports version {reported}, expected {version} (or its upstream part)"
             )));
         }
         Ok(())
@@ -1388,6 +1397,11 @@ mod tests {
             kept_package(Path::new("/s"), "0.2.0"),
             Path::new("/s/packages/storebox_0.2.0_amd64.deb")
         );
+        assert!(reports_version("0.2.0+upd1", "0.2.0+upd1"));
+        assert!(reports_version("0.1.0", "0.1.0-1"));
+        assert!(reports_version("0.1.0", "2:0.1.0-1"));
+        assert!(!reports_version("0.1.0", "0.1.1-1"));
+        assert!(!reports_version("0.1.0-1", "0.1.0+upd1"));
         assert!(valid_version("0.2.0~rc1+b2"));
         assert!(!valid_version("v0.2"));
         assert!(!valid_version(""));

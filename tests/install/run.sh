@@ -519,6 +519,17 @@ check "... journal and request gone" ct sh -c "! test -e /var/lib/storebox-updat
 check "after the power loss: $NEXT_VERSION running" wait_for 30 service_ok
 check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
 check "after the power loss: data intact" data_intact
+# 6. The store's own probation failed after a committed install: it asks for a rollback of
+#    $NEXT_VERSION; the helper restores the version before its last install and that backup.
+T=$(now)
+store_request "{\"action\":\"rollback\",\"version\":\"$NEXT_VERSION\",\"reason\":\"store probation: HQ unreachable (install test)\",\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
+check "store (simulated) asks to roll back $NEXT_VERSION: the helper finishes" wait_for 180 has_result
+echo "  rollback request took $(since "$T") s"; show_result
+check "... rolled back to $CUR_VERSION (result rolled_back; dpkg says $CUR_VERSION)" test \
+  "$(result_field action) $(result_field outcome) $(installed)" = "rollback rolled_back $CUR_VERSION install ok installed"
+check "after the requested rollback: $CUR_VERSION running" wait_for 30 service_ok
+check "... the API reports ${CUR_VERSION%-*}" test "$(api_version)" = "${CUR_VERSION%-*}"
+check "after the requested rollback: data intact" data_intact
 echo "  helper journal (last 8 lines):"; ct journalctl -u storebox-updater --no-pager -n 8 -o cat | sed 's/^/  | /'
 UPD_S=$(( $(date +%s) - UPD_T0 ))
 echo "  self-update phase: $UPD_S s"
