@@ -295,11 +295,11 @@ pub fn recovery(j: &Journal) -> Recovery {
             ),
         },
         Phase::Installing | Phase::Probation => Recovery::RollBack {
-            reason: format!("{what}; restored {} and its data", j.previous_version),
+            reason: format!("{what}, after dpkg had started"),
         },
         Phase::RollingBack => Recovery::RollBack {
             reason: if j.reason.is_empty() {
-                format!("{what}; restored {} and its data", j.previous_version)
+                format!("{what}, during its rollback")
             } else {
                 format!("{}; the rollback was interrupted and done again", j.reason)
             },
@@ -373,6 +373,9 @@ impl Paths {
     }
     fn result(&self) -> PathBuf {
         self.updates_dir.join("result.json")
+    }
+    fn last_result(&self) -> PathBuf {
+        self.state_dir.join("last-result.json")
     }
 }
 
@@ -752,6 +755,8 @@ impl Helper<'_> {
             0o640,
             Some((meta.uid(), meta.gid())),
         )?;
+        // The helper's own copy, for the admin (the store removes result.json once it read it).
+        write_atomic(&self.paths.last_result(), &bytes, 0o600, None)?;
         match fs::remove_file(self.paths.journal()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1012,9 +1017,9 @@ impl Helper<'_> {
         let reported = run("/usr/bin/storebox", &["version"], QUERY_TIMEOUT)?;
         let reported = reported.trim().trim_start_matches("storebox ").to_string();
         // cargo-deb names a package `0.1.0-1` for a binary that reports `0.1.0`.
-        if !super::service::runs_version(&reported, version) {
+        if !super::runs_version(&reported, version) {
             return Err(HelperError::Probation(format!(
-                "the installed binary reports version {reported}, expected {version}"
+                "the installed binary reports version {reported}, expected {version} (or its upstream part)"
             )));
         }
         Ok(())
@@ -1300,7 +1305,7 @@ mod tests {
             match recovery(&journal(p)) {
                 Recovery::RollBack { reason } => {
                     assert!(reason.contains("interrupted"), "{reason}");
-                    assert!(reason.contains("restored 0.2.0"), "{reason}");
+                    assert!(reason.contains("0.3.0"), "{reason}");
                 }
                 other => panic!("{p:?}: {other:?}"),
             }
@@ -1348,12 +1353,52 @@ mod tests {
     }
 
     #[test]
+    fn external_commands_are_bounded_and_their_stderr_is_the_reason() {
+        let t = Instant::now();
+        match run("sleep", &["30"], Duration::from_millis(300)) {
+            Err(HelperError::Command { command, reason }) => {
+                assert_eq!(command, "sleep 30");
+                assert!(reason.starts_with("timed out after 0 s"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        match run(
+            "sh",
+            &[
+                "-c",
+                "echo progress; echo 'dpkg: error: broken' >&2; exit 3",
+            ],
+            Duration::from_secs(10),
+        ) {
+            Err(HelperError::Command { reason, .. }) => {
+                assert!(reason.contains("exit status: 3"), "{reason}");
+                assert!(reason.contains("dpkg: error: broken"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run("sh", &["-c", "echo ok"], Duration::from_secs(10)).unwrap(),
+            "ok\n"
+        );
+        assert!(matches!(
+            run("/nonexistent/dpkg", &[], Duration::from_secs(1)),
+            Err(HelperError::Command { reason, .. }) if reason.starts_with("cannot start it")
+        ));
+    }
+
+    #[test]
     fn package_names_follow_apt() {
         assert_eq!(apt_file_prefix("1:0.2.0-1"), "storebox_1%3a0.2.0-1_");
         assert_eq!(
             kept_package(Path::new("/s"), "0.2.0"),
             Path::new("/s/packages/storebox_0.2.0_amd64.deb")
         );
+        assert!(super::super::runs_version("0.2.0+upd1", "0.2.0+upd1"));
+        assert!(super::super::runs_version("0.1.0", "0.1.0-1"));
+        assert!(super::super::runs_version("0.1.0", "2:0.1.0-1"));
+        assert!(!super::super::runs_version("0.1.0", "0.1.1-1"));
+        assert!(!super::super::runs_version("0.1.0-1", "0.1.0+upd1"));
         assert!(valid_version("0.2.0~rc1+b2"));
         assert!(!valid_version("v0.2"));
         assert!(!valid_version(""));

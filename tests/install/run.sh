@@ -12,7 +12,7 @@
 #   Without an argument the package is built with scripts/build-deb.sh. The "previous" package
 #   is made from it: version <version>~prev1 and a different default config, so that dpkg sees a
 #   conffile changed on both sides on upgrade. NEXT.deb (default: built with
-#   `scripts/build-deb.sh --deb-version <version>+upd1`) is the version the self-update installs;
+#   `scripts/build-deb.sh --deb-version <upstream version>+upd1`) is the version the self-update installs;
 #   it must report its own version (`storebox version`).
 # Needs root and: systemd-nspawn (systemd-container), debootstrap, zstd, nsenter (util-linux),
 # curl, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
@@ -170,8 +170,7 @@ dpkg --compare-versions "$PREV_VERSION" lt "$CUR_VERSION" || die "previous versi
 # BAD: NEXT repacked as a higher version whose `storebox serve` exits at once (every other
 # subcommand, the update helper's included, runs NEXT's binary): a version that fails its health
 # check after install.
-NEXT_VERSION="${CUR_VERSION}+upd1"
-BAD_VERSION="${CUR_VERSION}+upd2"
+NEXT_VERSION="${CUR_VERSION%-*}+upd1"   # upstream part + upd1: above CUR whatever its revision
 if [ $# -ge 2 ]; then
   cp "$2" "$DEBDIR/next.deb"
 else
@@ -180,6 +179,7 @@ else
   echo "built $NEXT_VERSION in $(since "$T") s"
 fi
 NEXT_VERSION=$(dpkg-deb -f "$DEBDIR/next.deb" Version)
+BAD_VERSION="${NEXT_VERSION}+bad"
 X=$WORK/bad-x; rm -rf "$X"; dpkg-deb -R "$DEBDIR/next.deb" "$X" || die "unpacking the next package failed"
 sed -i "s/^Version: .*/Version: $BAD_VERSION/" "$X/DEBIAN/control"
 mkdir -p "$X/usr/lib/storebox"; mv "$X/usr/bin/storebox" "$X/usr/lib/storebox/storebox-real"
@@ -433,16 +433,19 @@ store_stage() {
   ct install -o storebox -g storebox -m 0640 "/srv/debs/$1.manifest.json" "$STAGED/$1.manifest.json"
 }
 store_request() {
-  ct rm -f "$UPD/result.json"
+  ct rm -f "$UPD/result.json" /var/lib/storebox-updater/last-result.json
   ct runuser -u storebox -- sh -c "cat > $UPD/.request.json.tmp && mv $UPD/.request.json.tmp $UPD/request.json" <<<"$1"
 }
 install_request() {   # install_request NAME VERSION SERIAL PROBATION
   store_stage "$1"
   store_request "{\"action\":\"install\",\"version\":\"$2\",\"serial\":$3,\"rollout\":\"install-test\",\"package\":\"$STAGED/$1\",\"manifest\":\"$STAGED/$1.manifest.json\",\"probation_seconds\":$4,\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
 }
-has_result() { ct test -s "$UPD/result.json"; }
-result_field() { ct cat "$UPD/result.json" | sed -n "s/^ *\"$1\": *\"\\(.*\\)\",\\{0,1\\}\$/\\1/p"; }
-show_result() { echo "  result.json: $(ct cat "$UPD/result.json" 2>/dev/null | tr -d '\n' | tr -s ' ')"; }
+# The helper's result: its root-only copy (the store process, when it runs its updates service,
+# reads and removes result.json itself; the copy is what this test reads).
+LAST_RESULT=/var/lib/storebox-updater/last-result.json
+has_result() { ct test -s "$LAST_RESULT"; }
+result_field() { ct cat "$LAST_RESULT" | sed -n "s/^ *\"$1\": *\"\\(.*\\)\",\\{0,1\\}\$/\\1/p"; }
+show_result() { echo "  result: $(ct cat "$LAST_RESULT" 2>/dev/null | tr -d '\n' | tr -s ' ')"; }
 installed() { ct dpkg-query -W -f='${Version} ${Status}' storebox; }
 
 # 1. No way back: the running version's package is nowhere on the box (installed from a file,
@@ -454,8 +457,8 @@ show_result
 check "... refused (outcome failed, 'no way back'), $CUR_VERSION untouched and still running (same PID)" test \
   "$(result_field outcome)|$(result_field reason | grep -o 'no way back')|$(installed)|$(unit_prop MainPID)" = \
   "failed|no way back|$CUR_VERSION install ok installed|$PID_BEFORE"
-check "request.json consumed, result.json owned by storebox" test \
-  "$(ct sh -c "test -e $UPD/request.json && echo left"; ct stat -c %U "$UPD/result.json")" = "storebox"
+check "request.json consumed; result.json for the store owned by storebox (unless the store already took it)" test \
+  "$(ct sh -c "test -e $UPD/request.json && echo left"; ct sh -c "test -e $UPD/result.json && stat -c %U $UPD/result.json || echo storebox")" = "storebox"
 
 # 2. The good update. apt keeps what it downloads from a repository in its archives; the test
 #    puts the running version's package there as a repository install would have.
@@ -519,6 +522,17 @@ check "... journal and request gone" ct sh -c "! test -e /var/lib/storebox-updat
 check "after the power loss: $NEXT_VERSION running" wait_for 30 service_ok
 check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
 check "after the power loss: data intact" data_intact
+# 6. The store's own probation failed after a committed install: it asks for a rollback of
+#    $NEXT_VERSION; the helper restores the version before its last install and that backup.
+T=$(now)
+store_request "{\"action\":\"rollback\",\"version\":\"$NEXT_VERSION\",\"reason\":\"store probation: HQ unreachable (install test)\",\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
+check "store (simulated) asks to roll back $NEXT_VERSION: the helper finishes" wait_for 180 has_result
+echo "  rollback request took $(since "$T") s"; show_result
+check "... rolled back to $CUR_VERSION (result rolled_back; dpkg says $CUR_VERSION)" test \
+  "$(result_field action) $(result_field outcome) $(installed)" = "rollback rolled_back $CUR_VERSION install ok installed"
+check "after the requested rollback: $CUR_VERSION running" wait_for 30 service_ok
+check "... the API reports ${CUR_VERSION%-*}" test "$(api_version)" = "${CUR_VERSION%-*}"
+check "after the requested rollback: data intact" data_intact
 echo "  helper journal (last 8 lines):"; ct journalctl -u storebox-updater --no-pager -n 8 -o cat | sed 's/^/  | /'
 UPD_S=$(( $(date +%s) - UPD_T0 ))
 echo "  self-update phase: $UPD_S s"
