@@ -84,65 +84,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HelperError {
 // ---------------------------------------------------------------------------------------------
 // The file protocol.
 
-/// `request.json`, as the store writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    Install {
-        version: String,
-        serial: u64,
-        rollout: String,
-        package: PathBuf,
-        manifest: PathBuf,
-        probation_seconds: u64,
-        requested_at: Timestamp,
-    },
-    Rollback {
-        version: String,
-        reason: String,
-        requested_at: Timestamp,
-    },
-}
-
-impl Request {
-    pub fn action(&self) -> Action {
-        match self {
-            Request::Install { .. } => Action::Install,
-            Request::Rollback { .. } => Action::Rollback,
-        }
-    }
-    pub fn version(&self) -> &str {
-        match self {
-            Request::Install { version, .. } | Request::Rollback { version, .. } => version,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Install,
-    Rollback,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Installed,
-    Failed,
-    RolledBack,
-}
-
-/// `result.json`, as the helper writes it for the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HelperResult {
-    pub action: Action,
-    pub version: String,
-    pub outcome: Outcome,
-    pub reason: String,
-    pub previous_version: String,
-    pub finished_at: Timestamp,
-}
+pub use super::protocol::{Action, Outcome as HelperResult, OutcomeKind as Outcome, Request};
 
 /// A Debian version as dpkg accepts it (epoch, upstream, revision characters only).
 pub fn valid_version(v: &str) -> bool {

@@ -42,6 +42,21 @@ pub enum Request {
     },
 }
 
+impl Request {
+    pub fn action(&self) -> Action {
+        match self {
+            Request::Install { .. } => Action::Install,
+            Request::Rollback { .. } => Action::Rollback,
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        match self {
+            Request::Install { version, .. } | Request::Rollback { version, .. } => version,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
