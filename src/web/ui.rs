@@ -5,8 +5,10 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
+/// `web/hq/` is HQ's console (src/hq/web.rs), not part of the store's UI.
 #[derive(RustEmbed)]
 #[folder = "web/"]
+#[exclude = "hq/*"]
 struct Assets;
 
 pub async fn static_handler(uri: Uri, headers: HeaderMap) -> Response {
