@@ -329,7 +329,7 @@ async fn disk_full_stops_acks_and_recovers_by_itself() {
 }
 
 /// Every long-running task of `serve`, by the name `/readyz` and the log give it.
-const TASKS: [&str; 11] = [
+const TASKS: [&str; 12] = [
     "ingest",
     "presence",
     "scheduler",
@@ -341,6 +341,7 @@ const TASKS: [&str; 11] = [
     "mqtt-listener",
     "mqtt-router",
     "mqtt-publisher",
+    "mqtt-link",
 ];
 
 /// Kills `task` through the debug-build hook; returns what `/readyz` said (None for `http`, which
