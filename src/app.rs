@@ -71,6 +71,9 @@ where
     if let Some(t) = mqtt.take_accept_task() {
         sup.watch("mqtt-listener", t);
     }
+    if let Some(t) = mqtt.take_link_task() {
+        sup.watch("mqtt-link", t);
+    }
     for thread in ["mqtt-router", "mqtt-publisher"] {
         // Test hook only (debug builds): wake the thread once it is asked to end.
         let p = publisher.clone();

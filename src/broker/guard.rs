@@ -208,6 +208,76 @@ impl Default for ConnLimits {
     }
 }
 
+/// Most refusals (`Signal::Denied`, one per client id) held while the ingest queue cannot take
+/// signals; beyond it a refusal is only logged and counted in
+/// `storebox_ingest_dropped_total{kind="denied"}`. Refusals can come before login (a will on a
+/// foreign topic), so their client ids are not bounded by the device registry.
+pub const MAX_HELD_DENIED: usize = 256;
+
+/// Connection signals that arrived while the ingest queue was full or its writer could not write,
+/// coalesced instead of queued: only the latest presence signal per device matters (a device that
+/// connected, dropped and came back during a stall is simply online), and one refusal per client id
+/// stands for its repeats. Presence signals come only from logged-in connections, so this holds at
+/// most one entry per registered device plus [`MAX_HELD_DENIED`]: bounded however long the writer
+/// is stalled, where a queue of every signal was not.
+#[derive(Default)]
+pub struct HeldSignals {
+    next: u64,
+    /// Device → (arrival number, latest Connected / Disconnected / Silent / Resumed).
+    presence: HashMap<Arc<str>, (u64, Signal)>,
+    /// Client id → (arrival number, latest refusal, how many refusals it stands for).
+    denied: HashMap<Arc<str>, (u64, Signal, u64)>,
+}
+
+impl HeldSignals {
+    pub fn is_empty(&self) -> bool {
+        self.presence.is_empty() && self.denied.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.presence.len() + self.denied.len()
+    }
+
+    fn hold(&mut self, signal: Signal, metrics: &Metrics) {
+        self.next += 1;
+        let n = self.next;
+        match signal {
+            Signal::Denied { ref device, .. } => {
+                if let Some(held) = self.denied.get_mut(device) {
+                    let count = held.2 + 1;
+                    *held = (n, signal, count);
+                } else if self.denied.len() < MAX_HELD_DENIED {
+                    self.denied.insert(device.clone(), (n, signal, 1));
+                } else {
+                    Metrics::inc_kind(&metrics.ingest_dropped, "denied");
+                }
+            }
+            Signal::Connected { ref device, .. }
+            | Signal::Disconnected { ref device, .. }
+            | Signal::Silent { ref device, .. }
+            | Signal::Resumed { ref device, .. } => {
+                self.presence.insert(device.clone(), (n, signal));
+            }
+        }
+    }
+
+    /// Every held signal, in the order of arrival of each one kept; a refusal that stands for
+    /// several says so in its reason.
+    fn take(&mut self) -> Vec<Signal> {
+        let mut all: Vec<(u64, Signal)> = self.presence.drain().map(|(_, v)| v).collect();
+        all.extend(self.denied.drain().map(|(_, (n, mut signal, count))| {
+            if let (Signal::Denied { reason, .. }, true) = (&mut signal, count > 1) {
+                reason.push_str(&format!(
+                    " (the last of {count} refusals while the ingest queue was full)"
+                ));
+            }
+            (n, signal)
+        }));
+        all.sort_by_key(|(n, _)| *n);
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
 /// State shared by every guard of one broker.
 pub struct BrokerShared {
     pub metrics: Arc<Metrics>,
@@ -234,6 +304,10 @@ pub struct BrokerShared {
     pub ingest_room: Arc<tokio::sync::Notify>,
     /// Set by the ingest writer while its writes fail (disk full, I/O error): no room at all.
     pub ingest_stalled: Arc<AtomicBool>,
+    /// Signals coalesced while the queue cannot take them. Its lock also orders signals: one goes
+    /// into the queue only while nothing is held, and the writer takes the held ones only after
+    /// emptying the queue under the same lock, so signals are written in the order they came.
+    held: Mutex<HeldSignals>,
 }
 
 impl BrokerShared {
@@ -259,12 +333,51 @@ impl BrokerShared {
             ingest_bytes_cap,
             ingest_room: Arc::default(),
             ingest_stalled: Arc::default(),
+            held: Mutex::default(),
         })
     }
 
-    /// Queues a lifecycle signal (never refused).
+    /// Queues a lifecycle signal, or holds it coalesced while the queue is full or the writer
+    /// stalled (never refused; see [`HeldSignals`]).
     pub fn signal(&self, signal: Signal) {
-        let _ = self.ingest.send(IngestItem::Signal(signal));
+        let mut held = self.held.lock();
+        if held.is_empty()
+            && self.ingest.len() < self.ingest_cap
+            && !self.ingest_stalled.load(Ordering::SeqCst)
+        {
+            let _ = self.ingest.send(IngestItem::Signal(signal));
+        } else {
+            held.hold(signal, &self.metrics);
+        }
+    }
+
+    /// Signals held (coalesced) and not yet taken by the writer.
+    pub fn held_signals(&self) -> usize {
+        self.held.lock().len()
+    }
+
+    /// For the ingest writer: moves up to `room` queued items into `take`, and once the queue is
+    /// empty every held signal after them. True when the held signals were taken, i.e. everything
+    /// signalled so far is in what `take` got.
+    pub fn drain_queue_and_held(
+        &self,
+        rx: &flume::Receiver<IngestItem>,
+        room: usize,
+        mut take: impl FnMut(IngestItem),
+    ) -> bool {
+        let mut held = self.held.lock();
+        for _ in 0..room {
+            match rx.try_recv() {
+                Ok(item) => take(item),
+                Err(_) => {
+                    for signal in held.take() {
+                        take(IngestItem::Signal(signal));
+                    }
+                    return true;
+                }
+            }
+        }
+        held.is_empty()
     }
 
     /// Queues a flush marker; the receiver fires once everything before it is committed.

@@ -91,6 +91,10 @@ pub fn ingest_bytes_cap(cfg: &MqttConfig) -> usize {
     cfg.buffer_mb * 1024 * 1024 / 2
 }
 
+/// Most of the box's own messages handed to the router with one notification (see the
+/// publisher thread in [`start`]).
+pub const PUBLISH_BATCH: usize = 256;
+
 /// Publishes from the box itself (acks, commands, price changes) through a local router link.
 /// rumqttd's link send blocks on a bounded channel, so publishes go through a dedicated thread.
 #[derive(Clone)]
@@ -116,6 +120,8 @@ pub struct Broker {
     accept: tokio::task::AbortHandle,
     /// The listener task, taken once by the supervisor ([`Broker::take_accept_task`]).
     accept_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The task that drains the box's own router link, taken once by the supervisor.
+    link_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How the broker's threads report their end (supervision, `ops::supervise`).
@@ -138,6 +144,11 @@ impl Broker {
     /// The device listener's task, for the supervisor (once).
     pub fn take_accept_task(&self) -> Option<tokio::task::JoinHandle<()>> {
         self.accept_task.lock().take()
+    }
+
+    /// The task draining the box's router link, for the supervisor (once).
+    pub fn take_link_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.link_task.lock().take()
     }
 }
 
@@ -408,17 +419,21 @@ pub async fn start(
             .build()
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     let (tx, rx) = flume::unbounded::<(String, bytes::Bytes)>();
-    let _ = shared.publisher.set(Publisher { tx: tx.clone() });
+    let publisher = Publisher { tx };
+    let _ = shared.publisher.set(publisher.clone());
     let watch = watches.publisher;
     std::thread::Builder::new()
         .name("mqtt-publisher".into())
         .spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                while let Ok((topic, payload)) = rx.recv() {
+                while let Ok(first) = rx.recv() {
                     if watch.kill_requested() {
                         panic!("test hook: mqtt publisher killed (STOREBOX_TEST_KILL_TASK)");
                     }
-                    if let Err(e) = link_tx.publish(topic, payload) {
+                    // Everything queued goes to the router at once (a batch's acks), so that the
+                    // router appends it in one pass and wakes each device's connection once.
+                    let more = rx.try_iter().take(PUBLISH_BATCH - 1);
+                    if let Err(e) = link_tx.publish_all(std::iter::once(first).chain(more)) {
                         return format!("router link closed: {e}");
                     }
                 }
@@ -430,8 +445,10 @@ pub async fn start(
             });
         })
         .map_err(|e| BrokerError::Link(e.to_string()))?;
-    // The link subscribes to nothing, but the router may still notify it; drain and answer.
-    tokio::spawn(async move {
+    // The link subscribes to nothing, but the router may still notify it; drain and answer. If
+    // this task ended, the router would stop serving the box's link (acks, commands): supervised
+    // as `mqtt-link` ([`Broker::take_link_task`]).
+    let link_task = tokio::spawn(async move {
         loop {
             match link_rx.next().await {
                 Ok(Some(rumqttd::Notification::Unschedule)) => {
@@ -448,8 +465,9 @@ pub async fn start(
     tracing::info!(%addr, "mqtt broker listening (MQTT 3.1.1 and 5)");
     Ok(Broker {
         addr,
-        publisher: Publisher { tx },
+        publisher,
         accept: accept.abort_handle(),
         accept_task: parking_lot::Mutex::new(Some(accept)),
+        link_task: parking_lot::Mutex::new(Some(link_task)),
     })
 }

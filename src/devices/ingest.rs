@@ -69,25 +69,34 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs until every sender of `rx` is gone.
 pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
     use std::sync::atomic::Ordering;
-    while let Ok(first) = rx.recv_async().await {
+    // Flush markers are answered once everything signalled before them is written.
+    let mut flushes = Vec::new();
+    loop {
+        // Signals held while the queue was full are written even if nothing else comes.
+        let first = if ctx.broker.held_signals() > 0 {
+            rx.try_recv().ok()
+        } else {
+            match rx.recv_async().await {
+                Ok(item) => Some(item),
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::with_capacity(64);
-        // Flush markers are answered once the batch is written.
-        let mut flushes = Vec::new();
-        let mut item = Some(first);
-        while let Some(next) = item.take() {
-            match next {
-                IngestItem::Flush(tx) => flushes.push(tx),
-                other => {
-                    ctx.broker
-                        .ingest_bytes
-                        .fetch_sub(other.queued_bytes(), Ordering::Relaxed);
-                    batch.push(other)
-                }
+        let mut take = |next: IngestItem| match next {
+            IngestItem::Flush(tx) => flushes.push(tx),
+            other => {
+                ctx.broker
+                    .ingest_bytes
+                    .fetch_sub(other.queued_bytes(), Ordering::Relaxed);
+                batch.push(other)
             }
-            if batch.len() < MAX_BATCH {
-                item = rx.try_recv().ok();
-            }
+        };
+        if let Some(item) = first {
+            take(item);
         }
+        let complete = ctx
+            .broker
+            .drain_queue_and_held(&rx, MAX_BATCH.saturating_sub(1), &mut take);
         ctx.metrics.ingest_queue_depth.set(rx.len() as i64);
         // Room again for the connections that wait (unless writes are failing).
         ctx.broker.ingest_room.notify_waiters();
@@ -139,9 +148,14 @@ pub async fn run(rx: flume::Receiver<IngestItem>, db: Db, ctx: Arc<IngestCtx>) {
                 }
             }
         }
-        for f in flushes {
-            let _ = f.send(());
+        if complete {
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
         }
+    }
+    for f in flushes {
+        let _ = f.send(());
     }
 }
 
@@ -803,6 +817,144 @@ mod tests {
             "{dead}"
         );
         assert!(ctx.health.ingest_failure().is_none(), "not a write failure");
+        writer.abort();
+    }
+
+    /// While the writer cannot take more (its queue full: here it is not running yet, as in a long
+    /// stall), connection signals are held coalesced, not queued: 20 000 connects and disconnects
+    /// of three devices take three entries and 1 000 refused client ids at most
+    /// `MAX_HELD_DENIED`. Once the writer runs, the messages queued before are written, then each
+    /// device's latest state; a flush queued meanwhile is answered only after the held signals.
+    #[tokio::test]
+    async fn signals_held_during_a_stall_are_bounded_and_coalesced_to_the_latest_per_device() {
+        use crate::broker::guard::MAX_HELD_DENIED;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        db.write(|c| {
+            for d in ["a", "b", "c"] {
+                c.execute(
+                    "INSERT INTO devices (id, secret_hash, created_ms) VALUES (?1, 'x', 0)",
+                    [d],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = flume::unbounded();
+        let cap = 10;
+        let broker = BrokerShared::new(
+            metrics.clone(),
+            crate::clock::system(),
+            4096,
+            tx.clone(),
+            cap,
+            1 << 20,
+        );
+        for n in 0..cap as i64 {
+            let item = telemetry("a", n);
+            broker
+                .ingest_bytes
+                .fetch_add(item.queued_bytes(), std::sync::atomic::Ordering::Relaxed);
+            tx.send(item).unwrap();
+        }
+        let dev = |d: &str| Arc::<str>::from(d);
+        for i in 0..10_000 {
+            for d in ["a", "b", "c"] {
+                broker.signal(Signal::Connected {
+                    device: dev(d),
+                    conn: i,
+                    keepalive_s: 30,
+                    protocol: 4,
+                    at_ms: 2_000 + i as i64,
+                });
+                broker.signal(Signal::Disconnected {
+                    device: dev(d),
+                    conn: i,
+                    clean: d == "b",
+                    will: None,
+                    at_ms: 2_000 + i as i64,
+                });
+            }
+        }
+        broker.signal(Signal::Connected {
+            device: dev("a"),
+            conn: 10_000,
+            keepalive_s: 30,
+            protocol: 4,
+            at_ms: 20_000,
+        });
+        broker.signal(Signal::Silent {
+            device: dev("c"),
+            conn: 9_999,
+            after_s: 60,
+            at_ms: 20_000,
+        });
+        let denied = |id: String| Signal::Denied {
+            device: Arc::from(id),
+            action: "will",
+            topic: "devices/other/status".into(),
+            reason: "foreign topic".into(),
+            at_ms: 20_000,
+        };
+        for _ in 0..5 {
+            broker.signal(denied("repeat".into()));
+        }
+        for i in 0..1_000 {
+            broker.signal(denied(format!("id{i}")));
+        }
+        assert_eq!(rx.len(), cap, "no signal was queued past the cap");
+        assert_eq!(broker.held_signals(), 3 + MAX_HELD_DENIED);
+        let dropped = metrics
+            .ingest_dropped
+            .get_or_create(&crate::ops::metrics::KindLabel {
+                kind: "denied".into(),
+            })
+            .get();
+        assert_eq!(dropped, 1_000 - (MAX_HELD_DENIED as u64 - 1));
+
+        let flushed = broker.flush();
+        let ctx = Arc::new(IngestCtx {
+            metrics: metrics.clone(),
+            publisher: crate::broker::Publisher::channel().0,
+            dead_letter_keep: 100_000,
+            price: Arc::new(|_, _, _| serde_json::Value::Null),
+            broker: broker.clone(),
+            health: Arc::default(),
+            clock: crate::clock::system(),
+            changes: Default::default(),
+        });
+        let writer = tokio::spawn(run(rx, db.clone(), ctx));
+        tokio::time::timeout(std::time::Duration::from_secs(10), flushed)
+            .await
+            .expect("flushed")
+            .unwrap();
+        assert_eq!(broker.held_signals(), 0);
+        let (states, rows, letters, repeat): (String, i64, i64, String) = db
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT group_concat(id || '=' || online || ':' || coalesce(offline_reason, '-'), ' ')
+                               FROM (SELECT * FROM devices ORDER BY id)),
+                            (SELECT count(*) FROM telemetry),
+                            (SELECT count(*) FROM dead_letters),
+                            (SELECT reason FROM dead_letters WHERE device_id = 'repeat')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            states,
+            "a=1:- b=0:disconnected c=0:no message for 60 s (twice the keepalive)"
+        );
+        assert_eq!(rows, cap as i64);
+        assert_eq!(letters, MAX_HELD_DENIED as i64);
+        assert!(
+            repeat.ends_with("(the last of 5 refusals while the ingest queue was full)"),
+            "{repeat}"
+        );
         writer.abort();
     }
 

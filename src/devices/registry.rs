@@ -41,6 +41,11 @@ pub struct DeviceSummary {
     pub offline_reason: Option<String>,
     pub open_alerts: i64,
     pub created_at: String,
+    /// Set (in `GET /api/v1/devices`) while device ingest cannot write (disk full, I/O error):
+    /// the time writing stopped. `online`, `last_seen`, `offline_reason` and `firmware` are then as
+    /// of that time, not now; `/api/v1/status` `ingest_failure` says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<String>,
 }
 
 /// What provisioning returns: the only time the password is visible.
@@ -115,6 +120,7 @@ fn summary_row(r: &rusqlite::Row) -> rusqlite::Result<DeviceSummary> {
         offline_reason: r.get(6)?,
         open_alerts: r.get(7)?,
         created_at: ts_from_ms(r.get(8)?).to_string(),
+        stale_since: None,
     })
 }
 

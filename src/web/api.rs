@@ -90,7 +90,19 @@ pub async fn list_devices(
     caller: Caller,
 ) -> Result<Json<Vec<registry::DeviceSummary>>, ApiError> {
     caller.require(Role::Staff)?;
-    Ok(Json(state.db.read(registry::list).await?))
+    let mut list = state.db.read(registry::list).await?;
+    mark_stale(&state, &mut list);
+    Ok(Json(list))
+}
+
+/// While device ingest cannot write, marks each device's presence as of the failure
+/// (`stale_since`), for the list and the live stream.
+pub fn mark_stale(state: &AppState, list: &mut [registry::DeviceSummary]) {
+    if let Some(failure) = state.health.ingest_failure() {
+        for d in list {
+            d.stale_since = Some(failure.since.clone());
+        }
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

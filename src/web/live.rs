@@ -32,7 +32,10 @@ fn event(name: &str, data: &serde_json::Value) -> Event {
 
 async fn full_list(state: &AppState) -> Event {
     match state.db.read(registry::list).await {
-        Ok(list) => event("devices", &json!(list)),
+        Ok(mut list) => {
+            super::api::mark_stale(state, &mut list);
+            event("devices", &json!(list))
+        }
         Err(e) => {
             tracing::error!(error = %e, "live: device list not read");
             event(

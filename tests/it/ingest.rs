@@ -264,6 +264,14 @@ async fn disk_full_stops_acks_and_recovers_by_itself() {
     assert_eq!(status["ingest_failure"]["code"], "disk_full", "{status}");
     let (_, overview) = sb.get("/api/v1/overview").await;
     assert_eq!(overview["ingest_failure"]["code"], "disk_full");
+    // Presence is as of the failure (the fridge's connect waits, held), and the list says so.
+    let (_, devices) = sb.get("/api/v1/devices").await;
+    for d in devices.as_array().unwrap() {
+        assert_eq!(
+            d["stale_since"], status["ingest_failure"]["since"],
+            "{devices}"
+        );
+    }
 
     // Space returns: the kept batch is written and acknowledged without any resend.
     std::fs::remove_file(filler).unwrap();
@@ -325,11 +333,20 @@ async fn disk_full_stops_acks_and_recovers_by_itself() {
         .contains("storebox_ingest_write_stalled 0"));
     let (_, status) = sb.get("/api/v1/status").await;
     assert!(status["ingest_failure"].is_null(), "{status}");
+    let (_, devices) = sb.get("/api/v1/devices").await;
+    assert!(
+        devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["stale_since"].is_null()),
+        "{devices}"
+    );
     sb.kill9();
 }
 
 /// Every long-running task of `serve`, by the name `/readyz` and the log give it.
-const TASKS: [&str; 12] = [
+const TASKS: [&str; 13] = [
     "ingest",
     "presence",
     "scheduler",
@@ -342,6 +359,7 @@ const TASKS: [&str; 12] = [
     "mqtt-listener",
     "mqtt-router",
     "mqtt-publisher",
+    "mqtt-link",
 ];
 
 /// Kills `task` through the debug-build hook; returns what `/readyz` said (None for `http`, which

@@ -31,6 +31,7 @@ export async function devicesPage() {
     h("option", { value: "offline" }, "Offline"), h("option", { value: "alerts" }, "With alerts"));
   const liveState = h("p", { id: "live-state", class: "pill neutral", role: "status" }, "Connecting…");
   const summary = h("p", { id: "device-summary" });
+  const staleNote = h("div", { id: "device-stale" });
   const tbody = h("tbody", { id: "device-rows" });
   const tbl = h("div", { class: "table-wrap" }, h("table", {},
     h("caption", { class: "sr-only" }, "Devices, updated live"),
@@ -52,6 +53,10 @@ export async function devicesPage() {
     tbody.replaceChildren(...rows);
     const online = all.filter((d) => d.online).length;
     summary.textContent = `${online} of ${all.length} devices online, ${all.length - online} offline.`;
+    // While the box cannot write, presence is as of the failure: say so instead of showing it as now.
+    const stale = all.find((d) => d.stale_since);
+    staleNote.replaceChildren(...(stale ? [notice(`Status and last seen are as of ${when(stale.stale_since)}: ` +
+      "the box cannot save device messages right now (see the overview). They update again once it can.", "error")] : []));
   };
   for (const el of [q, kind, status]) el.addEventListener("input", render);
 
@@ -59,6 +64,7 @@ export async function devicesPage() {
     h("div", { class: "toolbar" },
       h("label", {}, "Search", q), h("label", {}, "Kind", kind), h("label", {}, "Status", status),
       atLeast("manager") ? h("a", { class: "button", href: "#/devices/new" }, "Add a device") : null),
+    staleNote,
     h("div", { class: "row" }, summary, liveState),
     tbl);
 

@@ -230,6 +230,38 @@ impl LinkTx {
         Ok(len)
     }
 
+    /// storebox patch (STOREBOX-PATCH.md): sends several QoS 0 publishes to the router with one
+    /// notification, so that the router appends them in one pass and each subscriber's connection
+    /// is woken once for all of them (instead of one router event, one forward and one socket
+    /// write per message). Returns the link's buffer length, like [`LinkTx::publish`].
+    pub fn publish_all<S, V>(
+        &mut self,
+        messages: impl IntoIterator<Item = (S, V)>,
+    ) -> Result<usize, LinkError>
+    where
+        S: Into<Bytes>,
+        V: Into<Bytes>,
+    {
+        let len = {
+            let mut buffer = self.recv_buffer.lock();
+            for (topic, payload) in messages {
+                let publish = Publish {
+                    dup: false,
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    topic: topic.into(),
+                    pkid: 0,
+                    payload: payload.into(),
+                };
+                buffer.push_back(Packet::Publish(publish, None));
+            }
+            buffer.len()
+        };
+        self.router_tx
+            .send((self.connection_id, Event::DeviceData))?;
+        Ok(len)
+    }
+
     /// Sends a MQTT Publish to the router
     pub fn try_publish<S, V>(&mut self, topic: S, payload: V) -> Result<usize, LinkError>
     where

@@ -1560,10 +1560,13 @@ fn forward_device_data(
     let subscription_id = connection.subscription_ids.get(&request.filter);
 
     // Fill and notify device data
+    // storebox patch (STOREBOX-PATCH.md): a message is delivered at the lower of its own QoS and
+    // the subscription's (MQTT 3.1.1 §3.8.4, MQTT 5 §3.8.4); upstream delivered every message at
+    // the subscription's QoS, so the box's QoS 0 acks went to QoS 1 subscribers as QoS 1.
     let forwards = publishes
         .into_iter()
         .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+            publish.qos = protocol::qos(qos.min(publish.qos as u8)).unwrap();
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {
@@ -1592,7 +1595,18 @@ fn forward_device_data(
             }
         });
 
-    let (len, inflight) = outgoing.push_forwards(forwards, qos, filter_idx);
+    // storebox patch: QoS 0 deliveries take no inflight slot and no packet id; runs of one QoS are
+    // pushed together, in order.
+    let mut forwards = forwards.peekable();
+    let (mut len, mut inflight) = (0, 0);
+    while let Some(first) = forwards.next() {
+        let run_qos = first.publish.qos as u8;
+        let mut run = vec![first];
+        while let Some(next) = forwards.next_if(|f| f.publish.qos as u8 == run_qos) {
+            run.push(next);
+        }
+        (len, inflight) = outgoing.push_forwards(run.into_iter(), run_qos, filter_idx);
+    }
 
     debug!(
         inflight_count = inflight,
