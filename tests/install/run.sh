@@ -412,7 +412,8 @@ if ct grep -q '^\[updates\]' "$CONF"; then
 else
   ct sh -c "printf '\n[updates]\npublic_key = \"%s\"\n' '$PUB' >> $CONF"
 fi
-check "config with [updates] public_key passes check-config" as_storebox check-config >/dev/null
+config_ok() { as_storebox check-config >/dev/null; }
+check "config with [updates] public_key passes check-config" config_ok
 check "storebox-updater.path is enabled and active (shipped in the package)" \
   test "$(ct systemctl is-enabled storebox-updater.path) $(ct systemctl is-active storebox-updater.path)" = "enabled active"
 check "storebox-updater.service is a oneshot of its own, not started by the package" \
