@@ -254,3 +254,67 @@ test("HQ console: a store's page tells its story, alert before the price", T, as
   const r = await page.evaluate(async () => (await fetch("/hq/v1/fleet")).status);
   assert.equal(r, 401);
 });
+
+// --- authoring, stores and groups, rollouts ---
+test("HQ console: an operator authors a price, previews it in the store's zone and publishes; groups and rollouts pages", T, async () => {
+  await page.goto(hq.http + "/");
+  await page.getByLabel("Name").fill("olga");
+  await page.getByLabel("Password").fill(PW.olga);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "olga (operator)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("link", { name: "Author" }).click();
+  await page.getByRole("heading", { name: "Author data" }).waitFor();
+  await checkPage(page, "author");
+
+  // Keyboard: the target radios move with the arrow keys; the groups list comes next in tab order.
+  await page.getByLabel("All stores").focus();
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.getByLabel("Groups", { exact: true }).isChecked(), true);
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "t-groups");
+  await page.getByLabel("Groups that receive it").selectOption("pilot");
+  // From "What", Tab walks the price fields in order; each has its label.
+  await page.getByLabel("What").focus();
+  const labelOfFocus = () => page.evaluate(() => document.activeElement.labels?.[0]?.textContent || document.activeElement.textContent);
+  await page.keyboard.press("Tab");
+  assert.equal(await labelOfFocus(), "SKU");
+  await page.keyboard.type("1001");
+  await page.keyboard.press("Tab");
+  assert.match(await labelOfFocus(), /^Price in minor units/);
+  await page.keyboard.type("-5");
+  // HQ's refusal appears next to the field it names.
+  const tomorrow = new Date(Date.now() + 86400000).toLocaleDateString("en-CA", { timeZone: TZ });
+  await page.getByLabel("Starts", { exact: true }).fill(`${tomorrow}T08:00`);
+  await page.getByRole("button", { name: "Preview" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#err-price").filter({ hasText: /./ }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Publish" }).isDisabled(), true);
+  await page.getByLabel(/^Price in minor units/).fill("89");
+  await page.getByRole("button", { name: "Preview" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Preview: 1 store affected" }).waitFor();
+  const preview = await page.locator("#preview").innerText();
+  assert.match(preview, /Store s1 \(group pilot\)/);
+  assert.match(preview, /Times in Europe\/Rome/);
+  assert.match(preview, new RegExp(`from ${tomorrow} 08:00:00\\+0[12]:00: 0\\.89`));
+  assert.ok(!preview.includes("s2"), "s2 is in another group");
+  await checkPage(page, "author-preview");
+  const head = (await hq.admin("GET", "/hq/v1/stores")).body.head;
+  await page.getByRole("button", { name: "Publish" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#author-msg").filter({ hasText: "Published" }).waitFor();
+  assert.equal((await hq.admin("GET", "/hq/v1/stores")).body.head, head + 1);
+
+  await page.getByRole("link", { name: "Stores and groups" }).click();
+  await page.getByRole("heading", { name: "Stores and groups" }).waitFor();
+  await checkPage(page, "groups");
+  await page.getByLabel("Group of s2").fill("south");
+  await page.getByLabel("Group of s2").press("Enter");
+  await page.locator("#moved-s2").filter({ hasText: "Moved to south" }).waitFor();
+  const stores = (await hq.admin("GET", "/hq/v1/stores")).body.stores;
+  assert.equal(stores.find((s) => s.id === "s2").group, "south");
+
+  await page.getByRole("link", { name: "Rollouts" }).click();
+  await page.getByRole("heading", { name: "Releases and rollouts" }).waitFor();
+  await checkPage(page, "rollouts");
+});

@@ -5,6 +5,10 @@
 import { api, h, notice, page, session } from "./lib.js";
 import { fleetPage, stopFleet } from "./pages/fleet.js";
 import { storePage } from "./pages/store.js";
+// --- authoring, stores and groups, rollouts ---
+import { authorPage } from "./pages/author.js";
+import { storesPage } from "./pages/stores.js";
+import { rolloutPage, rolloutsPage } from "./pages/rollouts.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -13,6 +17,11 @@ const PAGES = [
   [/^\/$/, fleetPage, ["operator", "support"], "Fleet", "#/"],
   [/^\/stores\/([^/]+)$/, storePage, ["operator", "support"], null, "#/"],
   // Support desk, authoring and rollouts add their entries here.
+  // --- authoring, stores and groups, rollouts ---
+  [/^\/author$/, authorPage, ["operator"], "Author", "#/author"],
+  [/^\/groups$/, storesPage, ["operator"], "Stores and groups", "#/groups"],
+  [/^\/rollouts$/, rolloutsPage, ["operator", "support"], "Rollouts", "#/rollouts"],
+  [/^\/rollouts\/([^/]+)$/, rolloutPage, ["operator", "support"], null, "#/rollouts"],
 ];
 
 /** Called when the page changes, so that pages can stop live updates. */
