@@ -105,9 +105,32 @@ async function checkPage(p, name) {
   assert.deepEqual(csp, [], `${name}: blocked by the page's own CSP`);
 }
 
+/** A signed release made with the real CLI: a minimal .deb (dpkg-deb), `storebox release keygen`
+ * and `sign`. Returns the public key line and the package and manifest paths. */
+function signedRelease(version) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "storebox-hq-ui-release-"));
+  const run = (cmd, args) => {
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30000 });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stdout} ${r.stderr}`);
+  };
+  const root = path.join(dir, "pkg");
+  fs.mkdirSync(path.join(root, "DEBIAN"), { recursive: true });
+  fs.mkdirSync(path.join(root, "usr/share/doc/storebox"), { recursive: true });
+  fs.writeFileSync(path.join(root, "usr/share/doc/storebox/README"), "test package\n");
+  fs.writeFileSync(path.join(root, "DEBIAN/control"),
+    `Package: storebox\nVersion: ${version}\nArchitecture: amd64\nMaintainer: tests <tests@localhost>\nDescription: test package\n`);
+  const deb = path.join(dir, `storebox_${version}_amd64.deb`);
+  run("dpkg-deb", ["--build", "--root-owner-group", root, deb]);
+  run(BIN, ["release", "keygen", "--out", path.join(dir, "keys")]);
+  run(BIN, ["release", "sign", "--key", path.join(dir, "keys/release.key"), deb]);
+  return { dir, pub: fs.readFileSync(path.join(dir, "keys/release.pub"), "utf8").trim(), deb, manifest: `${deb}.manifest.json` };
+}
+let release;
+
 before(async () => {
+  release = signedRelease("9.9.9");
   // Offline after 4 s without contact; the store long-polls every second.
-  hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "4" });
+  hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "4", STOREBOX_HQ_SERVER__RELEASE_PUBLIC_KEYS: JSON.stringify([release.pub]) });
   hq.addUser("sam", "support", PW.sam);
   hq.addUser("olga", "operator", PW.olga);
   const token = hq.addStore("s1", "pilot");
@@ -156,6 +179,7 @@ after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (store) await store.stop().catch(() => {});
   if (hq) await hq.stop();
+  if (release) fs.rmSync(release.dir, { recursive: true, force: true });
   if (axeReport.length) {
     const bad = axeReport.filter((r) => r.violations.length).length;
     console.log(`axe-core (HQ console): ${axeReport.length} pages checked, ${bad} with serious or critical violations`);
@@ -256,7 +280,7 @@ test("HQ console: a store's page tells its story, alert before the price", T, as
 });
 
 // --- authoring, stores and groups, rollouts ---
-test("HQ console: an operator authors a price, previews it in the store's zone and publishes; groups and rollouts pages", T, async () => {
+test("HQ console: an operator authors a price, previews it in the store's zone and publishes; moves a store; pauses and resumes a rollout", T, async () => {
   await page.goto(hq.http + "/");
   await page.getByLabel("Name").fill("olga");
   await page.getByLabel("Password").fill(PW.olga);
@@ -314,7 +338,38 @@ test("HQ console: an operator authors a price, previews it in the store's zone a
   const stores = (await hq.admin("GET", "/hq/v1/stores")).body.stores;
   assert.equal(stores.find((s) => s.id === "s2").group, "south");
 
+  // A release (uploaded by the admin) and a rollout of it: pilot first, then all.
+  const form = new FormData();
+  form.append("package", new Blob([fs.readFileSync(release.deb)]), "storebox.deb");
+  form.append("manifest", new Blob([fs.readFileSync(release.manifest)]), "manifest.json");
+  const up = await fetch(hq.http + "/hq/v1/releases", { method: "POST", headers: { Authorization: `Bearer ${ADMIN}` }, body: form });
+  assert.equal(up.status, 201, await up.text());
+  const ro = await hq.admin("POST", "/hq/v1/rollouts", {
+    version: "9.9.9", waves: [{ groups: ["pilot"], min_success_percent: 100, soak_minutes: 0 }, { all: true, min_success_percent: 100, soak_minutes: 0 }],
+    abort_failure_percent: 50, store_timeout_minutes: 600, urgent: false,
+  });
+  assert.equal(ro.status, 201, JSON.stringify(ro.body));
+
   await page.getByRole("link", { name: "Rollouts" }).click();
   await page.getByRole("heading", { name: "Releases and rollouts" }).waitFor();
+  const link = page.getByRole("link", { name: ro.body.id });
+  await link.waitFor();
+  assert.match(await page.locator("#view").innerText(), /9\.9\.9/);
   await checkPage(page, "rollouts");
+  await link.focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: `Rollout ${ro.body.id}` }).waitFor();
+  await page.getByRole("heading", { name: /^Wave 1: pilot/ }).waitFor();
+  await until("s1 assigned in wave 1", 20, async () => {
+    await page.reload();
+    await page.getByRole("heading", { name: `Rollout ${ro.body.id}` }).waitFor();
+    return (await page.locator("#view table").first().innerText()).includes("s1");
+  });
+  await checkPage(page, "rollout");
+  await page.getByRole("button", { name: "Pause" }).click();
+  await page.locator("#rollout-state").filter({ hasText: "Paused" }).waitFor();
+  assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "paused");
+  await page.getByRole("button", { name: "Resume" }).click();
+  await page.locator("#rollout-state").filter({ hasText: "Running" }).waitFor();
+  assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "running");
 });
