@@ -193,9 +193,8 @@ async fn csv_with_a_bad_line_3_is_refused_naming_line_3_and_nothing_is_applied()
     assert_eq!(stores["head"], 0, "nothing applied: {stores}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_operator_moves_a_store_between_groups_and_support_may_not() {
-    let hq = Hq::start_on(Engine::Sqlite, &[]);
+async fn group_moves(engine: Engine) {
+    let hq = Hq::start_on(engine, &[]);
     hq.add_store("s1", "pilot");
     let olga = Session::new(&hq, "olga", "operator").await;
     let sam = Session::new(&hq, "sam", "support").await;
@@ -251,6 +250,57 @@ async fn an_operator_moves_a_store_between_groups_and_support_may_not() {
     assert_eq!(s, 400, "{v}");
     let (_, v) = hq.get("/hq/v1/stores").await;
     assert_eq!(v["stores"][0]["group"], "canary", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_moves_a_store_between_groups_and_support_may_not_sqlite() {
+    group_moves(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_moves_a_store_between_groups_and_support_may_not_postgres() {
+    group_moves(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preview_for_many_stores_is_answered_per_group_and_counts_them() {
+    let hq = Hq::start_on(Engine::Sqlite, &[]);
+    for i in 0..52 {
+        hq.add_store(&format!("b{i:02}"), if i < 40 { "big" } else { "small" });
+    }
+    // An earlier price for every store: the preview starts from it.
+    hq.author(
+        json!({"all": true}),
+        json!([{"type": "price.set", "payload": {"id": "base", "sku": "7", "price": 300,
+                "starts_at": "2020-01-01T00:00:00Z"}}]),
+    )
+    .await;
+    let (s, v) = hq
+        .post(
+            "/hq/v1/preview",
+            json!({"target": {"all": true}, "events": [
+                {"type": "price.cancel", "payload": {"id": "base"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["per"], "group", "{v}");
+    assert_eq!(v["affected"], 52, "{v}");
+    let groups: Vec<(String, i64)> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_string(),
+                g["stores"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [("big".to_string(), 40), ("small".to_string(), 12)]);
+    let sku = &v["groups"][0]["preview"]["skus"][0];
+    assert_eq!(sku["price_now_before"], 300, "{v}");
+    assert_eq!(sku["price_now"], Value::Null, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
