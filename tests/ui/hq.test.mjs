@@ -328,6 +328,12 @@ test("HQ console: an operator authors a price, previews it in the store's zone a
   await page.keyboard.press("Enter");
   await page.locator("#author-msg").filter({ hasText: "Published" }).waitFor();
   assert.equal((await hq.admin("GET", "/hq/v1/stores")).body.head, head + 1);
+  // A CSV with a bad third line: refused, the line named, nothing applied.
+  await page.getByLabel("CSV file").setInputFiles({ name: "prices.csv", mimeType: "text/csv",
+    buffer: Buffer.from("id,sku,price,starts_at\npr-a,1001,129,2026-01-01T00:00:00\npr-b,1002,12.9,2026-01-01T00:00:00\n") });
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.locator("#csv-msg").filter({ hasText: /^Line 3 of prices\.csv: .*12\.9/ }).waitFor();
+  assert.equal((await hq.admin("GET", "/hq/v1/stores")).body.head, head + 1);
 
   await page.getByRole("link", { name: "Stores and groups" }).click();
   await page.getByRole("heading", { name: "Stores and groups" }).waitFor();
