@@ -97,9 +97,11 @@ async fn preview(State(state): State<HqState>, req: Request) -> HqResult<Respons
             out
         }
     };
+    // Only the zones are used: counting "since now" keeps the counts' scans empty.
+    let now_ms = state.now_ms();
     let zones: std::collections::HashMap<String, Option<String>> = state
         .storage
-        .fleet_extras(0, 0)
+        .fleet_extras(now_ms, now_ms)
         .await?
         .into_iter()
         .map(|e| (e.id, e.timezone))
