@@ -87,12 +87,19 @@ async fn preview(State(state): State<HqState>, req: Request) -> HqResult<Respons
             .map(|s| (s.id.clone(), s.group.clone()))
             .collect(),
         Target::Stores { stores: ids } => {
+            let by_id: std::collections::HashMap<&str, &str> = stores
+                .iter()
+                .map(|s| (s.id.as_str(), s.group.as_str()))
+                .collect();
+            let mut seen = std::collections::HashSet::new();
             let mut out = Vec::new();
             for id in ids {
-                let s = stores.iter().find(|s| &s.id == id).ok_or_else(|| {
+                let group = by_id.get(id.as_str()).ok_or_else(|| {
                     HqError::invalid("bad_target", format!("target names unknown store {id:?}"))
                 })?;
-                out.push((s.id.clone(), s.group.clone()));
+                if seen.insert(id.as_str()) {
+                    out.push((id.clone(), group.to_string()));
+                }
             }
             out
         }

@@ -301,6 +301,36 @@ async fn a_preview_for_many_stores_is_answered_per_group_and_counts_them() {
     let sku = &v["groups"][0]["preview"]["skus"][0];
     assert_eq!(sku["price_now_before"], 300, "{v}");
     assert_eq!(sku["price_now"], Value::Null, "{v}");
+
+    // Single stores: each once, per store; an unknown one is named.
+    let cancel = json!([{"type": "price.cancel", "payload": {"id": "base"}}]);
+    let (s, v) = hq
+        .post(
+            "/hq/v1/preview",
+            json!({"target": {"stores": ["b41", "b03", "b41"]}, "events": cancel}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["per"], "store", "{v}");
+    let ids: Vec<&str> = v["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["store"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["b41", "b03"], "{v}");
+    assert_eq!(v["stores"][0]["group"], "small", "{v}");
+    let (s, v) = hq
+        .post(
+            "/hq/v1/preview",
+            json!({"target": {"stores": ["b01", "nowhere"]}, "events": cancel}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nowhere"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
