@@ -331,6 +331,34 @@ async fn a_preview_for_many_stores_is_answered_per_group_and_counts_them() {
         v["error"]["message"].as_str().unwrap().contains("nowhere"),
         "{v}"
     );
+
+    // Cost: 40 stores (per-store answer) whose snapshots hold 2,000 prices each.
+    let prices: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({"type": "price.set", "payload": {"id": format!("p{i}"), "sku": format!("s{i}"),
+            "price": 100 + i, "starts_at": "2020-01-01T00:00:00Z"}})
+        })
+        .collect();
+    hq.author(json!({"all": true}), Value::Array(prices)).await;
+    let started = std::time::Instant::now();
+    let (s, v) = hq
+        .post(
+            "/hq/v1/preview",
+            json!({"target": {"stores": (0..40).map(|i| format!("b{i:02}")).collect::<Vec<_>>()},
+                   "events": [{"type": "price.set", "payload": {"id": "p7", "sku": "s7", "price": 1,
+                               "starts_at": "2020-01-01T00:00:00Z"}}]}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stores"].as_array().unwrap().len(), 40);
+    assert_eq!(
+        v["stores"][39]["preview"]["skus"][0]["price_now_before"],
+        107
+    );
+    assert_eq!(v["stores"][39]["preview"]["skus"][0]["price_now"], 1);
+    eprintln!("preview of 40 stores with 2,000 prices each: {took:?}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
