@@ -280,7 +280,7 @@ test("HQ console: a store's page tells its story, alert before the price", T, as
 });
 
 // --- authoring, stores and groups, rollouts ---
-test("HQ console: an operator authors a price, previews it in the store's zone and publishes; moves a store; pauses and resumes a rollout", T, async () => {
+test("HQ console: an operator authors a price, previews it in the store's zone and publishes; moves a store; pauses and resumes a rollout; starts one with the wave editor", T, async () => {
   await page.goto(hq.http + "/");
   await page.getByLabel("Name").fill("olga");
   await page.getByLabel("Password").fill(PW.olga);
@@ -378,4 +378,14 @@ test("HQ console: an operator authors a price, previews it in the store's zone a
   await page.getByRole("button", { name: "Resume" }).click();
   await page.locator("#rollout-state").filter({ hasText: "Running" }).waitFor();
   assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "running");
+  // The wave editor starts a new rollout (which supersedes the running one): north, then all.
+  await page.getByRole("link", { name: "All rollouts" }).click();
+  await page.getByRole("heading", { name: "Start a rollout" }).waitFor();
+  await page.getByLabel("Wave 1: groups (comma separated)").fill("north");
+  await page.getByRole("button", { name: "Start rollout" }).click();
+  await page.getByRole("heading", { name: /^Wave 1: north/ }).waitFor();
+  await page.getByRole("heading", { name: /^Wave 2: all stores/ }).waitFor();
+  const list = (await hq.admin("GET", "/hq/v1/rollouts")).body.rollouts;
+  assert.deepEqual(list.map((r) => r.state), ["running", "aborted"]);
+  assert.deepEqual(list[0].plan.waves[0].groups, ["north"]);
 });
