@@ -12,6 +12,9 @@ pub enum HqError {
     /// The request is malformed; `code` is stable, the message names the field.
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// A bad row of an uploaded CSV; the answer carries the 1-based `line` as a field too.
+    #[error("line {line}: {message}")]
+    InvalidRow { line: u64, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("{0}")]
@@ -73,6 +76,7 @@ impl IntoResponse for HqError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             HqError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            HqError::InvalidRow { .. } => (StatusCode::BAD_REQUEST, "invalid_row"),
             HqError::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             HqError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             HqError::CursorGone { .. } => (StatusCode::GONE, "cursor_gone"),
@@ -89,10 +93,10 @@ impl IntoResponse for HqError {
             HqError::Storage(_) => "internal error; details are in the HQ log".to_string(),
             other => other.to_string(),
         };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        let mut error = json!({"code": code, "message": message});
+        if let HqError::InvalidRow { line, .. } = &self {
+            error["line"] = json!(line);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
     }
 }

@@ -24,6 +24,9 @@ pub mod storage;
 pub mod fleet;
 pub mod story;
 pub mod web;
+// --- console: authoring preview, groups ---
+pub mod author;
+pub mod preview;
 
 use std::future::Future;
 use std::net::SocketAddr;

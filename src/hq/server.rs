@@ -72,6 +72,8 @@ pub fn router(state: HqState) -> Router {
         .route("/hq/v1/fleet", get(super::fleet::fleet))
         .route("/hq/v1/fleet/stream", get(super::fleet::stream))
         .route("/hq/v1/stores/{id}/story", get(super::story::story))
+        // --- console: authoring preview, groups ---
+        .merge(super::author::routes())
         .with_state(state)
 }
 
@@ -372,11 +374,9 @@ fn read_csv(path: &std::path::Path) -> HqResult<Vec<super::storage::Authored>> {
         });
         Ok(())
     })
-    .map_err(|(line, m)| {
-        HqError::invalid(
-            "invalid_row",
-            format!("line {line}: {m}; nothing was applied"),
-        )
+    .map_err(|(line, m)| HqError::InvalidRow {
+        line,
+        message: format!("{m}; nothing was applied"),
     })?;
     if out.is_empty() {
         return Err(HqError::invalid("invalid_row", "the CSV has no rows"));

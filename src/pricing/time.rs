@@ -14,11 +14,10 @@
 //! Both rules amount to: a civil time resolves to the earliest instant at which the store's wall clock
 //! reads that time or later.
 
-use jiff::civil::DateTime;
-use jiff::tz::{AmbiguousOffset, TimeZone};
+use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub use crate::proto::time::{StoreTime, TimeError};
+pub use crate::proto::time::{resolve_civil, StoreTime, TimeError};
 
 /// Parses store times (docs/pricing.md): RFC 3339 with offset (`"2026-11-27T00:00:00Z"`, `"…+01:00"`) → that
 /// instant; civil time without offset (`"2026-11-27T00:00:00"`) → that wall-clock time in `tz`.
@@ -33,35 +32,10 @@ pub fn parse_store_time(s: &str, tz: &TimeZone) -> Result<Timestamp, TimeError> 
     }
 }
 
-/// Resolves a store-local civil time to an instant with the gap/fold rules of [`parse_store_time`].
-/// Fails only for civil times at the very edge of the supported range (years -9999 and 9999).
-pub fn resolve_civil(dt: DateTime, tz: &TimeZone) -> Result<Timestamp, TimeError> {
-    let out_of_range = |e: jiff::Error| {
-        TimeError::new(&dt.to_string(), format!("out of the supported range: {e}"))
-    };
-    match tz.to_ambiguous_timestamp(dt).offset() {
-        AmbiguousOffset::Unambiguous { offset } => offset.to_timestamp(dt).map_err(out_of_range),
-        // First occurrence: the wall clock shows `dt` first under the offset in force before the fold.
-        AmbiguousOffset::Fold { before, .. } => before.to_timestamp(dt).map_err(out_of_range),
-        AmbiguousOffset::Gap { before, after } => {
-            // `dt` read with the later offset is an instant before the transition, and read with the
-            // earlier offset an instant at or after it; the transition lies in between.
-            let lower = after.to_timestamp(dt).map_err(out_of_range)?;
-            let upper = before.to_timestamp(dt).map_err(out_of_range)?;
-            let transition = tz
-                .following(lower)
-                .next()
-                .map(|t| t.timestamp())
-                .filter(|t| *t > lower && *t <= upper);
-            // Every real zone reports its transitions; `upper` is the fallback only for exotic data.
-            Ok(transition.unwrap_or(upper))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::tz::AmbiguousOffset;
     use proptest::prelude::*;
 
     fn tz(name: &str) -> TimeZone {

@@ -6,6 +6,7 @@ use std::fmt;
 
 use jiff::civil::DateTime;
 use jiff::fmt::temporal::Pieces;
+use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::Timestamp;
 
 /// A store time that could not be parsed or resolved; names the input and the reason.
@@ -65,6 +66,34 @@ impl StoreTime {
                 .map_err(|e| TimeError::new(s, format!("not a valid instant: {e}")));
         }
         Ok(StoreTime::Civil(pieces.date().to_datetime(time)))
+    }
+}
+
+/// Resolves a store-local civil time to an instant (docs/pricing.md): a civil time in a DST gap
+/// means the transition instant, one in a fold its first occurrence — the earliest instant at which
+/// the wall clock reads `dt` or later. Pure, shared by the store's pricing and HQ's preview.
+/// Fails only for civil times at the very edge of the supported range (years -9999 and 9999).
+pub fn resolve_civil(dt: DateTime, tz: &TimeZone) -> Result<Timestamp, TimeError> {
+    let out_of_range = |e: jiff::Error| {
+        TimeError::new(&dt.to_string(), format!("out of the supported range: {e}"))
+    };
+    match tz.to_ambiguous_timestamp(dt).offset() {
+        AmbiguousOffset::Unambiguous { offset } => offset.to_timestamp(dt).map_err(out_of_range),
+        // First occurrence: the wall clock shows `dt` first under the offset in force before the fold.
+        AmbiguousOffset::Fold { before, .. } => before.to_timestamp(dt).map_err(out_of_range),
+        AmbiguousOffset::Gap { before, after } => {
+            // `dt` read with the later offset is an instant before the transition, and read with the
+            // earlier offset an instant at or after it; the transition lies in between.
+            let lower = after.to_timestamp(dt).map_err(out_of_range)?;
+            let upper = before.to_timestamp(dt).map_err(out_of_range)?;
+            let transition = tz
+                .following(lower)
+                .next()
+                .map(|t| t.timestamp())
+                .filter(|t| *t > lower && *t <= upper);
+            // Every real zone reports its transitions; `upper` is the fallback only for exotic data.
+            Ok(transition.unwrap_or(upper))
+        }
     }
 }
 

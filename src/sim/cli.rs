@@ -237,6 +237,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 r.hq, r.hq_admin_token
             ));
             say(&format!(
+                "  HQ console: {}/  (sign in as {} / {}; role admin)",
+                r.hq, r.hq_user, r.hq_password
+            ));
+            say(&format!(
                 "  Devices:  {} virtual devices; control API {} (docs/simulator.md)",
                 r.devices, r.control
             ));

@@ -63,6 +63,9 @@ pub struct DemoReady {
     /// The HQ's URL and admin token (authoring and fleet API, docs/hq.md).
     pub hq: String,
     pub hq_admin_token: String,
+    /// The HQ console's sign-in (an `admin` user created at demo start).
+    pub hq_user: String,
+    pub hq_password: String,
     pub dir: PathBuf,
     pub devices: usize,
     pub sample: Sample,
@@ -145,6 +148,8 @@ where
         token,
         hq: hq.url.clone(),
         hq_admin_token: hq.admin_token.clone(),
+        hq_user: hq.user.clone(),
+        hq_password: hq.password.clone(),
         dir: dir.clone(),
         devices: sim.device_ids().len(),
         sample,
@@ -165,6 +170,8 @@ struct DemoHq {
     url: String,
     admin_token: String,
     store_token: String,
+    user: String,
+    password: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -182,6 +189,12 @@ async fn start_hq(opts: &DemoOptions, dir: &Path, clock: &SharedClock) -> anyhow
     let now = clock.now().as_millisecond();
     let storage = crate::hq::open_storage(&config).await?;
     let store_token = storage.add_store(STORE_ID, "pilot", now).await?;
+    // A console sign-in for the HQ (role admin: sees and may do everything there).
+    let user = "hq-admin".to_string();
+    let password = auth::generate_secret("")[..16].to_string();
+    let hq_user =
+        crate::hq::console::new_user(&user, crate::hq::storage::HqRole::Admin, &password, now)?;
+    storage.add_user(hq_user).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let hq_clock = clock.clone();
@@ -213,6 +226,8 @@ async fn start_hq(opts: &DemoOptions, dir: &Path, clock: &SharedClock) -> anyhow
         url: format!("http://{addr}"),
         admin_token,
         store_token,
+        user,
+        password,
         stop,
         task,
     })

@@ -6,6 +6,7 @@ mod cli;
 mod devices;
 mod diag;
 mod hostile;
+mod hq_author;
 mod hq_console;
 mod hq_fleet;
 mod hq_nodes;

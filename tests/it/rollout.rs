@@ -45,7 +45,7 @@ fn manifest_for(k: &SigningKey, version: &str, bytes: &[u8], expires_in_days: i6
     .unwrap()
 }
 
-fn start_hq(engine: Engine) -> Hq {
+pub(crate) fn start_hq(engine: Engine) -> Hq {
     let keys = format!(
         "[\"{}\", \"{}\"]",
         public_key_text(&key(9).verifying_key()),
@@ -312,7 +312,7 @@ async fn uploads_are_verified_and_downloads_resume_postgres() {
     uploads_and_downloads(Engine::Postgres).await;
 }
 
-fn plan(version: &str) -> Value {
+pub(crate) fn plan(version: &str) -> Value {
     json!({
         "version": version,
         "waves": [
@@ -326,7 +326,7 @@ fn plan(version: &str) -> Value {
     })
 }
 
-async fn publish(hq: &Hq, version: &str, seed: u32) {
+pub(crate) async fn publish(hq: &Hq, version: &str, seed: u32) {
     let bytes = package_bytes(20_000, seed);
     let m = serde_json::to_string(&manifest_for(&key(7), version, &bytes, 30)).unwrap();
     let (s, v) = upload(hq, &bytes, &m).await;

@@ -1105,6 +1105,31 @@ async fn the_demo_starts_with_every_device_online_within_30_s() {
         listed.contains("demo-store"),
         "HQ lists the store: {stores}"
     );
+    // The printed HQ console sign-in works (and the console answers after it).
+    let console = text
+        .lines()
+        .find(|l| l.contains("HQ console:"))
+        .unwrap_or_else(|| panic!("an HQ console line in {text}"));
+    let creds = console
+        .split("sign in as ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_else(|| panic!("HQ sign-in in {console}"));
+    let (user, password) = creds.split_once(" / ").unwrap();
+    assert!(console.contains(&format!("{hq}/")), "{console}");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{hq}/hq/v1/session"))
+        .json(&serde_json::json!({"name": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "HQ sign-in with {creds:?}");
+    let r = browser.get(format!("{hq}/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "within 30 s: {:?}",

@@ -105,9 +105,32 @@ async function checkPage(p, name) {
   assert.deepEqual(csp, [], `${name}: blocked by the page's own CSP`);
 }
 
+/** A signed release made with the real CLI: a minimal .deb (dpkg-deb), `storebox release keygen`
+ * and `sign`. Returns the public key line and the package and manifest paths. */
+function signedRelease(version) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "storebox-hq-ui-release-"));
+  const run = (cmd, args) => {
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30000 });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stdout} ${r.stderr}`);
+  };
+  const root = path.join(dir, "pkg");
+  fs.mkdirSync(path.join(root, "DEBIAN"), { recursive: true });
+  fs.mkdirSync(path.join(root, "usr/share/doc/storebox"), { recursive: true });
+  fs.writeFileSync(path.join(root, "usr/share/doc/storebox/README"), "test package\n");
+  fs.writeFileSync(path.join(root, "DEBIAN/control"),
+    `Package: storebox\nVersion: ${version}\nArchitecture: amd64\nMaintainer: tests <tests@localhost>\nDescription: test package\n`);
+  const deb = path.join(dir, `storebox_${version}_amd64.deb`);
+  run("dpkg-deb", ["--build", "--root-owner-group", root, deb]);
+  run(BIN, ["release", "keygen", "--out", path.join(dir, "keys")]);
+  run(BIN, ["release", "sign", "--key", path.join(dir, "keys/release.key"), deb]);
+  return { dir, pub: fs.readFileSync(path.join(dir, "keys/release.pub"), "utf8").trim(), deb, manifest: `${deb}.manifest.json` };
+}
+let release;
+
 before(async () => {
+  release = signedRelease("9.9.9");
   // Offline after 6 s without contact; the store long-polls every second.
-  hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "6" });
+  hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "6", STOREBOX_HQ_SERVER__RELEASE_PUBLIC_KEYS: JSON.stringify([release.pub]) });
   hq.addUser("sam", "support", PW.sam);
   hq.addUser("olga", "operator", PW.olga);
   const token = hq.addStore("s1", "pilot");
@@ -156,6 +179,7 @@ after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (store) await store.stop().catch(() => {});
   if (hq) await hq.stop();
+  if (release) fs.rmSync(release.dir, { recursive: true, force: true });
   if (axeReport.length) {
     const bad = axeReport.filter((r) => r.violations.length).length;
     console.log(`axe-core (HQ console): ${axeReport.length} pages checked, ${bad} with serious or critical violations`);
@@ -254,4 +278,115 @@ test("HQ console: a store's page tells its story, alert before the price", T, as
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
   const r = await page.evaluate(async () => (await fetch("/hq/v1/fleet")).status);
   assert.equal(r, 401);
+});
+
+// --- authoring, stores and groups, rollouts ---
+test("HQ console: an operator authors a price, previews it in the store's zone and publishes; moves a store; pauses and resumes a rollout; starts one with the wave editor", T, async () => {
+  await page.goto(hq.http + "/");
+  await page.getByLabel("Name").fill("olga");
+  await page.getByLabel("Password").fill(PW.olga);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "olga (operator)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("link", { name: "Author" }).click();
+  await page.getByRole("heading", { name: "Author data" }).waitFor();
+  await checkPage(page, "author");
+
+  // Keyboard: the target radios move with the arrow keys; the groups list comes next in tab order.
+  await page.getByLabel("All stores").focus();
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.getByLabel("Groups", { exact: true }).isChecked(), true);
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "t-groups");
+  await page.getByLabel("Groups that receive it").selectOption("pilot");
+  // From "What", Tab walks the price fields in order; each has its label.
+  await page.getByLabel("What").focus();
+  const labelOfFocus = () => page.evaluate(() => document.activeElement.labels?.[0]?.textContent || document.activeElement.textContent);
+  await page.keyboard.press("Tab");
+  assert.equal(await labelOfFocus(), "SKU");
+  await page.keyboard.type("1001");
+  await page.keyboard.press("Tab");
+  assert.match(await labelOfFocus(), /^Price in minor units/);
+  await page.keyboard.type("-5");
+  // HQ's refusal appears next to the field it names.
+  const tomorrow = new Date(Date.now() + 86400000).toLocaleDateString("en-CA", { timeZone: TZ });
+  await page.getByLabel("Starts", { exact: true }).fill(`${tomorrow}T08:00`);
+  await page.getByRole("button", { name: "Preview" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#err-price").filter({ hasText: /./ }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Publish" }).isDisabled(), true);
+  await page.getByLabel(/^Price in minor units/).fill("89");
+  await page.getByRole("button", { name: "Preview" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Preview: 1 store affected" }).waitFor();
+  const preview = await page.locator("#preview").innerText();
+  assert.match(preview, /Store s1 \(group pilot\)/);
+  assert.match(preview, /Times in Europe\/Rome/);
+  assert.match(preview, new RegExp(`from ${tomorrow} 08:00:00\\+0[12]:00: 0\\.89`));
+  assert.ok(!preview.includes("s2"), "s2 is in another group");
+  await checkPage(page, "author-preview");
+  const head = (await hq.admin("GET", "/hq/v1/stores")).body.head;
+  await page.getByRole("button", { name: "Publish" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#author-msg").filter({ hasText: "Published" }).waitFor();
+  assert.equal((await hq.admin("GET", "/hq/v1/stores")).body.head, head + 1);
+  // A CSV with a bad third line: refused, the line named, nothing applied.
+  await page.getByLabel("CSV file").setInputFiles({ name: "prices.csv", mimeType: "text/csv",
+    buffer: Buffer.from("id,sku,price,starts_at\npr-a,1001,129,2026-01-01T00:00:00\npr-b,1002,12.9,2026-01-01T00:00:00\n") });
+  await page.getByRole("button", { name: "Upload" }).click();
+  await page.locator("#csv-msg").filter({ hasText: /^Line 3 of prices\.csv: .*12\.9/ }).waitFor();
+  assert.equal((await hq.admin("GET", "/hq/v1/stores")).body.head, head + 1);
+
+  await page.getByRole("link", { name: "Stores and groups" }).click();
+  await page.getByRole("heading", { name: "Stores and groups" }).waitFor();
+  await checkPage(page, "groups");
+  await page.getByLabel("Group of s2").fill("south");
+  await page.getByLabel("Group of s2").press("Enter");
+  await page.locator("#moved-s2").filter({ hasText: "Moved to south" }).waitFor();
+  const stores = (await hq.admin("GET", "/hq/v1/stores")).body.stores;
+  assert.equal(stores.find((s) => s.id === "s2").group, "south");
+
+  // A release (uploaded by the admin) and a rollout of it: pilot first, then all.
+  const form = new FormData();
+  form.append("package", new Blob([fs.readFileSync(release.deb)]), "storebox.deb");
+  form.append("manifest", new Blob([fs.readFileSync(release.manifest)]), "manifest.json");
+  const up = await fetch(hq.http + "/hq/v1/releases", { method: "POST", headers: { Authorization: `Bearer ${ADMIN}` }, body: form });
+  assert.equal(up.status, 201, await up.text());
+  const ro = await hq.admin("POST", "/hq/v1/rollouts", {
+    version: "9.9.9", waves: [{ groups: ["pilot"], min_success_percent: 100, soak_minutes: 0 }, { all: true, min_success_percent: 100, soak_minutes: 0 }],
+    abort_failure_percent: 50, store_timeout_minutes: 600, urgent: false,
+  });
+  assert.equal(ro.status, 201, JSON.stringify(ro.body));
+
+  await page.getByRole("link", { name: "Rollouts" }).click();
+  await page.getByRole("heading", { name: "Releases and rollouts" }).waitFor();
+  const link = page.getByRole("link", { name: ro.body.id });
+  await link.waitFor();
+  assert.match(await page.locator("#view").innerText(), /9\.9\.9/);
+  await checkPage(page, "rollouts");
+  await link.focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: `Rollout ${ro.body.id}` }).waitFor();
+  await page.getByRole("heading", { name: /^Wave 1: pilot/ }).waitFor();
+  await until("s1 assigned in wave 1", 20, async () => {
+    await page.reload();
+    await page.getByRole("heading", { name: `Rollout ${ro.body.id}` }).waitFor();
+    return (await page.locator("#view table").first().innerText()).includes("s1");
+  });
+  await checkPage(page, "rollout");
+  await page.getByRole("button", { name: "Pause" }).click();
+  await page.locator("#rollout-state").filter({ hasText: "Paused" }).waitFor();
+  assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "paused");
+  await page.getByRole("button", { name: "Resume" }).click();
+  await page.locator("#rollout-state").filter({ hasText: "Running" }).waitFor();
+  assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "running");
+  // The wave editor starts a new rollout (which supersedes the running one): north, then all.
+  await page.getByRole("link", { name: "All rollouts" }).click();
+  await page.getByRole("heading", { name: "Start a rollout" }).waitFor();
+  await page.getByLabel("Wave 1: groups (comma separated)").fill("north");
+  await page.getByRole("button", { name: "Start rollout" }).click();
+  await page.getByRole("heading", { name: /^Wave 1: north/ }).waitFor();
+  await page.getByRole("heading", { name: /^Wave 2: all stores/ }).waitFor();
+  const list = (await hq.admin("GET", "/hq/v1/rollouts")).body.rollouts;
+  assert.deepEqual(list.map((r) => r.state), ["running", "aborted"]);
+  assert.deepEqual(list[0].plan.waves[0].groups, ["north"]);
 });

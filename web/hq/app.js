@@ -14,7 +14,12 @@ const $ = (id) => document.getElementById(id);
 const PAGES = [
   { path: /^\/$/, module: "./pages/fleet.js", render: "fleetPage", roles: ["operator", "support"], nav: "Fleet", link: "#/" },
   { path: /^\/stores\/([^/]+)$/, module: "./pages/store.js", render: "storePage", roles: ["operator", "support"], nav: null, link: "#/" },
-  // Support desk, authoring and rollouts add their entries here.
+  // --- authoring, stores and groups, rollouts ---
+  { path: /^\/author$/, module: "./pages/author.js", render: "authorPage", roles: ["operator"], nav: "Author", link: "#/author" },
+  { path: /^\/groups$/, module: "./pages/stores.js", render: "storesPage", roles: ["operator"], nav: "Stores and groups", link: "#/groups" },
+  { path: /^\/rollouts$/, module: "./pages/rollouts.js", render: "rolloutsPage", roles: ["operator", "support"], nav: "Rollouts", link: "#/rollouts" },
+  { path: /^\/rollouts\/([^/]+)$/, module: "./pages/rollouts.js", render: "rolloutPage", roles: ["operator", "support"], nav: null, link: "#/rollouts" },
+  // Support desk and guides add their entries here.
 ];
 
 /** The module of the page on screen (its stop() runs when the user leaves it). */
