@@ -364,8 +364,10 @@ async fn a_preview_for_many_stores_is_answered_per_group_and_counts_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_pauses_and_resumes_a_rollout_through_the_console_endpoints() {
     let hq = crate::rollout::start_hq(Engine::Sqlite);
-    // A pilot store that never answers keeps the first wave waiting.
+    // A pilot store that never answers keeps the first wave waiting (every wave's group needs a
+    // registered store, or the plan is refused).
     hq.add_store("p1", "pilot");
+    hq.add_store("c1", "canary");
     crate::rollout::publish(&hq, "2.0.0", 1).await;
     let olga = Session::new(&hq, "olga", "operator").await;
     let sam = Session::new(&hq, "sam", "support").await;
