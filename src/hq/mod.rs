@@ -22,6 +22,8 @@ pub mod storage;
 pub mod fleet;
 pub mod story;
 pub mod web;
+// --- support desk ---
+pub mod desk;
 
 use std::future::Future;
 use std::net::SocketAddr;

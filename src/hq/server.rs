@@ -72,6 +72,8 @@ pub fn router(state: HqState) -> Router {
         .route("/hq/v1/fleet", get(super::fleet::fleet))
         .route("/hq/v1/fleet/stream", get(super::fleet::stream))
         .route("/hq/v1/stores/{id}/story", get(super::story::story))
+        // --- support desk ---
+        .merge(super::desk::routes())
         .with_state(state)
 }
 

@@ -252,6 +252,35 @@ pub trait HqStorage: Send + Sync + 'static {
         &self,
         q: crate::hq::story::SourceQuery,
     ) -> HqResult<Option<crate::hq::story::Sources>>;
+    // --- support desk (src/hq/desk.rs) ---
+    /// The desk queue: tickets matching the (checked) filters, oldest open first within a status
+    /// order open, answered, closed; at most `limit` from `offset`.
+    async fn desk_tickets(
+        &self,
+        q: &crate::hq::desk::DeskQuery,
+    ) -> HqResult<Vec<crate::hq::desk::DeskTicket>>;
+    /// One ticket with its payload, replies and recorded changes (`NotFound`, or `Conflict` when
+    /// the id is used by several stores and `store` is None).
+    async fn desk_ticket(
+        &self,
+        store: Option<&str>,
+        id: &str,
+    ) -> HqResult<crate::hq::desk::DeskDetail>;
+    /// Sets (or clears) a ticket's assignee and records who did it, when.
+    async fn desk_assign(
+        &self,
+        store: Option<&str>,
+        id: &str,
+        user: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> HqResult<()>;
+    async fn desk_routing(&self) -> HqResult<Vec<crate::hq::desk::Route>>;
+    /// Replaces every routing rule (checked by the caller).
+    async fn put_desk_routing(&self, routes: Vec<crate::hq::desk::Route>) -> HqResult<()>;
+    async fn desk_teams(&self) -> HqResult<Vec<crate::hq::desk::Team>>;
+    /// Replaces every team (checked by the caller).
+    async fn put_desk_teams(&self, teams: Vec<crate::hq::desk::Team>) -> HqResult<()>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;
@@ -261,3 +290,6 @@ mod tests;
 // --- releases and rollouts ---
 #[cfg(test)]
 mod release_tests;
+// --- support desk ---
+#[cfg(test)]
+mod desk_tests;

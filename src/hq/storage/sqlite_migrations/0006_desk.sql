@@ -1,0 +1,32 @@
+-- The support desk: each ticket's category (from ticket.opened), the team routing gave it and its
+-- assignee; every desk change (who, when); routing rules and teams.
+ALTER TABLE tickets ADD COLUMN category TEXT NOT NULL DEFAULT 'other';
+ALTER TABLE tickets ADD COLUMN team TEXT;
+ALTER TABLE tickets ADD COLUMN assignee TEXT;
+UPDATE tickets SET category = coalesce(json_extract(payload, '$.category'), 'other')
+    WHERE json_valid(payload);
+CREATE INDEX tickets_desk ON tickets(status, opened_ms);
+
+CREATE TABLE ticket_changes (
+    id        INTEGER PRIMARY KEY,
+    store_id  TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    detail    TEXT,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX ticket_changes_ticket ON ticket_changes(store_id, ticket_id, id);
+
+CREATE TABLE desk_routing (
+    category TEXT PRIMARY KEY,
+    team     TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE desk_teams (
+    name        TEXT PRIMARY KEY,
+    members     TEXT NOT NULL,
+    on_call     TEXT,
+    webhook_url TEXT,
+    email       TEXT
+) WITHOUT ROWID;
