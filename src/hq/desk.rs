@@ -347,6 +347,171 @@ pub fn check_routing(routes: &[Route], teams: &[Team]) -> HqResult<()> {
     Ok(())
 }
 
+/// One notification of a team's on-call member about a routed ticket, and how its delivery went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub id: i64,
+    pub store: String,
+    pub ticket: String,
+    pub team: String,
+    /// `webhook` (e-mail is not sent yet).
+    pub channel: String,
+    /// The webhook URL.
+    pub target: String,
+    /// What is sent: `{"ticket","store","category","subject","url","team","on_call"}`.
+    pub payload: Value,
+    /// `pending`, `sent` or `failed` (attempts used up).
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_at: Option<String>,
+    pub sent_at: Option<String>,
+    pub created_at: String,
+}
+
+/// What a new ticket's notification says (`url`: the ticket on HQ, a path until the sender
+/// prefixes `[hq_server] public_url`).
+pub fn notification_payload(
+    store: &str,
+    ticket: &str,
+    category: &str,
+    subject: &str,
+    team: &str,
+    on_call: &str,
+) -> Value {
+    json!({
+        "ticket": ticket,
+        "store": store,
+        "category": category,
+        "subject": subject,
+        "url": format!("/#/desk/{}/{}", encode(store), encode(ticket)),
+        "team": team,
+        "on_call": on_call,
+    })
+}
+
+/// Percent-encodes all but unreserved URL characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// When the next attempt is due after `attempts` failed ones (pure): `base` seconds after the
+/// first, doubling each time; None once `max_attempts` are used up.
+pub fn next_attempt_ms(
+    now_ms: i64,
+    attempts: i64,
+    max_attempts: u32,
+    base_secs: u64,
+) -> Option<i64> {
+    if attempts >= i64::from(max_attempts) {
+        return None;
+    }
+    let factor = 1i64 << (attempts - 1).clamp(0, 20);
+    Some(
+        now_ms
+            + (base_secs as i64)
+                .saturating_mul(1000)
+                .saturating_mul(factor),
+    )
+}
+
+/// How the sender is set up (`[hq_server]` desk keys).
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub public_url: String,
+    pub max_attempts: u32,
+    pub retry_base_secs: u64,
+    pub webhook_timeout: std::time::Duration,
+    /// How often due notifications are looked for.
+    pub poll: std::time::Duration,
+}
+
+/// Notifications claimed per round.
+const CLAIM_BATCH: i64 = 16;
+
+/// The background sender: claims due notifications (a lease, so one node sends each), posts each
+/// webhook with a bounded time and records the outcome; failures are retried with back-off.
+pub async fn run_notifier(
+    storage: super::storage::Storage,
+    clock: crate::clock::SharedClock,
+    cfg: NotifierConfig,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(cfg.webhook_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "desk notifier: no HTTP client; notifications are not sent");
+            return;
+        }
+    };
+    let lease_ms = cfg.webhook_timeout.as_millis() as i64 + 30_000;
+    loop {
+        let now = clock.now().as_millisecond();
+        match storage
+            .claim_notifications(now, lease_ms, CLAIM_BATCH)
+            .await
+        {
+            Ok(batch) => {
+                for n in batch {
+                    let outcome = send_webhook(&client, &cfg.public_url, &n).await;
+                    let attempts = n.attempts + 1;
+                    let now = clock.now().as_millisecond();
+                    let next = match &outcome {
+                        Ok(()) => None,
+                        Err(_) => {
+                            next_attempt_ms(now, attempts, cfg.max_attempts, cfg.retry_base_secs)
+                        }
+                    };
+                    if let Err(e) = &outcome {
+                        tracing::warn!(id = n.id, ticket = %n.ticket, attempts, error = %e, "desk notification failed");
+                    }
+                    if let Err(e) = storage
+                        .finish_notification(n.id, attempts, outcome, next, now)
+                        .await
+                    {
+                        tracing::error!(id = n.id, error = %e, "desk notification: cannot record the outcome");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "desk notifier: cannot claim notifications"),
+        }
+        tokio::time::sleep(cfg.poll).await;
+    }
+}
+
+/// Posts one webhook; any status but 2xx is a failure naming it. The response body is not read.
+async fn send_webhook(
+    client: &reqwest::Client,
+    public_url: &str,
+    n: &Notification,
+) -> Result<(), String> {
+    let mut body = n.payload.clone();
+    if let Some(path) = body.get("url").and_then(Value::as_str) {
+        body["url"] = Value::String(format!("{}{path}", public_url.trim_end_matches('/')));
+    }
+    let r = client
+        .post(&n.target)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("POST failed: {e}"))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {}", r.status()))
+    }
+}
+
 /// Who may work the desk (admin always may).
 const DESK: &[HqRole] = &[HqRole::Support, HqRole::Operator];
 
@@ -358,6 +523,7 @@ pub fn routes() -> Router<HqState> {
         .route("/hq/v1/desk/tickets/{id}/close", post(close))
         .route("/hq/v1/desk/routing", get(routing).put(put_routing))
         .route("/hq/v1/desk/teams", get(teams).put(put_teams))
+        .route("/hq/v1/desk/notifications", get(notifications))
 }
 
 fn aged(mut t: DeskTicket, now_ms: i64) -> DeskTicket {
@@ -566,6 +732,33 @@ async fn put_teams(State(state): State<HqState>, req: Request) -> HqResult<Respo
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// Most notifications listed at once.
+pub const MAX_NOTIFICATIONS: i64 = 500;
+
+async fn notifications(
+    State(state): State<HqState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> HqResult<Response> {
+    require(&state, &Method::GET, &headers, DESK, "desk notifications").await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_NOTIFICATIONS).contains(&limit) {
+        return Err(HqError::invalid(
+            "bad_query",
+            format!("limit {limit} is not within 1-{MAX_NOTIFICATIONS}"),
+        ));
+    }
+    let list = state.storage.notifications(limit).await?;
+    Ok(Json(json!({"notifications": list})).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +796,20 @@ mod tests {
         assert!(e.to_string().contains("routes[0].category"), "{e}");
         let e = check_routing(&[r("scale", "scales"), r("scale", "scales")], &ok).unwrap_err();
         assert!(e.to_string().contains("routes[1]"), "{e}");
+    }
+
+    #[test]
+    fn retries_back_off_and_end() {
+        let at = |n| next_attempt_ms(0, n, 8, 30);
+        assert_eq!(at(1), Some(30_000));
+        assert_eq!(at(2), Some(60_000));
+        assert_eq!(at(7), Some(30_000 << 6));
+        assert_eq!(at(8), None, "8 attempts then given up");
+        let total: i64 = (1..8).map(|n| at(n).unwrap()).sum();
+        assert!(
+            (3_600_000..4_000_000).contains(&total),
+            "about an hour: {total}"
+        );
     }
 
     #[test]

@@ -115,6 +115,20 @@ where
         std::time::Duration::from_secs(config.rollout_tick_seconds.max(1)),
     ));
     let _engine = AbortOnDrop(engine);
+    // --- support desk notifications ---
+    let _notifier = AbortOnDrop(tokio::spawn(desk::run_notifier(
+        state.storage.clone(),
+        state.clock.clone(),
+        desk::NotifierConfig {
+            public_url: config.public_url.clone(),
+            max_attempts: config.desk_notify_attempts.max(1),
+            retry_base_secs: config.desk_retry_base_secs.max(1),
+            webhook_timeout: std::time::Duration::from_secs(
+                config.desk_webhook_timeout_secs.clamp(1, 300),
+            ),
+            poll: std::time::Duration::from_secs(1),
+        },
+    )));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("hq_server.listen {}", config.listen))?;

@@ -206,6 +206,130 @@ pub(crate) async fn desk_works(s: &dyn HqStorage) {
     assert_eq!((d.ticket.team, d.changes.len()), (None, 0));
 }
 
+/// A routed ticket's webhook notification: claimed by exactly one of two claimers (two nodes on
+/// PostgreSQL), a failure recorded and retried later, then sent; given up after the last attempt.
+pub(crate) async fn notifications_are_claimed_once(a: &dyn HqStorage, b: &dyn HqStorage) {
+    a.add_store("s1", "", 0).await.unwrap();
+    a.put_desk_teams(vec![
+        Team {
+            name: "scales".into(),
+            members: vec!["ann".into()],
+            on_call: Some("ann".into()),
+            webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            email: None,
+        },
+        Team {
+            name: "quiet".into(),
+            members: vec![],
+            on_call: None,
+            webhook_url: Some("http://127.0.0.1:9/nobody".into()),
+            email: None,
+        },
+    ])
+    .await
+    .unwrap();
+    a.put_desk_routing(vec![
+        Route {
+            category: "scale".into(),
+            team: "scales".into(),
+        },
+        Route {
+            category: "fridge".into(),
+            team: "quiet".into(),
+        },
+    ])
+    .await
+    .unwrap();
+    open_ticket(a, "s1", 1, "t-1", "Scale shows Err 4", "scale", 1_000).await;
+    open_ticket(a, "s1", 2, "t-2", "Fridge warm", "fridge", 1_000).await;
+    let all = a.notifications(100).await.unwrap();
+    assert_eq!(all.len(), 1, "no on-call member, no notification: {all:?}");
+    assert_eq!(all[0].payload["ticket"], "t-1");
+    assert_eq!(all[0].payload["url"], "/#/desk/s1/t-1");
+    assert_eq!((all[0].state.as_str(), all[0].attempts), ("pending", 0));
+
+    // Many claim rounds at once from both: the notification is handed out once.
+    let mut claims = Vec::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 { a } else { b };
+        claims.push(s.claim_notifications(2_000, 60_000, 10));
+    }
+    let got: usize = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().len())
+        .sum();
+    assert_eq!(got, 1, "claimed exactly once");
+    assert!(
+        b.claim_notifications(3_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+
+    let id = all[0].id;
+    b.finish_notification(
+        id,
+        1,
+        Err("the webhook answered 500".into()),
+        Some(30_000),
+        3_000,
+    )
+    .await
+    .unwrap();
+    assert!(
+        a.claim_notifications(29_999, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let n = a.claim_notifications(30_000, 60_000, 10).await.unwrap();
+    assert_eq!((n.len(), n[0].attempts), (1, 1));
+    a.finish_notification(id, 2, Ok(()), None, 31_000)
+        .await
+        .unwrap();
+    let n = &b.notifications(10).await.unwrap()[0];
+    assert_eq!((n.state.as_str(), n.attempts), ("sent", 2));
+    assert_eq!(n.last_error.as_deref(), Some("the webhook answered 500"));
+    assert_eq!(n.sent_at.as_deref(), Some("1970-01-01T00:00:31Z"));
+    assert!(a
+        .claim_notifications(99_000, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The last attempt failing gives it up.
+    open_ticket(a, "s1", 3, "t-3", "Scale again", "scale", 40_000).await;
+    let n = a.claim_notifications(40_000, 60_000, 10).await.unwrap();
+    a.finish_notification(n[0].id, 8, Err("refused".into()), None, 41_000)
+        .await
+        .unwrap();
+    let n = &a.notifications(1).await.unwrap()[0];
+    assert_eq!((n.state.as_str(), n.next_at.as_deref()), ("failed", None));
+    assert!(a
+        .claim_notifications(1 << 40, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_notifications() {
+    let (_d, s) = sqlite().await;
+    notifications_are_claimed_once(s.as_ref(), s.as_ref()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_notifications_two_nodes() {
+    let db = super::tests::pgtest::TestDb::new().await;
+    let a = postgres::PgStorage::connect(&db.url, 0).await.unwrap();
+    let b = postgres::PgStorage::connect(&db.url, 0).await.unwrap();
+    notifications_are_claimed_once(&a, &b).await;
+}
+
 #[tokio::test]
 async fn sqlite_desk() {
     let (_d, s) = sqlite().await;

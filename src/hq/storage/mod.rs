@@ -281,6 +281,26 @@ pub trait HqStorage: Send + Sync + 'static {
     async fn desk_teams(&self) -> HqResult<Vec<crate::hq::desk::Team>>;
     /// Replaces every team (checked by the caller).
     async fn put_desk_teams(&self, teams: Vec<crate::hq::desk::Team>) -> HqResult<()>;
+    /// Due pending notifications not leased by a sender, leased to the caller until
+    /// `now_ms + lease_ms` (on PostgreSQL `FOR UPDATE SKIP LOCKED`: two nodes never get the same).
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>>;
+    /// Records an attempt: sent, or failed with the error and the next attempt's time (None:
+    /// given up, `failed`). Ends the lease.
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()>;
+    /// Notifications, newest first.
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;

@@ -7,7 +7,8 @@ use serde_json::Value;
 use super::pg;
 use crate::db::ts_from_ms;
 use crate::hq::desk::{
-    self, ChangeRow, DeskDetail, DeskQuery, DeskTicket, LastReply, ReplyRow, Route, Team,
+    self, ChangeRow, DeskDetail, DeskQuery, DeskTicket, LastReply, Notification, ReplyRow, Route,
+    Team,
 };
 use crate::hq::error::{HqError, HqResult};
 
@@ -198,8 +199,125 @@ pub async fn route_new(
     if let Some(team) = &team {
         let detail = format!("to team {team} (category {category})");
         record(c, store, id, "routing", "routed", Some(&detail), now_ms).await?;
+        let hook = c
+            .query_opt(
+                "SELECT on_call, webhook_url FROM desk_teams WHERE name = $1",
+                &[team],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)));
+        if let Some((Some(on_call), Some(url))) = hook {
+            let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("");
+            let body = desk::notification_payload(store, id, category, subject, team, &on_call)
+                .to_string();
+            c.execute(
+                "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
+                 VALUES ($1, $2, $3, 'webhook', $4, $5, $6, $6)",
+                &[&store, &id, team, &url, &body, &now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        }
     }
     Ok(())
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, store_id, ticket_id, team, channel, target, payload, state, attempts, next_ms, last_error, sent_ms, created_ms";
+
+fn notification(r: &tokio_postgres::Row) -> Notification {
+    let ts = |ms: Option<i64>| ms.map(|m| ts_from_ms(m).to_string());
+    let state: String = r.get(7);
+    let next: i64 = r.get(9);
+    Notification {
+        id: r.get(0),
+        store: r.get(1),
+        ticket: r.get(2),
+        team: r.get(3),
+        channel: r.get(4),
+        target: r.get(5),
+        payload: serde_json::from_str(r.get::<_, &str>(6)).unwrap_or(Value::Null),
+        next_at: if state == "pending" {
+            ts(Some(next))
+        } else {
+            None
+        },
+        state,
+        attempts: r.get(8),
+        last_error: r.get(10),
+        sent_at: ts(r.get(11)),
+        created_at: ts_from_ms(r.get(12)).to_string(),
+    }
+}
+
+/// Leases due notifications; `FOR UPDATE SKIP LOCKED` lets several nodes claim at once without
+/// waiting on each other or getting the same row, and the lease keeps a row from being claimed
+/// again until its attempt is recorded (or the lease runs out: the sender died).
+pub async fn claim(
+    c: &impl GenericClient,
+    now_ms: i64,
+    lease_ms: i64,
+    max: i64,
+) -> HqResult<Vec<Notification>> {
+    let until = now_ms + lease_ms;
+    Ok(c.query(
+        &format!(
+            "UPDATE desk_notifications SET claimed_until_ms = $2 WHERE id IN (
+                   SELECT id FROM desk_notifications
+                   WHERE state = 'pending' AND next_ms <= $1
+                     AND (claimed_until_ms IS NULL OR claimed_until_ms < $1)
+                   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING {NOTIFICATION_COLUMNS}"
+        ),
+        &[&now_ms, &until, &max],
+    )
+    .await
+    .map_err(pg)?
+    .iter()
+    .map(notification)
+    .collect())
+}
+
+pub async fn finish(
+    c: &impl GenericClient,
+    id: i64,
+    attempts: i64,
+    outcome: &Result<(), String>,
+    next_ms: Option<i64>,
+    now_ms: i64,
+) -> HqResult<()> {
+    match outcome {
+        Ok(()) => c
+            .execute(
+                "UPDATE desk_notifications SET state = 'sent', attempts = $2, sent_ms = $3,
+                   claimed_until_ms = NULL WHERE id = $1",
+                &[&id, &attempts, &now_ms],
+            )
+            .await
+            .map_err(pg)?,
+        Err(e) => c
+            .execute(
+                "UPDATE desk_notifications SET state = CASE WHEN $4::bigint IS NULL THEN 'failed' ELSE 'pending' END,
+                   attempts = $2, last_error = $3, next_ms = coalesce($4, next_ms), claimed_until_ms = NULL
+                 WHERE id = $1",
+                &[&id, &attempts, e, &next_ms],
+            )
+            .await
+            .map_err(pg)?,
+    };
+    Ok(())
+}
+
+pub async fn notifications(c: &impl GenericClient, limit: i64) -> HqResult<Vec<Notification>> {
+    Ok(c.query(
+        &format!("SELECT {NOTIFICATION_COLUMNS} FROM desk_notifications ORDER BY id DESC LIMIT $1"),
+        &[&limit],
+    )
+    .await
+    .map_err(pg)?
+    .iter()
+    .map(notification)
+    .collect())
 }
 
 pub async fn routing(c: &impl GenericClient) -> HqResult<Vec<Route>> {

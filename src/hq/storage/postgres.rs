@@ -1295,6 +1295,38 @@ impl HqStorage for PgStorage {
         desk::put_teams(&tx, &teams).await?;
         tx.commit().await.map_err(pg)
     }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        desk::claim(&self.client().await?, now_ms, lease_ms, max).await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        desk::finish(
+            &self.client().await?,
+            id,
+            attempts,
+            &outcome,
+            next_ms,
+            now_ms,
+        )
+        .await
+    }
+
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        desk::notifications(&self.client().await?, limit).await
+    }
 }
 
 fn user_row(r: &tokio_postgres::Row) -> HqUser {

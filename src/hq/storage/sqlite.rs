@@ -509,6 +509,37 @@ impl HqStorage for SqliteStorage {
         })
         .await
     }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let list = desk::claim(&tx, now_ms, lease_ms, max)?;
+            tx.commit()?;
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        self.write(move |c| Ok(desk::finish(c, id, attempts, &outcome, next_ms, now_ms)?))
+            .await
+    }
+
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        self.read(move |c| Ok(desk::notifications(c, limit)?)).await
+    }
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use crate::db::{ts_from_ms, DbResult};
 use crate::hq::desk::{
-    self, ChangeRow, DeskDetail, DeskQuery, DeskTicket, LastReply, ReplyRow, Route, Team,
+    self, ChangeRow, DeskDetail, DeskQuery, DeskTicket, LastReply, Notification, ReplyRow, Route,
+    Team,
 };
 use crate::hq::error::{HqError, HqResult};
 
@@ -179,8 +180,102 @@ pub fn route_new(
             Some(&format!("to team {team} (category {category})")),
             now_ms,
         )?;
+        let hook: Option<(Option<String>, Option<String>)> = tx
+            .prepare_cached("SELECT on_call, webhook_url FROM desk_teams WHERE name = ?1")?
+            .query_row([team], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((Some(on_call), Some(url))) = hook {
+            let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("");
+            let body = desk::notification_payload(store, id, category, subject, team, &on_call);
+            tx.execute(
+                "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
+                 VALUES (?1, ?2, ?3, 'webhook', ?4, ?5, ?6, ?6)",
+                params![store, id, team, url, body.to_string(), now_ms],
+            )?;
+        }
     }
     Ok(())
+}
+
+fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    let ts = |ms: Option<i64>| ms.map(|m| ts_from_ms(m).to_string());
+    let payload: String = r.get(6)?;
+    let state: String = r.get(7)?;
+    let next: Option<i64> = r.get(9)?;
+    Ok(Notification {
+        id: r.get(0)?,
+        store: r.get(1)?,
+        ticket: r.get(2)?,
+        team: r.get(3)?,
+        channel: r.get(4)?,
+        target: r.get(5)?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        next_at: if state == "pending" { ts(next) } else { None },
+        state,
+        attempts: r.get(8)?,
+        last_error: r.get(10)?,
+        sent_at: ts(r.get(11)?),
+        created_at: ts_from_ms(r.get(12)?).to_string(),
+    })
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, store_id, ticket_id, team, channel, target, payload, state, attempts, next_ms, last_error, sent_ms, created_ms";
+
+/// One writer: selecting and leasing in one transaction is enough for a single HQ process.
+pub fn claim(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+    lease_ms: i64,
+    max: i64,
+) -> DbResult<Vec<Notification>> {
+    let list: Vec<Notification> = tx
+        .prepare(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM desk_notifications
+             WHERE state = 'pending' AND next_ms <= ?1
+               AND (claimed_until_ms IS NULL OR claimed_until_ms < ?1)
+             ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(params![now_ms, max], notification)?
+        .collect::<Result<_, _>>()?;
+    for n in &list {
+        tx.execute(
+            "UPDATE desk_notifications SET claimed_until_ms = ?2 WHERE id = ?1",
+            params![n.id, now_ms + lease_ms],
+        )?;
+    }
+    Ok(list)
+}
+
+pub fn finish(
+    c: &Connection,
+    id: i64,
+    attempts: i64,
+    outcome: &Result<(), String>,
+    next_ms: Option<i64>,
+    now_ms: i64,
+) -> DbResult<()> {
+    match outcome {
+        Ok(()) => c.execute(
+            "UPDATE desk_notifications SET state = 'sent', attempts = ?2, sent_ms = ?3,
+               claimed_until_ms = NULL WHERE id = ?1",
+            params![id, attempts, now_ms],
+        )?,
+        Err(e) => c.execute(
+            "UPDATE desk_notifications SET state = CASE WHEN ?4 IS NULL THEN 'failed' ELSE 'pending' END,
+               attempts = ?2, last_error = ?3, next_ms = coalesce(?4, next_ms), claimed_until_ms = NULL
+             WHERE id = ?1",
+            params![id, attempts, e, next_ms],
+        )?,
+    };
+    Ok(())
+}
+
+pub fn notifications(c: &Connection, limit: i64) -> DbResult<Vec<Notification>> {
+    Ok(c.prepare(&format!(
+        "SELECT {NOTIFICATION_COLUMNS} FROM desk_notifications ORDER BY id DESC LIMIT ?1"
+    ))?
+    .query_map([limit], notification)?
+    .collect::<Result<_, _>>()?)
 }
 
 pub fn routing(c: &Connection) -> DbResult<Vec<Route>> {

@@ -29,3 +29,24 @@ CREATE TABLE desk_teams (
     webhook_url TEXT,
     email       TEXT
 );
+
+-- Notifications of a team's on-call member about a routed ticket: one row per channel and target,
+-- sent by a background task with retries. `claimed_until_ms`: a sender's lease (one sender at a
+-- time, on any node).
+CREATE TABLE desk_notifications (
+    id               BIGSERIAL PRIMARY KEY,
+    store_id         TEXT NOT NULL,
+    ticket_id        TEXT NOT NULL,
+    team             TEXT NOT NULL,
+    channel          TEXT NOT NULL CHECK (channel IN ('webhook', 'email')),
+    target           TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    next_ms          BIGINT NOT NULL,
+    claimed_until_ms BIGINT,
+    last_error       TEXT,
+    sent_ms          BIGINT,
+    created_ms       BIGINT NOT NULL
+);
+CREATE INDEX desk_notifications_due ON desk_notifications (state, next_ms);
