@@ -7,6 +7,7 @@ mod devices;
 mod diag;
 mod hostile;
 mod hq_console;
+mod hq_desk;
 mod hq_fleet;
 mod hq_nodes;
 mod http;
