@@ -524,6 +524,7 @@ pub fn routes() -> Router<HqState> {
         .route("/hq/v1/desk/routing", get(routing).put(put_routing))
         .route("/hq/v1/desk/teams", get(teams).put(put_teams))
         .route("/hq/v1/desk/notifications", get(notifications))
+        .route("/hq/v1/guides/preview", post(guide_preview))
 }
 
 fn aged(mut t: DeskTicket, now_ms: i64) -> DeskTicket {
@@ -757,6 +758,34 @@ async fn notifications(
     }
     let list = state.storage.notifications(limit).await?;
     Ok(Json(json!({"notifications": list})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    body: String,
+}
+
+/// A guide's Markdown rendered exactly as stores will show it (operator: guide authors).
+async fn guide_preview(State(state): State<HqState>, req: Request) -> HqResult<Response> {
+    require(
+        &state,
+        req.method(),
+        req.headers(),
+        &[HqRole::Operator],
+        "previewing guides",
+    )
+    .await?;
+    let b: PreviewBody = json_body(req).await?;
+    let max = crate::proto::events::GUIDE_MAX_BODY_BYTES;
+    if b.body.len() > max {
+        return Err(HqError::invalid(
+            "invalid_guide",
+            format!("body is {} bytes; a guide has at most {max}", b.body.len()),
+        ));
+    }
+    let html = crate::proto::guide_render::render(&b.body);
+    Ok(Json(json!({"html": html})).into_response())
 }
 
 #[cfg(test)]

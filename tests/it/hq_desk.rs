@@ -101,6 +101,20 @@ async fn desk_routes_notifies_and_answers(engine: Engine) {
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("routes[0].team"), "{v}");
 
+    // Guide preview: rendered as the store renders it (raw HTML shown as text).
+    let (s, v) = hq
+        .post(
+            "/hq/v1/guides/preview",
+            json!({"body": "Call **facilities**\n<script>x()</script>"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let html = v["html"].as_str().unwrap();
+    assert!(
+        html.contains("<strong>facilities</strong>") && html.contains("&lt;script&gt;"),
+        "{html}"
+    );
+
     let token = hq.add_store("s1", "");
     let env = hq.store_env("s1", &token);
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
