@@ -5,6 +5,7 @@
 import { api, h, notice, page, session } from "./lib.js";
 import { fleetPage, stopFleet } from "./pages/fleet.js";
 import { storePage } from "./pages/store.js";
+import { deskPage, deskTicketPage } from "./pages/desk.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -12,7 +13,10 @@ const $ = (id) => document.getElementById(id);
 const PAGES = [
   [/^\/$/, fleetPage, ["operator", "support"], "Fleet", "#/"],
   [/^\/stores\/([^/]+)$/, storePage, ["operator", "support"], null, "#/"],
-  // Support desk, authoring and rollouts add their entries here.
+  // --- support desk ---
+  [/^\/desk$/, deskPage, ["operator", "support"], "Support desk", "#/desk"],
+  [/^\/desk\/([^/]+)\/([^/]+)$/, deskTicketPage, ["operator", "support"], null, "#/desk"],
+  // Authoring and rollouts add their entries here.
 ];
 
 /** Called when the page changes, so that pages can stop live updates. */
