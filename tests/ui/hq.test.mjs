@@ -10,7 +10,7 @@ import { after, before, test } from "node:test";
 import { BIN, Box, axe, connectDevice, launchBrowser, newPage, screenshot, withTimeout } from "./harness.mjs";
 
 const ADMIN = "hq-admin-token-for-ui-tests-7c1d";
-const PW = { sam: "support-pass-123", olga: "operator-pass-12" };
+const PW = { sam: "support-pass-123", olga: "operator-pass-12", ada: "admin-pass-12345" };
 const TZ = "Europe/Rome";
 const T = { timeout: 180000 };
 
@@ -111,6 +111,7 @@ before(async () => {
   hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "4" });
   hq.addUser("sam", "support", PW.sam);
   hq.addUser("olga", "operator", PW.olga);
+  hq.addUser("ada", "admin", PW.ada);
   const token = hq.addStore("s1", "pilot");
   s2Token = hq.addStore("s2", "north");
   await hq.start();
@@ -302,3 +303,33 @@ async function deskReply(s2, staff) {
     return r.body && (r.body.replies || []).some((x) => x.message === "Recalibrate, then reboot");
   });
 }
+
+test("HQ console: an admin sets desk routing and teams; guides are previewed as stores render them", T, async () => {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("Name").fill("ada");
+  await page.getByLabel("Password").fill(PW.ada);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "ada (admin)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("link", { name: "Desk routing" }).click();
+  await page.getByRole("heading", { name: "Desk routing and teams" }).waitFor();
+  await page.getByRole("button", { name: "Add team" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("scales");
+  await page.getByLabel("Members (HQ user names, comma separated)").fill("sam");
+  await page.getByLabel("On call (one of the members)").fill("sam");
+  await page.getByRole("button", { name: "Save teams" }).click();
+  await page.locator("#routing-status").filter({ hasText: "Teams saved." }).waitFor();
+  await page.getByLabel("Team for scale").selectOption("scales");
+  await page.getByRole("button", { name: "Save routing" }).click();
+  await page.locator("#routing-status").filter({ hasText: "Routing saved." }).waitFor();
+  const r = await hq.admin("GET", "/hq/v1/desk/routing");
+  assert.deepEqual(r.body.routes, [{ category: "scale", team: "scales" }]);
+  await checkPage(page, "desk routing");
+  await page.getByRole("link", { name: "Guides" }).click();
+  await page.getByRole("heading", { name: "Support guides" }).waitFor();
+  await page.getByLabel("Text (Markdown)").fill("1. Close the door\n2. Call **facilities**\n<script>x()</script>");
+  await page.getByRole("button", { name: "Preview" }).click();
+  await page.locator("#guide-preview strong").filter({ hasText: "facilities" }).waitFor();
+  assert.match(await page.locator("#guide-preview").innerText(), /<script>x\(\)<\/script>/, "raw HTML shown as text");
+  await checkPage(page, "guides");
+});

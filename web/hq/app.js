@@ -6,6 +6,8 @@ import { api, h, notice, page, session } from "./lib.js";
 import { fleetPage, stopFleet } from "./pages/fleet.js";
 import { storePage } from "./pages/store.js";
 import { deskPage, deskTicketPage } from "./pages/desk.js";
+import { routingPage } from "./pages/routing.js";
+import { guidesPage } from "./pages/guides.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +18,8 @@ const PAGES = [
   // --- support desk ---
   [/^\/desk$/, deskPage, ["operator", "support"], "Support desk", "#/desk"],
   [/^\/desk\/([^/]+)\/([^/]+)$/, deskTicketPage, ["operator", "support"], null, "#/desk"],
+  [/^\/routing$/, routingPage, ["admin"], "Desk routing", "#/routing"],
+  [/^\/guides$/, guidesPage, ["operator"], "Guides", "#/guides"],
   // Authoring and rollouts add their entries here.
 ];
 
