@@ -414,6 +414,16 @@ pub struct HqServerConfig {
     pub desk_retry_base_secs: u64,
     /// Seconds a webhook request may take (connect, send, status line).
     pub desk_webhook_timeout_secs: u64,
+    /// SMTP server for desk e-mail (empty: e-mail notifications fail, recorded as such).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none` (plain, for a relay on the same machine or a test), `starttls` or `tls`.
+    pub smtp_tls: String,
+    /// Sender address of desk e-mail.
+    pub smtp_from: String,
+    pub smtp_username: String,
+    /// File holding the SMTP password (with `smtp_username`).
+    pub smtp_password_file: Option<PathBuf>,
 }
 
 impl Default for HqServerConfig {
@@ -443,6 +453,12 @@ impl Default for HqServerConfig {
             desk_notify_attempts: 8,
             desk_retry_base_secs: 30,
             desk_webhook_timeout_secs: 10,
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_tls: "starttls".into(),
+            smtp_from: String::new(),
+            smtp_username: String::new(),
+            smtp_password_file: None,
         }
     }
 }

@@ -354,9 +354,9 @@ pub struct Notification {
     pub store: String,
     pub ticket: String,
     pub team: String,
-    /// `webhook` (e-mail is not sent yet).
+    /// `webhook` or `email`.
     pub channel: String,
-    /// The webhook URL.
+    /// The webhook URL or the e-mail address.
     pub target: String,
     /// What is sent: `{"ticket","store","category","subject","url","team","on_call"}`.
     pub payload: Value,
@@ -431,6 +431,91 @@ pub struct NotifierConfig {
     pub webhook_timeout: std::time::Duration,
     /// How often due notifications are looked for.
     pub poll: std::time::Duration,
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// `[hq_server] smtp_*`, read at start.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: String,
+    pub from: String,
+    pub credentials: Option<(String, String)>,
+}
+
+type Mailer = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+
+fn mailer(s: &SmtpSettings, timeout: std::time::Duration) -> Result<Mailer, String> {
+    use lettre::AsyncSmtpTransport;
+    let b = match s.tls.as_str() {
+        "none" => AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&s.host),
+        "starttls" => AsyncSmtpTransport::<lettre::Tokio1Executor>::starttls_relay(&s.host)
+            .map_err(|e| format!("smtp_host {:?}: {e}", s.host))?,
+        "tls" => AsyncSmtpTransport::<lettre::Tokio1Executor>::relay(&s.host)
+            .map_err(|e| format!("smtp_host {:?}: {e}", s.host))?,
+        other => {
+            return Err(format!(
+                "smtp_tls {other:?} is not one of none, starttls, tls"
+            ))
+        }
+    };
+    let mut b = b.port(s.port).timeout(Some(timeout));
+    if let Some((u, p)) = &s.credentials {
+        b = b.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            u.clone(),
+            p.clone(),
+        ));
+    }
+    Ok(b.build())
+}
+
+/// Mails one notification (plain text) through the configured SMTP server.
+async fn send_mail(
+    mailer: Option<&(Mailer, SmtpSettings)>,
+    public_url: &str,
+    n: &Notification,
+) -> Result<(), String> {
+    use lettre::AsyncTransport;
+    let Some((mailer, s)) = mailer else {
+        return Err("no SMTP server is configured ([hq_server] smtp_host)".into());
+    };
+    let p = &n.payload;
+    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let url = format!("{}{}", public_url.trim_end_matches('/'), text("url"));
+    let body = format!(
+        "A new {} ticket from store {} was routed to team {}.\n\nSubject: {}\nTicket: {}\nOpen it: {}\n",
+        text("category"),
+        text("store"),
+        text("team"),
+        text("subject"),
+        text("ticket"),
+        url
+    );
+    let msg = lettre::Message::builder()
+        .from(
+            s.from
+                .parse()
+                .map_err(|e| format!("smtp_from {:?}: {e}", s.from))?,
+        )
+        .to(n
+            .target
+            .parse()
+            .map_err(|e| format!("address {:?}: {e}", n.target))?)
+        .subject(format!(
+            "[storebox] Ticket from {}: {}",
+            text("store"),
+            text("subject")
+        ))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| format!("cannot build the message: {e}"))?;
+    mailer
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SMTP: {e}"))
 }
 
 /// Notifications claimed per round.
@@ -455,6 +540,16 @@ pub async fn run_notifier(
         }
     };
     let lease_ms = cfg.webhook_timeout.as_millis() as i64 + 30_000;
+    let smtp = match &cfg.smtp {
+        None => None,
+        Some(s) => match mailer(s, cfg.webhook_timeout) {
+            Ok(m) => Some((m, s.clone())),
+            Err(e) => {
+                tracing::error!(error = %e, "desk notifier: e-mail is not sent");
+                None
+            }
+        },
+    };
     loop {
         let now = clock.now().as_millisecond();
         match storage
@@ -463,7 +558,10 @@ pub async fn run_notifier(
         {
             Ok(batch) => {
                 for n in batch {
-                    let outcome = send_webhook(&client, &cfg.public_url, &n).await;
+                    let outcome = match n.channel.as_str() {
+                        "email" => send_mail(smtp.as_ref(), &cfg.public_url, &n).await,
+                        _ => send_webhook(&client, &cfg.public_url, &n).await,
+                    };
                     let attempts = n.attempts + 1;
                     let now = clock.now().as_millisecond();
                     let next = match &outcome {

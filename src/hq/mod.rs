@@ -127,6 +127,7 @@ where
                 config.desk_webhook_timeout_secs.clamp(1, 300),
             ),
             poll: std::time::Duration::from_secs(1),
+            smtp: smtp_settings(&config)?,
         },
     )));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -151,6 +152,32 @@ where
     )
     .await;
     Ok(())
+}
+
+/// `[hq_server] smtp_*`: None without `smtp_host`; the password read from its file.
+fn smtp_settings(config: &HqServerConfig) -> anyhow::Result<Option<desk::SmtpSettings>> {
+    if config.smtp_host.is_empty() {
+        return Ok(None);
+    }
+    if config.smtp_from.is_empty() {
+        anyhow::bail!("hq_server.smtp_from: required with smtp_host (the sender address)");
+    }
+    let credentials = match (&config.smtp_username, &config.smtp_password_file) {
+        (u, _) if u.is_empty() => None,
+        (u, Some(f)) => {
+            let p = std::fs::read_to_string(f)
+                .with_context(|| format!("hq_server.smtp_password_file {}", f.display()))?;
+            Some((u.clone(), p.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (_, None) => anyhow::bail!("hq_server.smtp_username: needs smtp_password_file"),
+    };
+    Ok(Some(desk::SmtpSettings {
+        host: config.smtp_host.clone(),
+        port: config.smtp_port,
+        tls: config.smtp_tls.clone(),
+        from: config.smtp_from.clone(),
+        credentials,
+    }))
 }
 
 /// Aborts a task when dropped (the rollout engine ends with `serve`).

@@ -49,6 +49,64 @@ async fn test_webhook_receiver(fail_first: usize) -> TestWebhookReceiver {
     }
 }
 
+/// The test SMTP receiver: a minimal SMTP server on 127.0.0.1:0 that accepts every message and
+/// records its DATA.
+struct TestSmtpReceiver {
+    port: u16,
+    mails: Arc<Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn test_smtp_receiver() -> TestSmtpReceiver {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = mails.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 test-smtp-receiver\r\n").await.unwrap();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let answer: &[u8] = match verb.as_str() {
+                        "DATA" => {
+                            w.write_all(b"354 go on\r\n").await.unwrap();
+                            let mut data = String::new();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "." {
+                                    break;
+                                }
+                                data.push_str(&l);
+                                data.push('\n');
+                            }
+                            seen.lock().unwrap().push(data);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    w.write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    TestSmtpReceiver {
+        port,
+        mails,
+        _task: task,
+    }
+}
+
 async fn admin_put(hq: &Hq, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .put(format!("{}{path}", hq.http))
@@ -74,14 +132,25 @@ async fn session_post(hq: &Hq, c: &reqwest::Client, csrf: &str, path: String, bo
 
 async fn desk_routes_notifies_and_answers(engine: Engine) {
     let hook = test_webhook_receiver(1).await;
-    let hq = Hq::start_on(engine, &[("STOREBOX_HQ_SERVER__DESK_RETRY_BASE_SECS", "1")]);
+    let smtp = test_smtp_receiver().await;
+    let smtp_port = smtp.port.to_string();
+    let hq = Hq::start_on(
+        engine,
+        &[
+            ("STOREBOX_HQ_SERVER__DESK_RETRY_BASE_SECS", "1"),
+            ("STOREBOX_HQ_SERVER__SMTP_HOST", "127.0.0.1"),
+            ("STOREBOX_HQ_SERVER__SMTP_PORT", &smtp_port),
+            ("STOREBOX_HQ_SERVER__SMTP_TLS", "none"),
+            ("STOREBOX_HQ_SERVER__SMTP_FROM", "hq@desk.test"),
+        ],
+    );
     add_user(&hq, "sam", "support", "support-password-1");
     add_user(&hq, "ann", "support", "support-password-2");
     let (s, v) = admin_put(
         &hq,
         "/hq/v1/desk/teams",
         json!({"teams": [{"name": "scales", "members": ["sam", "ann"], "on_call": "ann",
-                          "webhook_url": hook.url}]}),
+                          "webhook_url": hook.url, "email": "on-call@desk.test"}]}),
     )
     .await;
     assert_eq!(s, 204, "{v}");
@@ -145,10 +214,38 @@ async fn desk_routes_notifies_and_answers(engine: Engine) {
     // The on-call member's webhook: the first attempt gets 500, the retry succeeds; both recorded.
     let n = eventually(30, "notification sent after a retry", || async {
         let (_, v) = hq.get("/hq/v1/desk/notifications").await;
-        let n = v["notifications"][0].clone();
+        let n = v["notifications"]
+            .as_array()?
+            .iter()
+            .find(|n| n["channel"] == "webhook")?
+            .clone();
         (n["state"] == "sent").then_some(n)
     })
     .await;
+    // And by e-mail through the test SMTP receiver.
+    let mail = eventually(30, "notification mailed", || async {
+        let (_, v) = hq.get("/hq/v1/desk/notifications").await;
+        let n = v["notifications"]
+            .as_array()?
+            .iter()
+            .find(|n| n["channel"] == "email")?
+            .clone();
+        (n["state"] == "sent").then_some(n)
+    })
+    .await;
+    assert_eq!(
+        (mail["target"].as_str(), mail["attempts"].as_i64()),
+        (Some("on-call@desk.test"), Some(1)),
+        "{mail}"
+    );
+    let mails = smtp.mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("To: on-call@desk.test"), "{}", mails[0]);
+    assert!(
+        mails[0].contains("Scale 2 drifts") && mails[0].contains(&id),
+        "{}",
+        mails[0]
+    );
     assert_eq!(n["attempts"], 2, "{n}");
     assert!(n["last_error"].as_str().unwrap().contains("500"), "{n}");
     let bodies = hook.bodies.lock().unwrap().clone();

@@ -201,23 +201,32 @@ pub async fn route_new(
         record(c, store, id, "routing", "routed", Some(&detail), now_ms).await?;
         let hook = c
             .query_opt(
-                "SELECT on_call, webhook_url FROM desk_teams WHERE name = $1",
+                "SELECT on_call, webhook_url, email FROM desk_teams WHERE name = $1",
                 &[team],
             )
             .await
             .map_err(pg)?
-            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)));
-        if let Some((Some(on_call), Some(url))) = hook {
+            .map(|r| {
+                (
+                    r.get::<_, Option<String>>(0),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, Option<String>>(2),
+                )
+            });
+        if let Some((Some(on_call), url, email)) = hook {
             let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("");
             let body = desk::notification_payload(store, id, category, subject, team, &on_call)
                 .to_string();
-            c.execute(
-                "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
-                 VALUES ($1, $2, $3, 'webhook', $4, $5, $6, $6)",
-                &[&store, &id, team, &url, &body, &now_ms],
-            )
-            .await
-            .map_err(pg)?;
+            for (channel, target) in [("webhook", url), ("email", email)] {
+                let Some(target) = target else { continue };
+                c.execute(
+                    "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    &[&store, &id, team, &channel, &target, &body, &now_ms],
+                )
+                .await
+                .map_err(pg)?;
+            }
         }
     }
     Ok(())

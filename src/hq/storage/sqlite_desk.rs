@@ -180,18 +180,22 @@ pub fn route_new(
             Some(&format!("to team {team} (category {category})")),
             now_ms,
         )?;
-        let hook: Option<(Option<String>, Option<String>)> = tx
-            .prepare_cached("SELECT on_call, webhook_url FROM desk_teams WHERE name = ?1")?
-            .query_row([team], |r| Ok((r.get(0)?, r.get(1)?)))
+        type Hook = (Option<String>, Option<String>, Option<String>);
+        let hook: Option<Hook> = tx
+            .prepare_cached("SELECT on_call, webhook_url, email FROM desk_teams WHERE name = ?1")?
+            .query_row([team], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        if let Some((Some(on_call), Some(url))) = hook {
+        if let Some((Some(on_call), url, email)) = hook {
             let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("");
             let body = desk::notification_payload(store, id, category, subject, team, &on_call);
-            tx.execute(
-                "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
-                 VALUES (?1, ?2, ?3, 'webhook', ?4, ?5, ?6, ?6)",
-                params![store, id, team, url, body.to_string(), now_ms],
-            )?;
+            for (channel, target) in [("webhook", url), ("email", email)] {
+                let Some(target) = target else { continue };
+                tx.execute(
+                    "INSERT INTO desk_notifications (store_id, ticket_id, team, channel, target, payload, next_ms, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                    params![store, id, team, channel, target, body.to_string(), now_ms],
+                )?;
+            }
         }
     }
     Ok(())
