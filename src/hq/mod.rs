@@ -159,6 +159,12 @@ fn smtp_settings(config: &HqServerConfig) -> anyhow::Result<Option<desk::SmtpSet
     if config.smtp_host.is_empty() {
         return Ok(None);
     }
+    if !["none", "starttls", "tls"].contains(&config.smtp_tls.as_str()) {
+        anyhow::bail!(
+            "hq_server.smtp_tls: {:?} is not one of none, starttls, tls",
+            config.smtp_tls
+        );
+    }
     if config.smtp_from.is_empty() {
         anyhow::bail!("hq_server.smtp_from: required with smtp_host (the sender address)");
     }
