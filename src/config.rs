@@ -404,6 +404,26 @@ pub struct HqServerConfig {
     /// Live fleet streams (`/hq/v1/fleet/stream`) one HQ node serves at once, and per user.
     pub fleet_streams: usize,
     pub fleet_streams_per_user: usize,
+    // --- support desk notifications (docs/hq.md) ---
+    /// HQ's address as staff open it (`https://hq.example/`); links in notifications start with
+    /// it. Empty: links are paths on HQ.
+    pub public_url: String,
+    /// Delivery attempts of one notification before it is given up (recorded as failed).
+    pub desk_notify_attempts: u32,
+    /// Seconds before the first retry; each later retry waits twice as long.
+    pub desk_retry_base_secs: u64,
+    /// Seconds a webhook request may take (connect, send, status line).
+    pub desk_webhook_timeout_secs: u64,
+    /// SMTP server for desk e-mail (empty: e-mail notifications fail, recorded as such).
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `none` (plain, for a relay on the same machine or a test), `starttls` or `tls`.
+    pub smtp_tls: String,
+    /// Sender address of desk e-mail.
+    pub smtp_from: String,
+    pub smtp_username: String,
+    /// File holding the SMTP password (with `smtp_username`).
+    pub smtp_password_file: Option<PathBuf>,
 }
 
 impl Default for HqServerConfig {
@@ -429,6 +449,16 @@ impl Default for HqServerConfig {
             backlog_events: 1000,
             fleet_streams: 64,
             fleet_streams_per_user: 4,
+            public_url: String::new(),
+            desk_notify_attempts: 8,
+            desk_retry_base_secs: 30,
+            desk_webhook_timeout_secs: 10,
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_tls: "starttls".into(),
+            smtp_from: String::new(),
+            smtp_username: String::new(),
+            smtp_password_file: None,
         }
     }
 }

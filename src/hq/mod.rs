@@ -27,6 +27,8 @@ pub mod web;
 // --- console: authoring preview, groups ---
 pub mod author;
 pub mod preview;
+// --- support desk ---
+pub mod desk;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -118,6 +120,21 @@ where
         std::time::Duration::from_secs(config.rollout_tick_seconds.max(1)),
     ));
     let _engine = AbortOnDrop(engine);
+    // --- support desk notifications ---
+    let _notifier = AbortOnDrop(tokio::spawn(desk::run_notifier(
+        state.storage.clone(),
+        state.clock.clone(),
+        desk::NotifierConfig {
+            public_url: config.public_url.clone(),
+            max_attempts: config.desk_notify_attempts.max(1),
+            retry_base_secs: config.desk_retry_base_secs.max(1),
+            webhook_timeout: std::time::Duration::from_secs(
+                config.desk_webhook_timeout_secs.clamp(1, 300),
+            ),
+            poll: std::time::Duration::from_secs(1),
+            smtp: smtp_settings(&config)?,
+        },
+    )));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("hq_server.listen {}", config.listen))?;
@@ -146,6 +163,38 @@ where
     )
     .await;
     Ok(())
+}
+
+/// `[hq_server] smtp_*`: None without `smtp_host`; the password read from its file.
+fn smtp_settings(config: &HqServerConfig) -> anyhow::Result<Option<desk::SmtpSettings>> {
+    if config.smtp_host.is_empty() {
+        return Ok(None);
+    }
+    if !["none", "starttls", "tls"].contains(&config.smtp_tls.as_str()) {
+        anyhow::bail!(
+            "hq_server.smtp_tls: {:?} is not one of none, starttls, tls",
+            config.smtp_tls
+        );
+    }
+    if config.smtp_from.is_empty() {
+        anyhow::bail!("hq_server.smtp_from: required with smtp_host (the sender address)");
+    }
+    let credentials = match (&config.smtp_username, &config.smtp_password_file) {
+        (u, _) if u.is_empty() => None,
+        (u, Some(f)) => {
+            let p = std::fs::read_to_string(f)
+                .with_context(|| format!("hq_server.smtp_password_file {}", f.display()))?;
+            Some((u.clone(), p.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (_, None) => anyhow::bail!("hq_server.smtp_username: needs smtp_password_file"),
+    };
+    Ok(Some(desk::SmtpSettings {
+        host: config.smtp_host.clone(),
+        port: config.smtp_port,
+        tls: config.smtp_tls.clone(),
+        from: config.smtp_from.clone(),
+        credentials,
+    }))
 }
 
 /// Aborts a task when dropped (the rollout engine ends with `serve`).

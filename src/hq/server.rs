@@ -74,6 +74,8 @@ pub fn router(state: HqState) -> Router {
         .route("/hq/v1/stores/{id}/story", get(super::story::story))
         // --- console: authoring preview, groups ---
         .merge(super::author::routes())
+        // --- support desk ---
+        .merge(super::desk::routes())
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod csv;
 pub mod events;
+pub mod guide_render;
 pub mod release;
 pub mod time;
 pub mod wire;

@@ -3,16 +3,16 @@
 //! printer read what to try first right next to the alert, before they open a ticket. Guides are
 //! state, like the catalog: a snapshot replaces them all.
 //!
-//! Rendering: CommonMark through pulldown-cmark; raw HTML in a guide is shown as text, never
+//! Rendering ([`crate::proto::guide_render`], shared with HQ's preview): CommonMark through pulldown-cmark; raw HTML in a guide is shown as text, never
 //! rendered, and links keep only http(s)/mailto targets, so a guide cannot run script in the
 //! staff UI whatever HQ sends.
 
-use pulldown_cmark::{html, CowStr, Event, Options, Parser, Tag};
 use rusqlite::{params, Connection, Transaction};
 use serde::Serialize;
 
 use crate::db::DbResult;
 use crate::proto::events::Guide;
+use crate::proto::guide_render::render;
 
 /// A guide as the staff UI shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -74,61 +74,9 @@ pub fn list(conn: &Connection) -> DbResult<Vec<GuideView>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// CommonMark to HTML with raw HTML escaped and unsafe link targets dropped.
-pub fn render(markdown: &str) -> String {
-    let safe_url = |u: &str| {
-        let l = u.trim_start().to_ascii_lowercase();
-        l.starts_with("https://")
-            || l.starts_with("http://")
-            || l.starts_with("mailto:")
-            || l.starts_with('#')
-    };
-    let events = Parser::new_ext(
-        markdown,
-        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
-    )
-    .map(|e| match e {
-        Event::Html(s) | Event::InlineHtml(s) => Event::Text(s),
-        Event::Start(Tag::Link {
-            link_type,
-            dest_url,
-            title,
-            id,
-        }) if !safe_url(&dest_url) => Event::Start(Tag::Link {
-            link_type,
-            dest_url: CowStr::Borrowed(""),
-            title,
-            id,
-        }),
-        Event::Start(Tag::Image { .. }) | Event::End(pulldown_cmark::TagEnd::Image) => {
-            // Images would load from wherever the URL points; the UI loads nothing from outside.
-            Event::Text(CowStr::Borrowed(""))
-        }
-        other => other,
-    });
-    let mut out = String::new();
-    html::push_html(&mut out, events);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn markdown_renders_and_html_never_does() {
-        let h = render("1. Close the door\n2. Call **facilities**\n\n<script>alert(1)</script>\n");
-        assert!(
-            h.contains("<ol>") && h.contains("<strong>facilities</strong>"),
-            "{h}"
-        );
-        assert!(!h.contains("<script>"), "{h}");
-        assert!(h.contains("&lt;script&gt;"), "{h}");
-        let h = render("[x](javascript:alert(1)) [y](https://help.example/) ![i](http://a/b.png)");
-        assert!(!h.contains("javascript:"), "{h}");
-        assert!(h.contains("href=\"https://help.example/\""), "{h}");
-        assert!(!h.contains("<img"), "{h}");
-    }
 
     #[test]
     fn upsert_replace_delete() {

@@ -8,6 +8,7 @@ mod diag;
 mod hostile;
 mod hq_author;
 mod hq_console;
+mod hq_desk;
 mod hq_fleet;
 mod hq_nodes;
 mod http;

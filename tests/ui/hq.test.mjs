@@ -10,7 +10,7 @@ import { after, before, test } from "node:test";
 import { BIN, Box, axe, connectDevice, launchBrowser, newPage, screenshot, withTimeout } from "./harness.mjs";
 
 const ADMIN = "hq-admin-token-for-ui-tests-7c1d";
-const PW = { sam: "support-pass-123", olga: "operator-pass-12" };
+const PW = { sam: "support-pass-123", olga: "operator-pass-12", ada: "admin-pass-12345" };
 const TZ = "Europe/Rome";
 const T = { timeout: 180000 };
 
@@ -92,6 +92,7 @@ async function until(what, secs, f) {
 }
 
 let hq, store, browser, page, fridge;
+let lane, s2Token;
 const axeReport = [];
 
 async function checkPage(p, name) {
@@ -133,8 +134,9 @@ before(async () => {
   hq = new Hq({ STOREBOX_HQ_SERVER__OFFLINE_AFTER_SECONDS: "6", STOREBOX_HQ_SERVER__RELEASE_PUBLIC_KEYS: JSON.stringify([release.pub]) });
   hq.addUser("sam", "support", PW.sam);
   hq.addUser("olga", "operator", PW.olga);
+  hq.addUser("ada", "admin", PW.ada);
   const token = hq.addStore("s1", "pilot");
-  hq.addStore("s2", "north");
+  s2Token = hq.addStore("s2", "north");
   await hq.start();
   store = new Box({
     STOREBOX_STORE__ID: "s1", STOREBOX_STORE__TIMEZONE: TZ,
@@ -143,7 +145,7 @@ before(async () => {
   });
   const pw = store.addDevice("fridge-1", "fridge");
   store.addDevice("lane-1", "lane");
-  const lane = store.addToken("lane-1", "staff");
+  lane = store.addToken("lane-1", "staff");
   await store.start();
   fridge = await connectDevice(store, "fridge-1", pw);
   await fridge.publishAsync("devices/fridge-1/status", JSON.stringify({ online: true }), { qos: 1, retain: true });
@@ -389,4 +391,81 @@ test("HQ console: an operator authors a price, previews it in the store's zone a
   const list = (await hq.admin("GET", "/hq/v1/rollouts")).body.rollouts;
   assert.deepEqual(list.map((r) => r.state), ["running", "aborted"]);
   assert.deepEqual(list[0].plan.waves[0].groups, ["north"]);
+});
+
+test("HQ console: the support desk lists a store's ticket and a reply reaches the store", T, async () => {
+  // s1 was stopped by the fleet test: s2 opens the ticket.
+  const s2 = new Box({
+    STOREBOX_STORE__ID: "s2", STOREBOX_HQ__URL: hq.http, STOREBOX_HQ__TOKEN: s2Token,
+    STOREBOX_HQ__RETRY_MAX_SECS: "1", STOREBOX_HQ__POLL_WAIT_SECS: "1",
+  });
+  s2.addDevice("lane-2", "lane");
+  const staff = s2.addToken("lane-2", "staff");
+  await s2.start();
+  try {
+    await deskReply(s2, staff);
+  } finally {
+    await s2.stop().catch(() => {});
+  }
+});
+
+async function deskReply(s2, staff) {
+  const t = await s2.api("POST", "/tickets", staff, { subject: "Scale 2 drifts", description: "reads 20 g heavy", category: "scale" });
+  assert.equal(t.status, 201, JSON.stringify(t.body));
+  const id = t.body.id;
+  await until("the ticket reaches the desk", 60, async () =>
+    (await hq.admin("GET", "/hq/v1/desk/tickets")).body.tickets.find((x) => x.id === id));
+  await page.goto(hq.http + "/");
+  await page.getByLabel("Name").fill("sam");
+  await page.getByLabel("Password").fill(PW.sam);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "sam (support)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("link", { name: "Support desk" }).click();
+  await page.getByRole("heading", { name: "Support desk" }).waitFor();
+  const row = page.locator(`tr[data-ticket="${id}"]`);
+  await row.waitFor({ timeout: 20000 });
+  assert.match(await row.innerText(), /Open[\s\S]*s2[\s\S]*scale/);
+  await checkPage(page, "desk");
+  await row.locator("a").click();
+  await page.getByRole("heading", { name: "Ticket: Scale 2 drifts" }).waitFor();
+  assert.match(await page.locator("dl.facts").innerText(), /reads 20 g heavy/);
+  await page.getByLabel("Reply to the store").fill("Recalibrate, then reboot");
+  await page.getByRole("button", { name: "Send reply" }).click();
+  await page.locator("#desk-status-line").filter({ hasText: "Reply sent" }).waitFor();
+  await page.locator("#desk-history").filter({ hasText: "sam replied" }).waitFor();
+  await checkPage(page, "desk ticket");
+  await until("the reply reaches the store", 60, async () => {
+    const r = await s2.api("GET", `/tickets/${id}`, staff);
+    return r.body && (r.body.replies || []).some((x) => x.message === "Recalibrate, then reboot");
+  });
+}
+
+test("HQ console: an admin sets desk routing and teams; guides are previewed as stores render them", T, async () => {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  await page.getByLabel("Name").fill("ada");
+  await page.getByLabel("Password").fill(PW.ada);
+  await page.getByLabel("Password").press("Enter");
+  await page.locator("#who").filter({ hasText: "ada (admin)" }).waitFor({ timeout: 20000 });
+  await page.getByRole("link", { name: "Desk routing" }).click();
+  await page.getByRole("heading", { name: "Desk routing and teams" }).waitFor();
+  await page.getByRole("button", { name: "Add team" }).click();
+  await page.getByLabel("Name", { exact: true }).fill("scales");
+  await page.getByLabel("Members (HQ user names, comma separated)").fill("sam");
+  await page.getByLabel("On call (one of the members)").fill("sam");
+  await page.getByRole("button", { name: "Save teams" }).click();
+  await page.locator("#routing-status").filter({ hasText: "Teams saved." }).waitFor();
+  await page.getByLabel("Team for scale").selectOption("scales");
+  await page.getByRole("button", { name: "Save routing" }).click();
+  await page.locator("#routing-status").filter({ hasText: "Routing saved." }).waitFor();
+  const r = await hq.admin("GET", "/hq/v1/desk/routing");
+  assert.deepEqual(r.body.routes, [{ category: "scale", team: "scales" }]);
+  await checkPage(page, "desk routing");
+  await page.getByRole("link", { name: "Guides" }).click();
+  await page.getByRole("heading", { name: "Support guides" }).waitFor();
+  await page.getByLabel("Text (Markdown)").fill("1. Close the door\n2. Call **facilities**\n<script>x()</script>");
+  await page.getByRole("button", { name: "Preview" }).click();
+  await page.locator("#guide-preview strong").filter({ hasText: "facilities" }).waitFor();
+  assert.match(await page.locator("#guide-preview").innerText(), /<script>x\(\)<\/script>/, "raw HTML shown as text");
+  await checkPage(page, "guides");
 });

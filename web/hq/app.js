@@ -19,7 +19,11 @@ const PAGES = [
   { path: /^\/groups$/, module: "./pages/stores.js", render: "storesPage", roles: ["operator"], nav: "Stores and groups", link: "#/groups" },
   { path: /^\/rollouts$/, module: "./pages/rollouts.js", render: "rolloutsPage", roles: ["operator", "support"], nav: "Rollouts", link: "#/rollouts" },
   { path: /^\/rollouts\/([^/]+)$/, module: "./pages/rollouts.js", render: "rolloutPage", roles: ["operator", "support"], nav: null, link: "#/rollouts" },
-  // Support desk and guides add their entries here.
+  // --- support desk ---
+  { path: /^\/desk$/, module: "./pages/desk.js", render: "deskPage", roles: ["operator", "support"], nav: "Support desk", link: "#/desk" },
+  { path: /^\/desk\/([^/]+)\/([^/]+)$/, module: "./pages/desk.js", render: "deskTicketPage", roles: ["operator", "support"], nav: null, link: "#/desk" },
+  { path: /^\/routing$/, module: "./pages/routing.js", render: "routingPage", roles: [], nav: "Desk routing", link: "#/routing" },
+  { path: /^\/guides$/, module: "./pages/guides.js", render: "guidesPage", roles: ["operator"], nav: "Guides", link: "#/guides" },
 ];
 
 /** The module of the page on screen (its stop() runs when the user leaves it). */

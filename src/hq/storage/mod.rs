@@ -252,6 +252,55 @@ pub trait HqStorage: Send + Sync + 'static {
         &self,
         q: crate::hq::story::SourceQuery,
     ) -> HqResult<Option<crate::hq::story::Sources>>;
+    // --- support desk (src/hq/desk.rs) ---
+    /// The desk queue: tickets matching the (checked) filters, oldest open first within a status
+    /// order open, answered, closed; at most `limit` from `offset`.
+    async fn desk_tickets(
+        &self,
+        q: &crate::hq::desk::DeskQuery,
+    ) -> HqResult<Vec<crate::hq::desk::DeskTicket>>;
+    /// One ticket with its payload, replies and recorded changes (`NotFound`, or `Conflict` when
+    /// the id is used by several stores and `store` is None).
+    async fn desk_ticket(
+        &self,
+        store: Option<&str>,
+        id: &str,
+    ) -> HqResult<crate::hq::desk::DeskDetail>;
+    /// Sets (or clears) a ticket's assignee and records who did it, when.
+    async fn desk_assign(
+        &self,
+        store: Option<&str>,
+        id: &str,
+        user: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> HqResult<()>;
+    async fn desk_routing(&self) -> HqResult<Vec<crate::hq::desk::Route>>;
+    /// Replaces every routing rule (checked by the caller).
+    async fn put_desk_routing(&self, routes: Vec<crate::hq::desk::Route>) -> HqResult<()>;
+    async fn desk_teams(&self) -> HqResult<Vec<crate::hq::desk::Team>>;
+    /// Replaces every team (checked by the caller).
+    async fn put_desk_teams(&self, teams: Vec<crate::hq::desk::Team>) -> HqResult<()>;
+    /// Due pending notifications not leased by a sender, leased to the caller until
+    /// `now_ms + lease_ms` (on PostgreSQL `FOR UPDATE SKIP LOCKED`: two nodes never get the same).
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>>;
+    /// Records an attempt: sent, or failed with the error and the next attempt's time (None:
+    /// given up, `failed`). Ends the lease.
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()>;
+    /// Notifications, newest first.
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>>;
 }
 
 pub type Storage = Arc<dyn HqStorage>;
@@ -261,3 +310,6 @@ mod tests;
 // --- releases and rollouts ---
 #[cfg(test)]
 mod release_tests;
+// --- support desk ---
+#[cfg(test)]
+mod desk_tests;

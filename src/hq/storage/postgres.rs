@@ -34,6 +34,8 @@ use crate::proto::{
 };
 use crate::secrets;
 
+#[path = "pg_desk.rs"]
+pub mod desk;
 #[path = "pg_releases.rs"]
 pub mod rel;
 use crate::hq::releases::{
@@ -49,6 +51,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("pg_migrations/0003_releases.sql"),
     ),
     ("0004_fleet", include_str!("pg_migrations/0004_fleet.sql")),
+    // --- support desk ---
+    ("0005_desk", include_str!("pg_migrations/0005_desk.sql")),
 ];
 
 /// The notification channel publishers signal on.
@@ -648,13 +652,17 @@ impl HqStorage for PgStorage {
                     let p = ev.payload_value();
                     let id = p.get("ticket_id").and_then(Value::as_str).unwrap_or(&ev.id);
                     let subject = p.get("subject").and_then(Value::as_str).unwrap_or("");
-                    tx.execute(
-                        "INSERT INTO tickets (id, store_id, subject, payload, opened_ms)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                        &[&id, &store, &subject, &ev.payload.get(), &now_ms],
-                    )
-                    .await
-                    .map_err(pg)?;
+                    let new = tx
+                        .execute(
+                            "INSERT INTO tickets (id, store_id, subject, payload, opened_ms)
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                            &[&id, &store, &subject, &ev.payload.get(), &now_ms],
+                        )
+                        .await
+                        .map_err(pg)?;
+                    if new == 1 {
+                        desk::route_new(&tx, store, id, &p, now_ms).await?;
+                    }
                 }
                 Ok(StoreEventType::TelemetryRollup) => {
                     tx.execute(
@@ -1239,6 +1247,89 @@ impl HqStorage for PgStorage {
             telemetry,
             authored,
         }))
+    }
+    // --- support desk ---
+    async fn desk_tickets(
+        &self,
+        q: &crate::hq::desk::DeskQuery,
+    ) -> HqResult<Vec<crate::hq::desk::DeskTicket>> {
+        desk::tickets(&self.client().await?, q).await
+    }
+
+    async fn desk_ticket(
+        &self,
+        store: Option<&str>,
+        id: &str,
+    ) -> HqResult<crate::hq::desk::DeskDetail> {
+        desk::ticket(&self.client().await?, store, id).await
+    }
+
+    async fn desk_assign(
+        &self,
+        store: Option<&str>,
+        id: &str,
+        user: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        desk::assign(&tx, store, id, user, actor, now_ms).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn desk_routing(&self) -> HqResult<Vec<crate::hq::desk::Route>> {
+        desk::routing(&self.client().await?).await
+    }
+
+    async fn put_desk_routing(&self, routes: Vec<crate::hq::desk::Route>) -> HqResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        desk::put_routing(&tx, &routes).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn desk_teams(&self) -> HqResult<Vec<crate::hq::desk::Team>> {
+        desk::teams(&self.client().await?).await
+    }
+
+    async fn put_desk_teams(&self, teams: Vec<crate::hq::desk::Team>) -> HqResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        desk::put_teams(&tx, &teams).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        desk::claim(&self.client().await?, now_ms, lease_ms, max).await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        desk::finish(
+            &self.client().await?,
+            id,
+            attempts,
+            &outcome,
+            next_ms,
+            now_ms,
+        )
+        .await
+    }
+
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        desk::notifications(&self.client().await?, limit).await
     }
 }
 

@@ -18,6 +18,8 @@ use crate::proto::{
 };
 use crate::secrets;
 
+#[path = "sqlite_desk.rs"]
+pub mod desk;
 #[path = "sqlite_releases.rs"]
 pub mod rel;
 use crate::hq::releases::{
@@ -43,6 +45,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_fleet",
         include_str!("sqlite_migrations/0005_fleet.sql"),
     ),
+    // --- support desk ---
+    ("0006_desk", include_str!("sqlite_migrations/0006_desk.sql")),
 ];
 
 pub struct SqliteStorage {
@@ -440,6 +444,102 @@ impl HqStorage for SqliteStorage {
     ) -> HqResult<Option<crate::hq::story::Sources>> {
         self.read(move |c| Ok(story_sources(c, &q)?)).await
     }
+    // --- support desk ---
+    async fn desk_tickets(
+        &self,
+        q: &crate::hq::desk::DeskQuery,
+    ) -> HqResult<Vec<crate::hq::desk::DeskTicket>> {
+        let q = q.clone();
+        self.read(move |c| Ok(desk::tickets(c, &q)?)).await
+    }
+
+    async fn desk_ticket(
+        &self,
+        store: Option<&str>,
+        id: &str,
+    ) -> HqResult<crate::hq::desk::DeskDetail> {
+        let (store, id) = (store.map(str::to_string), id.to_string());
+        self.read(move |c| desk::ticket(c, store.as_deref(), &id))
+            .await
+    }
+
+    async fn desk_assign(
+        &self,
+        store: Option<&str>,
+        id: &str,
+        user: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        let (store, id) = (store.map(str::to_string), id.to_string());
+        let (user, actor) = (user.map(str::to_string), actor.to_string());
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            desk::assign(&tx, store.as_deref(), &id, user.as_deref(), &actor, now_ms)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn desk_routing(&self) -> HqResult<Vec<crate::hq::desk::Route>> {
+        self.read(|c| Ok(desk::routing(c)?)).await
+    }
+
+    async fn put_desk_routing(&self, routes: Vec<crate::hq::desk::Route>) -> HqResult<()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            desk::put_routing(&tx, &routes)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn desk_teams(&self) -> HqResult<Vec<crate::hq::desk::Team>> {
+        self.read(desk::teams).await
+    }
+
+    async fn put_desk_teams(&self, teams: Vec<crate::hq::desk::Team>) -> HqResult<()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            desk::put_teams(&tx, &teams)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        max: i64,
+    ) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let list = desk::claim(&tx, now_ms, lease_ms, max)?;
+            tx.commit()?;
+            Ok(list)
+        })
+        .await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: i64,
+        attempts: i64,
+        outcome: Result<(), String>,
+        next_ms: Option<i64>,
+        now_ms: i64,
+    ) -> HqResult<()> {
+        self.write(move |c| Ok(desk::finish(c, id, attempts, &outcome, next_ms, now_ms)?))
+            .await
+    }
+
+    async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
+        self.read(move |c| Ok(desk::notifications(c, limit)?)).await
+    }
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {
@@ -748,11 +848,15 @@ pub fn ingest(
                     let p = &ev.payload_value();
                     let id = p.get("ticket_id").and_then(Value::as_str).unwrap_or(&ev.id);
                     let subject = p.get("subject").and_then(Value::as_str).unwrap_or("");
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO tickets (id, store_id, subject, payload, opened_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![id, store, subject, payload, now_ms])?;
+                    let new = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO tickets (id, store_id, subject, payload, opened_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![id, store, subject, payload, now_ms])?;
+                    if new == 1 {
+                        desk::route_new(tx, store, id, p, now_ms)?;
+                    }
                 }
                 Ok(StoreEventType::ReleaseStatus) => {
                     if let Ok(st) = serde_json::from_str(payload) {
