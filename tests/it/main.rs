@@ -15,6 +15,7 @@ mod http;
 mod ingest;
 mod mqtt_auth;
 mod release;
+mod release_e2e;
 mod rollout;
 mod sim;
 mod support;

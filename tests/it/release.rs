@@ -18,7 +18,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 }
 
 /// A real .deb built by dpkg-deb with the given compression (gzip, xz, zstd, none).
-fn build_deb(dir: &Path, name: &str, version: &str, compression: &str) -> PathBuf {
+pub(crate) fn build_deb(dir: &Path, name: &str, version: &str, compression: &str) -> PathBuf {
     let root = dir.join(format!("{name}-{version}-{compression}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(root.join("usr/share").join(name)).unwrap();

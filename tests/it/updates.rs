@@ -4,9 +4,11 @@
 //! request; `release.status` events reach HQ's `/hq/v1/store-events`.
 //!
 //! Two stand-ins, named as such:
-//! - **package stand-in**: HQ has no package download endpoint yet, so a small HTTP server in front
-//!   of HQ serves `/sync/v1/releases/…` itself (checking the store token, honouring `Range`, able
-//!   to stall mid-body) and forwards every other request to the real HQ. The store's `[hq] url`
+//! - **package stand-in**: a small HTTP server in front of HQ serves `/sync/v1/releases/…` itself
+//!   (checking the store token, honouring `Range`, able to stall mid-body) and forwards every other
+//!   request to the real HQ. It stays because these tests stall a download mid-body and record the
+//!   `Range` headers, which the real HQ cannot be made to do; the path through HQ's own upload,
+//!   rollout and download is tests/it/release_e2e.rs. The store's `[hq] url`
 //!   is this server, so the package still comes from "the HQ URL" (the allow-list holds).
 //! - **test installer**: the test plays the root helper: it reads `request.json`, removes it,
 //!   writes `result.json` and restarts the serve process, the "new version" being the same
@@ -213,7 +215,7 @@ fn assign(version: &str, rollout: &str, m: &Manifest, path: &str) -> Value {
 }
 
 /// An instant `days` after today (UTC) at `hh:mm`.
-fn day_at(days: i64, hhmm: &str) -> String {
+pub(crate) fn day_at(days: i64, hhmm: &str) -> String {
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
@@ -224,7 +226,7 @@ fn day_at(days: i64, hhmm: &str) -> String {
 }
 
 /// Sets the store's test clock (it runs on from there in real time).
-fn set_clock(file: &Path, at: &str) {
+pub(crate) fn set_clock(file: &Path, at: &str) {
     std::fs::write(file, at).unwrap();
 }
 
@@ -254,13 +256,13 @@ fn start_store(
     StoreBox::start_with(&refs)
 }
 
-async fn updates(sb: &StoreBox) -> Value {
+pub(crate) async fn updates(sb: &StoreBox) -> Value {
     let (s, v) = sb.get("/api/v1/updates").await;
     assert_eq!(s, 200, "{v}");
     v
 }
 
-async fn state_becomes(sb: &StoreBox, state: &str, secs: u64) -> Value {
+pub(crate) async fn state_becomes(sb: &StoreBox, state: &str, secs: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let v = updates(sb).await;
@@ -306,16 +308,22 @@ async fn reported_states_end_with(hq: &Hq, want: &[&str], secs: u64) -> Vec<Valu
     .await
 }
 
-fn updates_dir(sb: &StoreBox) -> PathBuf {
+pub(crate) fn updates_dir(sb: &StoreBox) -> PathBuf {
     sb.dir.join("updates")
 }
 
-fn read_json(p: &Path) -> Option<Value> {
+pub(crate) fn read_json(p: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
 
 /// The test installer's answer: `result.json` as the root helper writes it.
-fn write_result(sb: &StoreBox, action: &str, version: &str, outcome: &str, previous: &str) {
+pub(crate) fn write_result(
+    sb: &StoreBox,
+    action: &str,
+    version: &str,
+    outcome: &str,
+    previous: &str,
+) {
     let r = json!({"action": action, "version": version, "outcome": outcome, "reason": "",
         "previous_version": previous, "finished_at": "2026-01-01T00:00:00Z"});
     let dir = updates_dir(sb);
