@@ -623,6 +623,58 @@ pub fn routes() -> Router<HqState> {
         .route("/hq/v1/desk/teams", get(teams).put(put_teams))
         .route("/hq/v1/desk/notifications", get(notifications))
         .route("/hq/v1/guides/preview", post(guide_preview))
+        .route("/hq/v1/guides", get(guides))
+}
+
+/// Most guides listed (HQ writes tens, not thousands; each may have several targets).
+const MAX_GUIDE_ROWS: i64 = 2000;
+
+/// The live support guides, by id, each with the targets it was published for and the newest
+/// version's payload (`GET /hq/v1/guides`, every signed-in role).
+async fn guides(State(state): State<HqState>, headers: HeaderMap) -> HqResult<Response> {
+    require(
+        &state,
+        &Method::GET,
+        &headers,
+        &[HqRole::Operator, HqRole::Support],
+        "support guides",
+    )
+    .await?;
+    let rows = state.storage.guides(MAX_GUIDE_ROWS).await?;
+    Ok(Json(json!({ "guides": group_guides(rows) })).into_response())
+}
+
+/// Rows (one per guide and target, ordered by id) to one entry per guide: the payload of its
+/// newest publication plus every target.
+fn group_guides(rows: Vec<super::storage::GuideRow>) -> Vec<Value> {
+    let mut out: Vec<(i64, Value)> = Vec::new();
+    for r in rows {
+        let id = r.payload["id"].as_str().unwrap_or_default().to_string();
+        let target = if r.kind == "all" {
+            json!({"all": true})
+        } else {
+            json!({"kind": r.kind, "name": r.name})
+        };
+        match out.last_mut() {
+            Some((seq, g)) if g["id"] == id.as_str() => {
+                if r.seq > *seq {
+                    let targets = g["targets"].take();
+                    *g = r.payload.clone();
+                    g["targets"] = targets;
+                    *seq = r.seq;
+                }
+                if let Some(t) = g["targets"].as_array_mut() {
+                    t.push(target);
+                }
+            }
+            _ => {
+                let mut g = r.payload.clone();
+                g["targets"] = json!([target]);
+                out.push((r.seq, g));
+            }
+        }
+    }
+    out.into_iter().map(|(_, g)| g).collect()
 }
 
 fn aged(mut t: DeskTicket, now_ms: i64) -> DeskTicket {
@@ -889,6 +941,29 @@ async fn guide_preview(State(state): State<HqState>, req: Request) -> HqResult<R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guides_are_listed_once_with_every_target_and_the_newest_text() {
+        let row =
+            |id: &str, title: &str, kind: &str, name: &str, seq| super::super::storage::GuideRow {
+                payload: json!({"id": id, "title": title}),
+                kind: kind.into(),
+                name: name.into(),
+                seq,
+            };
+        let g = group_guides(vec![
+            row("a", "old", "group", "north", 1),
+            row("a", "new", "store", "s9", 5),
+            row("b", "B", "all", "", 3),
+        ]);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0]["title"], "new");
+        assert_eq!(
+            g[0]["targets"],
+            json!([{"kind":"group","name":"north"},{"kind":"store","name":"s9"}])
+        );
+        assert_eq!(g[1]["targets"], json!([{"all": true}]));
+    }
 
     fn team(name: &str, members: &[&str], on_call: Option<&str>) -> Team {
         Team {

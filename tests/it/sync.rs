@@ -709,6 +709,13 @@ async fn support_guides_reach_stores_by_feed_and_snapshot(engine: Engine) {
     let (s, v) = sb.get("/api/v1/guides").await;
     assert_eq!(s, 200);
     check(v);
+    // HQ lists what is live: the fridge guide for all stores, not the withdrawn one.
+    let (s, v) = hq.get("/hq/v1/guides").await;
+    assert_eq!(s, 200, "{v}");
+    let listed = v["guides"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{v}");
+    assert_eq!(listed[0]["id"], "g-fridge");
+    assert_eq!(listed[0]["targets"], json!([{"all": true}]));
     // A store that starts later builds its state from the snapshot.
     let t2 = hq.add_store("s2", "");
     let sb2 = start_store(&hq, "s2", &t2, &[]);

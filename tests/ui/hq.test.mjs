@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { BIN, Box, axe, connectDevice, launchBrowser, newPage, screenshot, withTimeout } from "./harness.mjs";
+import { BIN, Box, axe, connectDevice, launchBrowser, newPage, screenshot, signIn, withTimeout } from "./harness.mjs";
 
 const ADMIN = "hq-admin-token-for-ui-tests-7c1d";
 const PW = { sam: "support-pass-123", olga: "operator-pass-12", ada: "admin-pass-12345" };
@@ -381,16 +381,17 @@ test("HQ console: an operator authors a price, previews it in the store's zone a
   await page.getByRole("button", { name: "Resume" }).click();
   await page.locator("#rollout-state").filter({ hasText: "Running" }).waitFor();
   assert.equal((await hq.admin("GET", `/hq/v1/rollouts/${ro.body.id}`)).body.state, "running");
-  // The wave editor starts a new rollout (which supersedes the running one): north, then all.
+  // The wave editor starts a new rollout (which supersedes the running one): south (where s2 is
+  // now; a wave of a group without stores is refused), then all.
   await page.getByRole("link", { name: "All rollouts" }).click();
   await page.getByRole("heading", { name: "Start a rollout" }).waitFor();
-  await page.getByLabel("Wave 1: groups (comma separated)").fill("north");
+  await page.getByLabel("Wave 1: groups (comma separated)").fill("south");
   await page.getByRole("button", { name: "Start rollout" }).click();
-  await page.getByRole("heading", { name: /^Wave 1: north/ }).waitFor();
+  await page.getByRole("heading", { name: /^Wave 1: south/ }).waitFor();
   await page.getByRole("heading", { name: /^Wave 2: all stores/ }).waitFor();
   const list = (await hq.admin("GET", "/hq/v1/rollouts")).body.rollouts;
   assert.deepEqual(list.map((r) => r.state), ["running", "aborted"]);
-  assert.deepEqual(list[0].plan.waves[0].groups, ["north"]);
+  assert.deepEqual(list[0].plan.waves[0].groups, ["south"]);
 });
 
 test("HQ console: the support desk lists a store's ticket and a reply reaches the store", T, async () => {
@@ -400,6 +401,7 @@ test("HQ console: the support desk lists a store's ticket and a reply reaches th
     STOREBOX_HQ__RETRY_MAX_SECS: "1", STOREBOX_HQ__POLL_WAIT_SECS: "1",
   });
   s2.addDevice("lane-2", "lane");
+  s2.addUser("lena", "staff", "lena-staff-pass-1");
   const staff = s2.addToken("lane-2", "staff");
   await s2.start();
   try {
@@ -415,6 +417,8 @@ async function deskReply(s2, staff) {
   const id = t.body.id;
   await until("the ticket reaches the desk", 60, async () =>
     (await hq.admin("GET", "/hq/v1/desk/tickets")).body.tickets.find((x) => x.id === id));
+  // Whoever an earlier test left signed in, support signs in afresh.
+  await page.context().clearCookies();
   await page.goto(hq.http + "/");
   await page.getByLabel("Name").fill("sam");
   await page.getByLabel("Password").fill(PW.sam);
@@ -438,6 +442,16 @@ async function deskReply(s2, staff) {
     const r = await s2.api("GET", `/tickets/${id}`, staff);
     return r.body && (r.body.replies || []).some((x) => x.message === "Recalibrate, then reboot");
   });
+  // Store staff see it in the store's own UI, on the ticket's page (a page of its own).
+  const staffPage = await newPage(browser, s2);
+  try {
+    await signIn(staffPage, s2, "lena", "lena-staff-pass-1");
+    await staffPage.goto(`${s2.http}/#/tickets/${encodeURIComponent(id)}`);
+    await staffPage.locator("ol.replies").filter({ hasText: "Recalibrate, then reboot" }).waitFor({ timeout: 20000 });
+    assert.deepEqual(staffPage.foreign, [], "the store UI requested something outside the store");
+  } finally {
+    await staffPage.context().close();
+  }
 }
 
 test("HQ console: an admin sets desk routing and teams; guides are previewed as stores render them", T, async () => {
@@ -468,4 +482,18 @@ test("HQ console: an admin sets desk routing and teams; guides are previewed as 
   await page.locator("#guide-preview strong").filter({ hasText: "facilities" }).waitFor();
   assert.match(await page.locator("#guide-preview").innerText(), /<script>x\(\)<\/script>/, "raw HTML shown as text");
   await checkPage(page, "guides");
+  // Published, it is listed (for all stores) and "Edit" loads it back into the form.
+  await page.getByLabel("Guide id").fill("g-fridge");
+  await page.getByLabel("Title").fill("Fridge too warm");
+  await page.getByLabel("Alert codes (comma separated)").fill("temp_high");
+  await page.getByRole("button", { name: "Publish guide" }).click();
+  await page.locator("#guide-status").filter({ hasText: "Guide g-fridge published." }).waitFor();
+  await page.reload();
+  const row = page.locator("tr").filter({ hasText: "Fridge too warm" });
+  await row.waitFor();
+  assert.match(await row.innerText(), /g-fridge[\s\S]*temp_high[\s\S]*all stores/);
+  await page.getByRole("button", { name: "Edit Fridge too warm" }).click();
+  assert.equal(await page.getByLabel("Guide id").inputValue(), "g-fridge");
+  assert.equal(await page.getByLabel("Alert codes (comma separated)").inputValue(), "temp_high");
+  await checkPage(page, "guides with one published");
 });

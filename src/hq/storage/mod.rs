@@ -301,6 +301,20 @@ pub trait HqStorage: Send + Sync + 'static {
     ) -> HqResult<()>;
     /// Notifications, newest first.
     async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>>;
+
+    // --- support guides ---
+    /// The live support guides with each target they were published for (the `guide:` keys of
+    /// the snapshot state), by id; at most `limit` rows.
+    async fn guides(&self, limit: i64) -> HqResult<Vec<GuideRow>>;
+}
+
+/// One live guide for one target (`kind` all, group or store; `name` the group or store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuideRow {
+    pub payload: Value,
+    pub kind: String,
+    pub name: String,
+    pub seq: i64,
 }
 
 pub type Storage = Arc<dyn HqStorage>;

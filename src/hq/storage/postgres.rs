@@ -1331,6 +1331,29 @@ impl HqStorage for PgStorage {
     async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
         desk::notifications(&self.client().await?, limit).await
     }
+
+    // --- support guides ---
+    async fn guides(&self, limit: i64) -> HqResult<Vec<super::GuideRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT kind, name, payload, seq FROM hq_state
+                 WHERE key LIKE 'guide:%' AND live ORDER BY key, kind, name LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::GuideRow {
+                kind: r.get(0),
+                name: r.get(1),
+                payload: serde_json::from_str(r.get::<_, &str>(2)).unwrap_or(Value::Null),
+                seq: r.get(3),
+            })
+            .collect())
+    }
 }
 
 fn user_row(r: &tokio_postgres::Row) -> HqUser {

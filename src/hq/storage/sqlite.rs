@@ -540,6 +540,27 @@ impl HqStorage for SqliteStorage {
     async fn notifications(&self, limit: i64) -> HqResult<Vec<crate::hq::desk::Notification>> {
         self.read(move |c| Ok(desk::notifications(c, limit)?)).await
     }
+
+    // --- support guides ---
+    async fn guides(&self, limit: i64) -> HqResult<Vec<super::GuideRow>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT kind, name, payload, seq FROM hq_state
+                 WHERE key LIKE 'guide:%' AND live = 1 ORDER BY key, kind, name LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| {
+                let payload: String = r.get(2)?;
+                Ok(super::GuideRow {
+                    kind: r.get(0)?,
+                    name: r.get(1)?,
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    seq: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
 }
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {

@@ -1,7 +1,8 @@
 // Support guides (operator): write or replace a guide (Markdown) for alert codes and ticket
 // categories, for all stores, groups or stores; preview it exactly as stores render it
-// (POST /hq/v1/guides/preview); publish as guide.upsert, or withdraw one with guide.delete.
-import { api, h, notice, page } from "../lib.js";
+// (POST /hq/v1/guides/preview); publish as guide.upsert, or withdraw one with guide.delete. The
+// published guides are listed first (GET /hq/v1/guides); "Edit" loads one into the form.
+import { api, h, notice, page, table } from "../lib.js";
 
 const CATEGORIES = ["pos", "scale", "printer", "fridge", "network", "prices", "other"];
 
@@ -10,6 +11,10 @@ function field(id, label, control, hint) {
 }
 
 const list = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);
+
+function targetText(targets) {
+  return targets.map((t) => (t.all ? "all stores" : `${t.kind} ${t.name}`)).join(", ");
+}
 
 function target(kind, names) {
   if (kind === "groups") return { groups: list(names) };
@@ -63,5 +68,27 @@ export async function guidesPage() {
       say(err.message, "error");
     }
   } }, "Withdraw guide"));
-  page("Support guides", status, form, h("h2", {}, "Preview"), preview);
+  const { guides } = await api("GET", "/guides");
+  const edit = (g) => {
+    const set = (id, value) => { document.getElementById(id).value = value; };
+    set("guide-id", g.id);
+    set("guide-title", g.title || "");
+    set("guide-body", g.body || "");
+    set("guide-codes", (g.alert_codes || []).join(", "));
+    for (const box of document.querySelectorAll("input[name=guide-cat]")) box.checked = (g.ticket_categories || []).includes(box.value);
+    const t = g.targets || [];
+    const kindOf = t.some((x) => x.all) ? "all" : t.every((x) => x.kind === "group") ? "groups" : "stores";
+    set("guide-target", kindOf);
+    set("guide-names", kindOf === "all" ? "" : t.filter((x) => !x.all).map((x) => x.name).join(", "));
+    document.getElementById("guide-title").focus();
+  };
+  const published = table("Published guides", [
+    { label: "Guide", header: true, cell: (g) => g.title },
+    { label: "Id", cell: (g) => g.id },
+    { label: "Alert codes", cell: (g) => (g.alert_codes || []).join(", ") },
+    { label: "Ticket categories", cell: (g) => (g.ticket_categories || []).join(", ") },
+    { label: "For", cell: (g) => targetText(g.targets || []) },
+    { label: "Actions", cell: (g) => h("button", { type: "button", class: "secondary", "aria-label": `Edit ${g.title}`, onclick: () => edit(g) }, "Edit") },
+  ], guides, { empty: "No guide published yet." });
+  page("Support guides", status, h("h2", {}, "Published"), published, h("h2", {}, "Write a guide"), form, h("h2", {}, "Preview"), preview);
 }
