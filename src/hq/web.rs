@@ -1,7 +1,8 @@
 //! HQ's console in the browser, embedded in the binary from `web/hq/` (rust-embed): `/` answers
 //! the sign-in page to anyone not signed in (nothing of the fleet), the console shell to a signed-in
 //! user; `/assets/…` the shell's scripts and styles, and `/assets/vendor/…` the vendored charting
-//! library, embedded from the store UI's `web/vendor/` (one copy of it in the tree). Content types,
+//! library, embedded from the store UI's `web/vendor/` (one copy of it in the tree), and
+//! `/assets/base.css`, the look both UIs share (`web/base.css`). Content types,
 //! an ETag from each file's SHA-256, and a Content-Security-Policy that lets the page load nothing
 //! from outside HQ.
 
@@ -20,6 +21,12 @@ struct Console;
 #[derive(RustEmbed)]
 #[folder = "web/vendor/"]
 struct Vendor;
+
+/// The look shared with the store UI (`web/base.css`, one copy in the tree).
+#[derive(RustEmbed)]
+#[folder = "web/"]
+#[include = "base.css"]
+struct Shared;
 
 /// No script, style, image or connection from anywhere but HQ itself; no framing.
 pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'";
@@ -111,6 +118,9 @@ pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     if let Some(v) = path.strip_prefix("vendor/") {
         // Vendored files carry their version in the name (web/vendor/README.md).
         return serve(Vendor::get(v), v, StatusCode::OK, &headers, true);
+    }
+    if path == "base.css" {
+        return serve(Shared::get(&path), &path, StatusCode::OK, &headers, false);
     }
     if path.ends_with(".html") {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();

@@ -528,6 +528,7 @@ async fn console_shell_and_assets() {
         ("/assets/app.js", 200, "text/javascript"),
         ("/assets/pages/fleet.js", 200, "text/javascript"),
         ("/assets/style.css", 200, "text/css"),
+        ("/assets/base.css", 200, "text/css"),
         (
             "/assets/vendor/uPlot-1.6.32.iife.min.js",
             200,

@@ -674,6 +674,7 @@ async fn ui_assets_types_caching_and_fallback() {
         "/pages/prices.js",
         "/pages/admin.js",
         "/style.css",
+        "/base.css",
     ] {
         let text = get(f).await.unwrap().text().await.unwrap();
         assert!(
