@@ -342,10 +342,12 @@ pub struct FleetState {
     reader: Mutex<bool>,
     /// Set when the node shuts down: streams end so that the graceful stop does not wait for them.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Starts the reader as a watched task (its panic stops the node).
+    tasks: super::tasks::Tasks,
 }
 
 impl FleetState {
-    pub fn new(config: &HqServerConfig) -> Arc<FleetState> {
+    pub fn new(config: &HqServerConfig, tasks: super::tasks::Tasks) -> Arc<FleetState> {
         Arc::new(FleetState {
             rules: Rules::from_config(config),
             max_streams: config.fleet_streams,
@@ -354,6 +356,7 @@ impl FleetState {
             latest: tokio::sync::watch::channel(None).0,
             reader: Mutex::new(false),
             stopping: tokio::sync::watch::channel(false).0,
+            tasks,
         })
     }
 
@@ -371,7 +374,9 @@ impl FleetState {
         let rx = self.latest.subscribe();
         if !*running {
             *running = true;
-            tokio::spawn(read_fleet(state.clone()));
+            self.tasks
+                .spawn_may_finish("fleet-reader", read_fleet(state.clone()))
+                .detach();
         }
         rx
     }
@@ -671,7 +676,7 @@ mod tests {
             fleet_streams_per_user: 2,
             ..HqServerConfig::default()
         };
-        let f = FleetState::new(&config);
+        let f = FleetState::new(&config, crate::hq::tasks::Tasks::new().0);
         let a1 = f.open_stream("alice").unwrap();
         let _a2 = f.open_stream("alice").unwrap();
         let e = f.open_stream("alice").err().unwrap().to_string();

@@ -12,6 +12,7 @@
 //!   verdicts and the live fleet stream; [`story`]: one store's timeline
 //! - [`releases`], [`release_api`], [`rollout`]: the release registry, package downloads and
 //!   health-gated rollouts with their engine (docs/releases.md)
+//! - [`tasks`]: the background tasks, watched (a dead one stops the node with an error)
 
 pub mod console;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod releases;
 pub mod rollout;
 pub mod server;
 pub mod storage;
+pub mod tasks;
 // --- console: fleet, story, web shell ---
 pub mod fleet;
 pub mod story;
@@ -91,6 +93,7 @@ where
     let spool_dir = config.data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)
         .with_context(|| format!("creating {}", spool_dir.display()))?;
+    let (tasks, mut failures) = tasks::Tasks::new();
     let state = server::HqState {
         storage,
         clock,
@@ -111,30 +114,35 @@ where
         ),
         max_release_bytes: config.max_release_bytes,
         rollout_poke: Arc::new(tokio::sync::Notify::new()),
-        fleet: fleet::FleetState::new(&config),
+        fleet: fleet::FleetState::new(&config, tasks.clone()),
     };
-    let engine = tokio::spawn(releases::run_engine(
-        state.storage.clone(),
-        state.clock.clone(),
-        state.rollout_poke.clone(),
-        std::time::Duration::from_secs(config.rollout_tick_seconds.max(1)),
-    ));
-    let _engine = AbortOnDrop(engine);
+    let _engine = tasks.spawn_forever(
+        "rollout-engine",
+        releases::run_engine(
+            state.storage.clone(),
+            state.clock.clone(),
+            state.rollout_poke.clone(),
+            std::time::Duration::from_secs(config.rollout_tick_seconds.max(1)),
+        ),
+    );
     // --- support desk notifications ---
-    let _notifier = AbortOnDrop(tokio::spawn(desk::run_notifier(
-        state.storage.clone(),
-        state.clock.clone(),
-        desk::NotifierConfig {
-            public_url: config.public_url.clone(),
-            max_attempts: config.desk_notify_attempts.max(1),
-            retry_base_secs: config.desk_retry_base_secs.max(1),
-            webhook_timeout: std::time::Duration::from_secs(
-                config.desk_webhook_timeout_secs.clamp(1, 300),
-            ),
-            poll: std::time::Duration::from_secs(1),
-            smtp: smtp_settings(&config)?,
-        },
-    )));
+    let _notifier = tasks.spawn_forever(
+        "desk-notifier",
+        desk::run_notifier(
+            state.storage.clone(),
+            state.clock.clone(),
+            desk::NotifierConfig {
+                public_url: config.public_url.clone(),
+                max_attempts: config.desk_notify_attempts.max(1),
+                retry_base_secs: config.desk_retry_base_secs.max(1),
+                webhook_timeout: std::time::Duration::from_secs(
+                    config.desk_webhook_timeout_secs.clamp(1, 300),
+                ),
+                poll: std::time::Duration::from_secs(1),
+                smtp: smtp_settings(&config)?,
+            },
+        ),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("hq_server.listen {}", config.listen))?;
@@ -148,9 +156,18 @@ where
         config.max_connections,
     );
     // Live fleet streams end when the stop begins, so that the graceful stop does not wait on them.
+    // A failed background task begins the stop too, and `serve` then returns its error.
     let fleet = state.fleet.clone();
+    let failed = Arc::new(parking_lot::Mutex::new(None));
+    let failed_in = failed.clone();
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            (task, cause) = failures.first() => {
+                tracing::error!(task, cause, "HQ task ended; stopping so that the service manager starts HQ again");
+                *failed_in.lock() = Some((task, cause));
+            }
+        }
         fleet.stop_streams();
     };
     crate::httpd::run(
@@ -162,7 +179,11 @@ where
         shutdown,
     )
     .await;
-    Ok(())
+    let failed = failed.lock().take();
+    match failed {
+        Some((task, cause)) => anyhow::bail!("HQ task {task} {cause}"),
+        None => Ok(()),
+    }
 }
 
 /// `[hq_server] smtp_*`: None without `smtp_host`; the password read from its file.
@@ -195,15 +216,6 @@ fn smtp_settings(config: &HqServerConfig) -> anyhow::Result<Option<desk::SmtpSet
         from: config.smtp_from.clone(),
         credentials,
     }))
-}
-
-/// Aborts a task when dropped (the rollout engine ends with `serve`).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The checks of a target that need no database: not empty, group names well formed.

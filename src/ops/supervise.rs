@@ -208,8 +208,9 @@ pub async fn kill_thread_after_delay(name: &str) -> bool {
     true
 }
 
-/// Resolves [`KILL_AFTER`] from now if the hook names `name`; never otherwise.
-async fn test_kill(name: &'static str) {
+/// Resolves [`KILL_AFTER`] from now if the hook names `name`; never otherwise (always in
+/// release builds).
+pub async fn test_kill(name: &'static str) {
     if kill_requested_at_all(name) {
         tokio::time::sleep(KILL_AFTER).await;
     } else {

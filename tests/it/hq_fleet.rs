@@ -552,3 +552,44 @@ async fn console_shell_and_assets() {
         }
     }
 }
+
+/// HQ's background tasks are watched: when the rollout engine, the desk notifier or the fleet
+/// reader dies (the debug-build test hook panics it), the node stops within seconds, exits
+/// non-zero so that systemd starts it again, and the log names the task once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_background_task_stops_hq_non_zero_naming_it() {
+    for task in ["rollout-engine", "desk-notifier", "fleet-reader"] {
+        let mut hq = Hq::start_with(&[("STOREBOX_TEST_KILL_TASK", task)]);
+        // The fleet reader runs only while a live stream listens.
+        let _stream = if task == "fleet-reader" {
+            add_user(&hq, "sam", "support", "support-password-1");
+            let sam = browser();
+            sign_in(&hq, &sam, "sam", "support-password-1").await;
+            let r = sam
+                .get(format!("{}/hq/v1/fleet/stream", hq.http))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            Some(sse(r))
+        } else {
+            None
+        };
+        let (status, hq) = tokio::task::spawn_blocking(move || (hq.wait_exit(30), hq))
+            .await
+            .unwrap();
+        let log = hq.stderr();
+        let status =
+            status.unwrap_or_else(|| panic!("{task}: HQ still runs 30 s later; log:\n{log}"));
+        assert!(!status.success(), "{task}: exit {status:?}; log:\n{log}");
+        assert_eq!(
+            log.matches("HQ task ended; stopping").count(),
+            1,
+            "{task}: logged once; log:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("HQ task {task} panicked: test hook")),
+            "{task}: the error names the task and the cause; log:\n{log}"
+        );
+    }
+}
