@@ -20,6 +20,7 @@ use super::storage::{Authored, Storage};
 use crate::clock::SharedClock;
 use crate::db::ts_from_ms;
 use crate::proto::release::{Manifest, ReleaseAssign, ReleaseState, PACKAGE_PATH_PREFIX};
+use crate::proto::wire::FeedEvent;
 use crate::proto::HqBody;
 
 /// Largest manifest part accepted on upload.
@@ -327,6 +328,30 @@ pub fn assign_event(rollout: &str, manifest: &Manifest) -> HqResult<Authored> {
     Ok(Authored {
         id: super::new_event_id("release"),
         body: HqBody::ReleaseAssign(a),
+    })
+}
+
+/// The query (both engines; `?1`/`$1` the store) for a snapshot's pending assignment: the newest
+/// row of a running or paused rollout that assigned the store and has no final report yet.
+pub const PENDING_ASSIGN_SQL: &str = "SELECT r.id, rel.manifest FROM rollout_stores rs
+     JOIN rollouts r ON r.id = rs.rollout_id JOIN releases rel ON rel.version = r.version
+     WHERE rs.store_id = $1 AND r.state IN ('running', 'paused')
+       AND rs.state NOT IN ('committed', 'rolled_back', 'refused', 'failed', 'timed_out')
+     ORDER BY rs.assigned_ms DESC, r.id DESC LIMIT 1";
+
+/// The `release.assign` a snapshot carries for a pending assignment (`PENDING_ASSIGN_SQL`), so that
+/// a store rebuilding from the snapshot (a store installed after HQ assigned it, or one answered
+/// 410) still gets it; placed at the snapshot's cursor. None if the stored manifest is unreadable.
+pub fn snapshot_assign(rollout: &str, manifest: &str, cursor: i64) -> Option<FeedEvent> {
+    let manifest: Manifest = serde_json::from_str(manifest).ok()?;
+    let ev = assign_event(rollout, &manifest).ok()?;
+    let (t, payload) = ev.body.to_wire();
+    Some(FeedEvent {
+        seq: cursor,
+        id: format!("snapshot-release-{rollout}"),
+        event_type: t.as_str().to_string(),
+        payload,
+        at: None,
     })
 }
 

@@ -391,4 +391,30 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
     }
+
+    /// A pending `release.assign` in a snapshot reaches the updates task like one from the feed,
+    /// once however often the same snapshot is applied.
+    #[test]
+    fn a_release_assign_in_a_snapshot_is_handed_to_the_updater_once() {
+        let mut c = db();
+        let tz = jiff::tz::TimeZone::UTC;
+        let assign = ev(
+            9,
+            "release.assign",
+            crate::proto::release::tests::assign_json(),
+        );
+        let mut assign = assign;
+        assign.id = "snapshot-release-r1".into();
+        for _ in 0..2 {
+            apply_snapshot(&mut c, std::slice::from_ref(&assign), 9, tz.clone(), 0).unwrap();
+        }
+        let rows: Vec<String> = c
+            .prepare("SELECT event_id FROM sync_releases WHERE handled_ms IS NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, ["snapshot-release-r1"]);
+    }
 }

@@ -582,6 +582,10 @@ impl HqStorage for PgStorage {
             )
             .await
             .map_err(pg)?;
+        let pending = tx
+            .query_opt(crate::hq::releases::PENDING_ASSIGN_SQL, &[&store.id])
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         let mut events: Vec<FeedEvent> = rows
             .iter()
@@ -598,6 +602,13 @@ impl HqStorage for PgStorage {
             })
             .collect();
         events.sort_by_key(|e| e.seq);
+        if let Some(r) = pending {
+            events.extend(crate::hq::releases::snapshot_assign(
+                r.get(0),
+                r.get(1),
+                cursor,
+            ));
+        }
         Ok(Snapshot { cursor, events })
     }
 

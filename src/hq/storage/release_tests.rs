@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use ed25519_dalek::SigningKey;
 use jiff::Timestamp;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::hq::error::HqError;
@@ -434,6 +434,70 @@ pub(crate) async fn rollout_urgent_pause_timeout(s: &dyn HqStorage) {
     );
 }
 
+/// The `release.assign` events in a store's snapshot.
+async fn snapshot_assigns(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
+    let ident = StoreIdent {
+        id: store.into(),
+        group: group.into(),
+    };
+    let snap = s.snapshot(&ident).await.unwrap();
+    snap.events
+        .into_iter()
+        .filter(|e| e.event_type == "release.assign")
+        .map(|e| {
+            assert_eq!(e.seq, snap.cursor, "placed at the snapshot's cursor");
+            (e.id, e.payload)
+        })
+        .collect()
+}
+
+/// A store that rebuilds from the snapshot (installed after HQ assigned it, or answered 410)
+/// still gets its pending assignment; not once it reported a final state, and not from an
+/// aborted rollout.
+pub(crate) async fn snapshot_carries_a_pending_assignment(s: &dyn HqStorage) {
+    let f = fleet(s).await;
+    let mut sp = spec(false);
+    sp.waves[0].soak_minutes = 0;
+    start(s, "r1", sp, 0).await;
+    assert!(
+        snapshot_assigns(s, "p1", "pilot").await.is_empty(),
+        "not assigned yet"
+    );
+    assert_eq!(tick(s, "r1", 0).await, ["p1"]);
+    let a = snapshot_assigns(s, "p1", "pilot").await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].0, "snapshot-release-r1");
+    let fed = assigns(s, "p1", "pilot").await;
+    assert_eq!(
+        a[0].1, fed[0],
+        "the same payload as the feed's release.assign"
+    );
+    assert!(snapshot_assigns(s, "c1", "canary").await.is_empty());
+    // Still pending while it downloads; gone once committed.
+    f.report(s, "p1", "downloading", Some("r1"), 1).await;
+    assert_eq!(snapshot_assigns(s, "p1", "pilot").await.len(), 1);
+    f.report(s, "p1", "committed", Some("r1"), 2).await;
+    assert!(snapshot_assigns(s, "p1", "pilot").await.is_empty());
+    // The canaries are assigned; an operator aborts: nobody gets it from the snapshot any more.
+    assert_eq!(tick(s, "r1", 3).await.len(), 4);
+    assert_eq!(snapshot_assigns(s, "c2", "canary").await.len(), 1);
+    s.set_rollout_state(
+        "r1",
+        RolloutState::Aborted,
+        "aborted by ops",
+        t(4).as_millisecond(),
+    )
+    .await
+    .unwrap();
+    assert!(snapshot_assigns(s, "c2", "canary").await.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_snapshot_carries_a_pending_assignment() {
+    let (_d, s) = super::tests::sqlite().await;
+    snapshot_carries_a_pending_assignment(s.as_ref()).await;
+}
+
 #[tokio::test]
 async fn sqlite_releases_and_package_ranges() {
     let (_d, s) = super::tests::sqlite().await;
@@ -486,6 +550,12 @@ mod pg {
     async fn pg_rollout_aborts_before_the_last_wave() {
         let db = TestDb::new().await;
         rollout_aborts_before_the_last_wave(&open(&db).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_snapshot_carries_a_pending_assignment() {
+        let db = TestDb::new().await;
+        snapshot_carries_a_pending_assignment(&open(&db).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

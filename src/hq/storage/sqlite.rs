@@ -828,6 +828,16 @@ pub fn snapshot(conn: &Connection, store: &str, group: &str) -> DbResult<Snapsho
         .filter_map(|r| r.transpose())
         .collect::<Result<_, _>>()?;
     events.sort_by_key(|e| e.seq);
+    let pending: Option<(String, String)> = conn
+        .query_row(crate::hq::releases::PENDING_ASSIGN_SQL, [store], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((rollout, manifest)) = pending {
+        events.extend(crate::hq::releases::snapshot_assign(
+            &rollout, &manifest, cursor,
+        ));
+    }
     Ok(Snapshot { cursor, events })
 }
 
