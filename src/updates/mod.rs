@@ -184,6 +184,8 @@ pub enum Event {
     InstallFailed(String),
     /// The root helper restored the previous package and data.
     RolledBack(String),
+    /// The root helper did not take the rollback request in time: the failed version still runs.
+    RollbackUnanswered(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +340,12 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
             next.state = State::RolledBack;
             next.reason = reason;
             next.rolled_back = u.release.clone();
+            next.rolling_back = false;
+        }
+        // Waiting for a rollback that does not come would block every later assignment (a fixed
+        // version included): the failure stands, with the reason, and the updater is free again.
+        (State::Failed, Event::RollbackUnanswered(reason)) if u.rolling_back => {
+            next.reason = reason;
             next.rolling_back = false;
         }
         (State::Probation, Event::ProbationPassed) => {

@@ -77,6 +77,9 @@ pub struct Persisted {
     pub probation: Option<Probation>,
     /// When the install request was written.
     pub installing_since_ms: Option<i64>,
+    /// When the rollback request was written (probation failed here).
+    #[serde(default)]
+    pub rollback_since_ms: Option<i64>,
 }
 
 pub fn load(c: &Connection) -> DbResult<Persisted> {
@@ -371,6 +374,7 @@ impl Service {
     async fn tick(&mut self) {
         self.read_result().await;
         self.check_install_timeout().await;
+        self.check_rollback_timeout().await;
         self.watch_probation().await;
         self.take_assignments().await;
         if self.st.updater.state == State::Downloading {
@@ -451,6 +455,7 @@ impl Service {
                 if self
                     .step(Event::RolledBack(reason), |p| {
                         p.installing_since_ms = None;
+                        p.rollback_since_ms = None;
                         p.probation = None;
                     })
                     .await
@@ -495,6 +500,36 @@ impl Service {
         );
         self.step(Event::InstallFailed(reason), |p| {
             p.installing_since_ms = None
+        })
+        .await;
+    }
+
+    /// A rollback request the root helper has not answered within [`INSTALL_TIMEOUT`]: withdrawn,
+    /// and the failure reported with what it means (the failed version still runs).
+    async fn check_rollback_timeout(&mut self) {
+        if !self.st.updater.rolling_back {
+            return;
+        }
+        let now = self.now().as_millisecond();
+        let Some(since) = self.st.rollback_since_ms else {
+            // A state saved before this field existed: the wait starts now.
+            let mut next = self.st.clone();
+            next.rollback_since_ms = Some(now);
+            self.commit(next, None).await;
+            return;
+        };
+        if now - since < INSTALL_TIMEOUT.as_millis() as i64 {
+            return;
+        }
+        let _ = protocol::remove(&self.dir, protocol::REQUEST_FILE);
+        let reason = format!(
+            "{}; the root helper did not answer the rollback request within {} minutes, so this version still runs (is storebox-updater.path enabled? see docs/releases.md)",
+            self.st.updater.reason.trim_end_matches("; rollback requested"),
+            INSTALL_TIMEOUT.as_secs() / 60
+        );
+        tracing::error!(reason, "updates: rollback not done");
+        self.step(Event::RollbackUnanswered(reason), |p| {
+            p.rollback_since_ms = None
         })
         .await;
     }
@@ -558,8 +593,12 @@ impl Service {
             .map(|r| r.version.clone())
             .unwrap_or_default();
         let full = reason.clone();
+        let now_ms = self.now().as_millisecond();
         if self
-            .step(Event::ProbationFailed(reason), |p| p.probation = None)
+            .step(Event::ProbationFailed(reason), |p| {
+                p.probation = None;
+                p.rollback_since_ms = Some(now_ms);
+            })
             .await
             != Some(Action::RollBack)
         {
@@ -1411,6 +1450,47 @@ mod tests {
             .map(|e| e["state"].clone())
             .collect();
         assert_eq!(last, [json!("rolled_back"), json!("failed")]);
+
+        // A rollback request the helper never takes: after the timeout it is withdrawn, the
+        // failure stands with what it means, and the updater takes assignments again.
+        let f2 = fixture(60);
+        f2.staged("2.0.0");
+        f2.at("2026-12-02T02:30:00Z");
+        let mut svc = f2.service().await;
+        svc.tick().await;
+        std::fs::remove_file(f2.dir.join("request.json")).unwrap();
+        f2.write_result("2.0.0", "installed");
+        svc.tick().await;
+        assert!(svc.st.updater.rolling_back);
+        f2.clock.advance(jiff::SignedDuration::from_mins(59));
+        svc.tick().await;
+        assert!(svc.st.updater.rolling_back, "still waiting at 59 minutes");
+        assert!(read_request(&f2.dir).unwrap().is_some());
+        f2.clock.advance(jiff::SignedDuration::from_mins(2));
+        svc.tick().await;
+        assert_eq!(
+            (svc.st.updater.state, svc.st.updater.rolling_back),
+            (State::Failed, false)
+        );
+        assert!(
+            svc.st
+                .updater
+                .reason
+                .contains("did not answer the rollback request")
+                && svc.st.updater.reason.contains("this version still runs"),
+            "{}",
+            svc.st.updater.reason
+        );
+        assert!(
+            read_request(&f2.dir).unwrap().is_none(),
+            "request withdrawn"
+        );
+        let last = f2.reported().last().cloned().unwrap();
+        assert_eq!(last["state"], "failed");
+        assert!(last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer the rollback request"));
 
         // HQ never reached during probation fails it too.
         let f = fixture(60);
