@@ -18,6 +18,7 @@ use rumqttd::protocol::{v4::V4, v5::V5, Error, Packet, Protocol};
 
 use super::acl::{self, TopicKind};
 use crate::clock::SharedClock;
+use crate::devices::payloads::{self, Invalid, Parsed};
 use crate::ops::metrics::Metrics;
 
 /// Largest part of a rejected payload kept in the dead-letter table.
@@ -45,6 +46,42 @@ pub struct Inbound {
     pub topic: Bytes,
     pub payload: Bytes,
     pub received_ms: i64,
+    /// Business events are parsed and checked ([`payloads::parse`]) when decoded, on the
+    /// connection's task, so that the single SQLite writer, which bounds how fast events are
+    /// acknowledged, only writes them (issue 17); the payload is then not kept (the parsed form
+    /// holds it) unless it was refused (dead letter). Every other kind is parsed by the writer:
+    /// telemetry is most of the volume, and one copy per queued message keeps the queue small.
+    pub parsed: Option<Result<Parsed, Invalid>>,
+}
+
+impl Inbound {
+    pub fn new(
+        device: Arc<str>,
+        kind: TopicKind,
+        topic: Bytes,
+        payload: Bytes,
+        received_ms: i64,
+    ) -> Inbound {
+        let (payload, parsed) = if kind == TopicKind::Events {
+            let parsed = payloads::parse(kind, &payload, received_ms);
+            let keep = if parsed.is_ok() {
+                Bytes::new()
+            } else {
+                payload
+            };
+            (keep, Some(parsed))
+        } else {
+            (payload, None)
+        };
+        Inbound {
+            device,
+            kind,
+            topic,
+            payload,
+            received_ms,
+            parsed,
+        }
+    }
 }
 
 /// What the ingest queue carries.
@@ -70,7 +107,15 @@ impl IngestItem {
     /// Bytes this item holds that count against the ingest queue's byte cap.
     pub fn queued_bytes(&self) -> usize {
         match self {
-            IngestItem::Message(m) => m.topic.len() + m.payload.len(),
+            IngestItem::Message(m) => {
+                m.topic.len()
+                    + m.payload.len()
+                    + match &m.parsed {
+                        Some(Ok(p)) => p.heap_bytes(),
+                        Some(Err(e)) => e.reason.len(),
+                        None => 0,
+                    }
+            }
             IngestItem::Rejected { topic, payload, .. } => topic.len() + payload.len(),
             _ => 0,
         }
@@ -857,15 +902,15 @@ impl Guard {
                             }
                         } else {
                             shared.queue(
-                                IngestItem::Message(Inbound {
+                                IngestItem::Message(Inbound::new(
                                     device,
                                     kind,
                                     // Owned copies: a slice would keep the connection's whole
                                     // read buffer alive while the message waits.
-                                    topic: Bytes::copy_from_slice(&publish.topic),
-                                    payload: Bytes::copy_from_slice(&publish.payload),
-                                    received_ms: now,
-                                }),
+                                    Bytes::copy_from_slice(&publish.topic),
+                                    Bytes::copy_from_slice(&publish.payload),
+                                    now,
+                                )),
                                 kind.as_str(),
                                 kind == TopicKind::Telemetry
                                     && publish.qos() == rumqttd::protocol::QoS::AtMostOnce,

@@ -296,7 +296,16 @@ fn write_item(
             IngestItem::Message(m) => {
                 let seen = last_seen.entry(m.device.clone()).or_insert(m.received_ms);
                 *seen = (*seen).max(m.received_ms);
-                match payloads::parse(m.kind, &m.payload, m.received_ms) {
+                // Events come parsed from the connection; everything else is parsed here.
+                let parsed_here;
+                let parsed = match &m.parsed {
+                    Some(p) => p,
+                    None => {
+                        parsed_here = payloads::parse(m.kind, &m.payload, m.received_ms);
+                        &parsed_here
+                    }
+                };
+                match parsed {
                     Ok(parsed) => apply(tx, m, parsed, ctx, out, minutes)?,
                     Err(invalid) => {
                         let topic = String::from_utf8_lossy(&m.topic);
@@ -311,7 +320,7 @@ fn write_item(
                         )?;
                         *dead += 1;
                         out.invalid.push(invalid.code);
-                        if let Some(id) = invalid.event_id {
+                        if let Some(id) = &invalid.event_id {
                             out.publishes.push((
                                 format!("devices/{}/events/ack", m.device),
                                 json!({"id": id, "status": "rejected", "reason": invalid.reason})
@@ -384,7 +393,7 @@ fn finish_batch(
 fn apply(
     tx: &Connection,
     m: &Inbound,
-    parsed: Parsed,
+    parsed: &Parsed,
     ctx: &IngestCtx,
     out: &mut Outcome,
     minutes: &mut HashMap<(Arc<str>, String, i64), Agg>,
@@ -403,7 +412,7 @@ fn apply(
             let minute = ts_ms.div_euclid(60_000) * 60_000;
             for (name, v) in metrics {
                 let a = minutes
-                    .entry((m.device.clone(), name, minute))
+                    .entry((m.device.clone(), name.clone(), minute))
                     .or_insert(Agg {
                         count: 0,
                         sum: 0.0,
@@ -412,8 +421,8 @@ fn apply(
                     });
                 a.count += 1;
                 a.sum += v;
-                a.min = a.min.min(v);
-                a.max = a.max.max(v);
+                a.min = a.min.min(*v);
+                a.max = a.max.max(*v);
             }
             out.telemetry += 1;
         }
@@ -445,10 +454,12 @@ fn apply(
             } else {
                 out.duplicates += 1;
             }
+            // The same JSON as json!({"id", "status"}), without building a map per event.
+            let id_json = serde_json::to_string(id).unwrap_or_default();
+            let status = if stored { "stored" } else { "duplicate" };
             out.publishes.push((
                 format!("devices/{device}/events/ack"),
-                json!({"id": id, "status": if stored { "stored" } else { "duplicate" }})
-                    .to_string(),
+                format!(r#"{{"id":{id_json},"status":"{status}"}}"#),
             ));
         }
         Parsed::Status {
@@ -470,12 +481,12 @@ fn apply(
             if was.is_some() {
                 out.changed.insert(device.to_string());
             }
-            if was.is_some_and(|w| (w != 0) != online) {
+            if was.is_some_and(|w| (w != 0) != *online) {
                 status_event(
                     tx,
                     device,
-                    online,
-                    if online {
+                    *online,
+                    if *online {
                         None
                     } else {
                         Some("device reported offline")
@@ -525,7 +536,7 @@ fn apply(
                 out.changed.insert(device.to_string());
                 let payload = json!({
                     "device": device, "code": code, "severity": severity, "message": message,
-                    "state": if cleared { "cleared" } else { "raised" },
+                    "state": if *cleared { "cleared" } else { "raised" },
                     "at": crate::db::ts_from_ms(m.received_ms).to_string(),
                 });
                 outbox::enqueue(
@@ -563,7 +574,7 @@ fn apply(
             }
         }
         Parsed::PriceRequest { req, sku } => {
-            let mut reply = (ctx.price)(tx, &sku, m.received_ms);
+            let mut reply = (ctx.price)(tx, sku, m.received_ms);
             if let Some(obj) = reply.as_object_mut() {
                 obj.insert("req".into(), json!(req));
             }
@@ -748,13 +759,13 @@ mod tests {
     use bytes::Bytes;
 
     fn telemetry(device: &str, n: i64) -> IngestItem {
-        IngestItem::Message(Inbound {
-            device: Arc::from(device),
-            kind: TopicKind::Telemetry,
-            topic: Bytes::from(format!("devices/{device}/telemetry")),
-            payload: Bytes::from(format!(r#"{{"metrics":{{"n":{n}}}}}"#)),
-            received_ms: 1_000 + n,
-        })
+        IngestItem::Message(Inbound::new(
+            Arc::from(device),
+            TopicKind::Telemetry,
+            Bytes::from(format!("devices/{device}/telemetry")),
+            Bytes::from(format!(r#"{{"metrics":{{"n":{n}}}}}"#)),
+            1_000 + n,
+        ))
     }
 
     /// A batch that SQLite refuses because of one item is written again item by item: the other

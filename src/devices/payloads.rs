@@ -57,6 +57,35 @@ pub enum Parsed {
     },
 }
 
+impl Parsed {
+    /// Heap bytes this holds (counted against the ingest queue's byte cap with the payload).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Parsed::Status { firmware, raw, .. } => {
+                raw.len() + firmware.as_ref().map_or(0, String::len)
+            }
+            Parsed::Telemetry { metrics, raw, .. } => {
+                raw.len() + metrics.iter().map(|(n, _)| n.len() + 32).sum::<usize>()
+            }
+            Parsed::Event {
+                id,
+                event_type,
+                raw,
+            } => id.len() + event_type.len() + raw.len(),
+            Parsed::Alert {
+                code,
+                severity,
+                message,
+                ..
+            } => code.len() + severity.len() + message.len(),
+            Parsed::CommandAck { id, message, .. } => {
+                id.len() + message.as_ref().map_or(0, String::len)
+            }
+            Parsed::PriceRequest { req, sku } => req.len() + sku.len(),
+        }
+    }
+}
+
 /// Why a payload was refused. `event_id` is set when the message was an event with a usable id,
 /// so the device can be told to stop resending it.
 #[derive(Debug, Clone, PartialEq)]
