@@ -971,4 +971,38 @@ mod tests {
         assert_eq!(connect_level(&v5[..5]).unwrap(), None);
         assert!(connect_level(&[0x30, 1, 0]).is_err());
     }
+
+    /// Events are parsed at decode time (payload dropped once parsed, kept when refused, for the
+    /// dead letter), and the queue counts the parsed form; other kinds wait for the writer.
+    #[test]
+    fn events_are_parsed_at_decode_time_and_counted_in_the_queue() {
+        let ev = |payload: &'static str| {
+            Inbound::new(
+                Arc::from("scale-1"),
+                TopicKind::Events,
+                Bytes::from_static(b"devices/scale-1/events"),
+                Bytes::from_static(payload.as_bytes()),
+                5,
+            )
+        };
+        let ok = ev(r#"{"id":"e1","type":"scale.weighed","sku":"1001","grams":250}"#);
+        assert!(matches!(&ok.parsed, Some(Ok(Parsed::Event { id, .. })) if id == "e1"));
+        assert!(ok.payload.is_empty());
+        let raw_len = match &ok.parsed {
+            Some(Ok(Parsed::Event { raw, .. })) => raw.len(),
+            _ => unreachable!(),
+        };
+        assert!(IngestItem::Message(ok).queued_bytes() >= "devices/scale-1/events".len() + raw_len);
+        let bad = ev(r#"{"id":"e2","type":"teleport"}"#);
+        assert!(matches!(&bad.parsed, Some(Err(i)) if i.code == "unknown_type"));
+        assert!(!bad.payload.is_empty(), "kept for the dead letter");
+        let t = Inbound::new(
+            Arc::from("scale-1"),
+            TopicKind::Telemetry,
+            Bytes::from_static(b"devices/scale-1/telemetry"),
+            Bytes::from_static(br#"{"metrics":{"g":1}}"#),
+            5,
+        );
+        assert!(t.parsed.is_none() && !t.payload.is_empty());
+    }
 }
