@@ -468,7 +468,14 @@ API_TOKEN=$(as_storebox token add upd-check --role staff 2>/dev/null | tail -1)
 api_get() { ctnet curl -fsS --max-time 3 -H "Authorization: Bearer $API_TOKEN" "http://$HTTP/api/v1/$1"; }
 api_version() { api_get status | jq -r .version; }
 store_updates() { api_get updates | jq -r "$1"; }
-data_intact() { as_storebox device list 2>/dev/null | grep -q '^upd-scale ' && as_storebox device list 2>/dev/null | grep -q '^scale-7 ' && test -n "$(api_version)"; }
+data_intact() {   # the devices added before, and the API token still reads the API
+  local list v
+  list=$(as_storebox device list 2>&1); v=$(api_version)
+  grep -q '^upd-scale ' <<<"$list" && grep -q '^scale-7 ' <<<"$list" && [ -n "$v" ] && return 0
+  echo "  data check: API version '$v', NRestarts $(unit_prop NRestarts), device list: $(head -c 800 <<<"$list" | tr '\n' '|')"
+  ct journalctl -u storebox --no-pager -n 15 -o cat | sed 's/^/  | /'
+  return 1
+}
 check "data written before the update (device upd-scale, API token) reads back" data_intact
 hq_seen() { hq_get /hq/v1/stores | jq -e --arg s "$STORE_ID" '.stores[] | select(.id == $s) | .last_seen // empty'; }
 check "HQ has heard from the store" wait_for 30 hq_seen
@@ -639,6 +646,10 @@ check "... rolled back to $CUR_VERSION (result rolled_back; dpkg says $CUR_VERSI
 check "after the requested rollback: $CUR_VERSION running" wait_for 30 service_ok
 check "... the API reports ${CUR_VERSION%-*}" test "$(api_version)" = "${CUR_VERSION%-*}"
 check "after the requested rollback: data intact" data_intact
+# The restored database goes on numbering its events for HQ after those the replaced one handed
+# out (HQ keeps one event per store and seq): the helper recorded that mark with the backup.
+outbox_mark() { ct sh -c "test \"\$(cat /var/lib/storebox-updater/backups/*-before-$NEXT_VERSION/outbox-seq)\" -gt 0"; }
+check "... the restore carried the outbox's numbering over (outbox-seq kept with the backup)" outbox_mark
 echo "  helper journal (last 8 lines):"; ct journalctl -u storebox-updater --no-pager -n 8 -o cat | sed 's/^/  | /'
 UPD_S=$(( $(date +%s) - UPD_T0 ))
 echo "  self-update phase: $UPD_S s"
