@@ -489,6 +489,104 @@ fn write_atomic(
     Ok(())
 }
 
+/// The file in a backup directory that records the outbox's high-water mark of the database the
+/// backup replaced (so that a restore done again after an interruption still knows it).
+const OUTBOX_MARK: &str = "outbox-seq";
+
+/// The highest outbox sequence number `db` ever handed out (AUTOINCREMENT's `sqlite_sequence`, or
+/// the highest row). None: no such file, or not readable as a store database.
+fn outbox_high_water(db: &Path) -> Option<i64> {
+    if !db.is_file() {
+        return None;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .ok()?;
+    conn.query_row(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),
+                    coalesce((SELECT max(seq) FROM outbox), 0))",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| tracing::warn!(db = %db.display(), error = %e, "reading the outbox sequence"))
+    .ok()
+}
+
+/// Raises the outbox's AUTOINCREMENT counter of `db` to at least `at_least`.
+fn raise_outbox_seq(db: &Path, at_least: i64) -> rusqlite::Result<()> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let updated = conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'outbox'",
+        [at_least],
+    )?;
+    if updated == 0 {
+        conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)",
+            [at_least],
+        )?;
+    }
+    conn.close().map_err(|(_, e)| e)
+}
+
+/// Puts the database backup in `backup` in place of `db`, owned by `owner`, and carries the
+/// outbox's sequence over: HQ stores store events once per `(store, seq)` (docs/sync-protocol.md),
+/// and the version being rolled back may have pushed events numbered after the backup (its
+/// `probation`, `failed`, sales during probation). Restored as it was, the database would number
+/// its next events (`rolled_back`, the next sales) with those same seqs, and HQ would drop them
+/// as duplicates. So the restored outbox continues after the highest seq the replaced database
+/// had handed out (recorded in the backup directory first, so a restore done again after an
+/// interruption still continues after it).
+fn restore_database(db: &Path, backup: &Path, owner: (u32, u32)) -> Result<(), HelperError> {
+    if !backup.join("storebox.db").is_file() {
+        return Err(HelperError::Refused(format!(
+            "no database backup in {}",
+            backup.display()
+        )));
+    }
+    let mark = backup.join(OUTBOX_MARK);
+    let recorded = fs::read_to_string(&mark)
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    let high_water = outbox_high_water(db).max(recorded);
+    if let Some(hw) = high_water.filter(|hw| Some(*hw) != recorded) {
+        write_atomic(&mark, format!("{hw}\n").as_bytes(), 0o600, None)?;
+    }
+    for suffix in ["-wal", "-shm", ""] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
+        }
+    }
+    for suffix in ["", "-wal"] {
+        let from = backup.join(format!("storebox.db{suffix}"));
+        if !from.exists() {
+            continue;
+        }
+        let to = PathBuf::from(format!("{}{suffix}", db.display()));
+        copy_in(&from, &to, u64::MAX / 2)?;
+    }
+    if let Some(hw) = high_water {
+        raise_outbox_seq(db, hw).map_err(|e| HelperError::Io {
+            what: format!(
+                "carrying the outbox sequence ({hw}) over to the restored {}",
+                db.display()
+            ),
+            source: std::io::Error::other(e),
+        })?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let to = PathBuf::from(format!("{}{suffix}", db.display()));
+        if to.exists() {
+            std::os::unix::fs::chown(&to, Some(owner.0), Some(owner.1))
+                .map_err(io(format!("chown {}", to.display())))?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies a file (not through a symlink, at most `max` bytes) into the helper's directory.
 fn copy_in(from: &Path, to: &Path, max: u64) -> Result<(), HelperError> {
     let mut src = OpenOptions::new()
@@ -994,31 +1092,7 @@ impl Helper<'_> {
     fn restore_db(&self, backup: &Path) -> Result<(), HelperError> {
         let meta = fs::metadata(&self.paths.data_dir)
             .map_err(io(format!("reading {}", self.paths.data_dir.display())))?;
-        if !backup.join("storebox.db").is_file() {
-            return Err(HelperError::Refused(format!(
-                "no database backup in {}",
-                backup.display()
-            )));
-        }
-        for suffix in ["-wal", "-shm", ""] {
-            let p = PathBuf::from(format!("{}{suffix}", self.paths.db.display()));
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
-            }
-        }
-        for suffix in ["", "-wal"] {
-            let from = backup.join(format!("storebox.db{suffix}"));
-            if !from.exists() {
-                continue;
-            }
-            let to = PathBuf::from(format!("{}{suffix}", self.paths.db.display()));
-            copy_in(&from, &to, u64::MAX / 2)?;
-            std::os::unix::fs::chown(&to, Some(meta.uid()), Some(meta.gid()))
-                .map_err(io(format!("chown {}", to.display())))?;
-        }
-        Ok(())
+        restore_database(&self.paths.db, backup, (meta.uid(), meta.gid()))
     }
 
     /// Restores the kept package and the backup, starts storebox: outcome `rolled_back`, or
@@ -1144,6 +1218,98 @@ mod tests {
             "manifest":"/var/lib/storebox/updates/staged/storebox_0.2.0_amd64.deb.manifest.json",
             "probation_seconds":60,"requested_at":"2026-11-30T02:00:00Z"{extra}}}"#
         )
+    }
+
+    /// A store database at `path` whose outbox handed out `n` events (ids `prefix-1…`).
+    fn store_db_with_events(path: &Path, prefix: &str, n: usize) {
+        let db = crate::db::Db::open(path).unwrap();
+        db.write_blocking(|c| {
+            for i in 1..=n {
+                crate::outbox::enqueue(
+                    c,
+                    &format!("{prefix}-{i}"),
+                    crate::proto::StoreEventType::ReleaseStatus,
+                    crate::outbox::Class::Business,
+                    "{}",
+                    1,
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// The seq of the next event the database at `path` queues, and the ids it held before.
+    fn next_event(path: &Path) -> (i64, Vec<String>) {
+        let db = crate::db::Db::open(path).unwrap();
+        db.write_blocking(|c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM outbox ORDER BY seq")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            crate::outbox::enqueue(
+                c,
+                "after-restore",
+                crate::proto::StoreEventType::ReleaseStatus,
+                crate::outbox::Class::Business,
+                "{}",
+                2,
+            )?;
+            let seq = c.query_row(
+                "SELECT seq FROM outbox WHERE id = 'after-restore'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((seq, ids))
+        })
+        .unwrap()
+    }
+
+    /// The version being rolled back pushed events numbered after the backup; the restored
+    /// database must not number its next events with those seqs (HQ keeps one event per
+    /// `(store, seq)` and would drop them as duplicates), also when the restore is done again
+    /// after an interruption that left no database behind.
+    #[test]
+    fn a_restored_database_numbers_its_next_events_after_those_of_the_replaced_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backup = tmp.path().join("backups/t-before-0.3.0");
+        let db = tmp.path().join("data/storebox.db");
+        store_db_with_events(&backup.join("storebox.db"), "old", 2);
+        store_db_with_events(&db, "new", 5);
+        let me = {
+            let m = fs::metadata(tmp.path()).unwrap();
+            (m.uid(), m.gid())
+        };
+        restore_database(&db, &backup, me).unwrap();
+        assert_eq!(fs::read_to_string(backup.join(OUTBOX_MARK)).unwrap(), "5\n");
+        for suffix in ["-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", db.display()));
+            assert!(
+                !p.exists() || fs::metadata(&p).unwrap().uid() == me.0,
+                "{}",
+                p.display()
+            );
+        }
+        let (seq, ids) = next_event(&db);
+        assert_eq!(ids, ["old-1", "old-2"], "the backup's events are back");
+        assert_eq!(seq, 6, "continues after the replaced database's 5");
+
+        // Done again (a rollback interrupted after the database was removed): the mark holds.
+        fs::remove_file(&db).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        restore_database(&db, &backup, me).unwrap();
+        assert_eq!(next_event(&db).0, 6);
+
+        // A backup with no mark and nothing to replace restores as it was.
+        let plain = tmp.path().join("backups/t-before-0.4.0");
+        store_db_with_events(&plain.join("storebox.db"), "p", 3);
+        let other = tmp.path().join("data2/storebox.db");
+        fs::create_dir_all(other.parent().unwrap()).unwrap();
+        restore_database(&other, &plain, me).unwrap();
+        assert!(!plain.join(OUTBOX_MARK).exists());
+        assert_eq!(next_event(&other).0, 4);
     }
 
     #[test]

@@ -3,10 +3,14 @@
 # systemd-nspawn, installs the .deb with apt exactly like on a store's mini-PC, and checks the
 # service end to end: running and enabled, hardening score, /healthz and the UI, device
 # credentials over MQTT, the watchdog, a reboot, purge, an upgrade from the previous package
-# that keeps data and an edited config, and self-updates through the root update helper
-# (storebox-updater: a signed next version, a version that fails its health check and is rolled
-# back, a tampered package, a power loss mid-install). Prints PASS/FAIL per check and
-# "N passed, M failed"; exits non-zero if any check failed.
+# that keeps data and an edited config, and self-updates through HQ: storebox-hq.service runs in
+# the container, the test uploads signed releases and starts rollouts there, the store takes
+# them from HQ's feed and the root update helper (storebox-updater) installs: a signed next
+# version ends up running and committed (HQ's rollout completed), a version that fails its health
+# check is rolled back by itself and HQ aborts its rollout, a tampered package is refused by HQ.
+# Then the helper's own checks: no way back, a reused serial, a tampered package, a power loss
+# mid-install, a rollback the store asks for. Prints PASS/FAIL per check and "N passed, M
+# failed"; exits non-zero if any check failed.
 #
 # Usage: tests/install/run.sh [CURRENT.deb [NEXT.deb]]
 #   Without an argument the package is built with scripts/build-deb.sh. The "previous" package
@@ -15,7 +19,7 @@
 #   `scripts/build-deb.sh --deb-version <upstream version>+upd1`) is the version the self-update installs;
 #   it must report its own version (`storebox version`).
 # Needs root and: systemd-nspawn (systemd-container), debootstrap, zstd, nsenter (util-linux),
-# curl, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
+# curl, jq, mosquitto_pub (mosquitto-clients), lintian, dpkg-deb. .ci/run installs them.
 #
 # Works on hosts whose PID 1 is not systemd: the container runs with --register=no --keep-unit
 # and commands enter it with nsenter. It has a private network namespace (only its own
@@ -55,7 +59,7 @@ fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$1"); echo "FAIL: $1${2:+ -- $2
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, systemd-nspawn)"
-for c in systemd-nspawn debootstrap zstd nsenter curl mosquitto_pub lintian dpkg-deb; do
+for c in systemd-nspawn debootstrap zstd nsenter curl jq mosquitto_pub lintian dpkg-deb; do
   command -v "$c" >/dev/null || die "missing tool: $c (.ci/run installs it)"
 done
 
@@ -380,56 +384,106 @@ check "after upgrade: the hq admin token was kept (same token, 0640 root:storebo
   "$(ct stat -c '%U:%G %a' /etc/storebox/hq-admin.token) $(ct sha256sum /etc/storebox/hq-admin.token)" = \
   "root:storebox-hq 640 $HQ_TOKEN_BEFORE"
 # ---------------------------------------------------------------------------------------------
-# Self-update through the root helper (storebox-updater.path/.service, docs/releases.md). HQ's
-# release and rollout endpoints are not in this tree yet, so the test plays the store's side of
-# the file protocol itself: it stages the package and manifest and writes request.json as user
-# storebox, atomically, exactly as the store process does ("store (simulated)" below).
-step "self-update: $CUR_VERSION -> $NEXT_VERSION, a bad $BAD_VERSION, a tampered package, a power loss"
+# Self-update (docs/releases.md). HQ runs inside the container (storebox-hq.service, trusting the
+# test's release key, rollout engine ticking every second) and the store is one of its stores;
+# the release engineer is this script: it signs on the host with `storebox release sign`, uploads
+# with `POST /hq/v1/releases` and starts rollouts with `POST /hq/v1/rollouts` (curl from the host
+# inside the container's network namespace). The store process downloads, verifies, stages,
+# waits for its window and writes request.json; the root helper (storebox-updater.path/.service)
+# installs; the store's probation commits; every state reaches HQ as release.status.
+# The helper's own refusals and repairs that no HQ flow reaches (no way back, a reused serial, a
+# tampered package handed to the helper, a power loss mid-install, a rollback the store asks for)
+# are driven by writing request.json here as the store would ("store (simulated)" below).
+step "self-update: HQ in the container; $CUR_VERSION -> $NEXT_VERSION, a bad $BAD_VERSION, a tampered package; helper checks"
 UPD_T0=$(date +%s); UPD_BUDGET=420   # the whole phase must finish within this many seconds
 UPD=/var/lib/storebox/updates
 STAGED=$UPD/staged
 KEYS=$WORK/keys
+STORE_ID=store-local   # the packaged config's store.id
+HQ_HTTP=127.0.0.1:8090 # the packaged hq.toml's listen, inside the container
 "$HOSTBIN/storebox" release keygen --out "$KEYS" >/dev/null || die "release keygen failed"
 PUB=$(cat "$KEYS/release.pub")
 sign() {   # sign NAME: signs $DEBDIR/NAME (manifest next to it), prints the serial
   "$HOSTBIN/storebox" release sign --key "$KEYS/release.key" --expires-days 2 "$DEBDIR/$1" >/dev/null \
     || die "signing $1 failed"
-  sed -n 's/.*"serial": *\([0-9]*\).*/\1/p' "$DEBDIR/$1.manifest.json"
+  jq -r .serial "$DEBDIR/$1.manifest.json"
 }
-cp "$DEBDIR/next.deb" "$DEBDIR/u-next.deb"; S_NEXT=$(sign u-next.deb)
-cp "$DEBDIR/bad.deb" "$DEBDIR/u-bad.deb"; S_BAD=$(sign u-bad.deb)
-cp "$DEBDIR/bad.deb" "$DEBDIR/u-tampered.deb"; S_TAMPERED=$(sign u-tampered.deb)
-cp "$DEBDIR/bad.deb" "$DEBDIR/u-powerloss.deb"; S_POWER=$(sign u-powerloss.deb)
+# Signed in the order they are used, so each serial is above every one the helper saw before.
+cp "$DEBDIR/next.deb" "$DEBDIR/u-next.deb"; S_UNEXT=$(sign u-next.deb)       # no way back
+cp "$DEBDIR/next.deb" "$DEBDIR/h-next.deb"; S_NEXT=$(sign h-next.deb)        # through HQ
+cp "$DEBDIR/bad.deb" "$DEBDIR/h-bad.deb"; S_BAD=$(sign h-bad.deb)            # through HQ
+cp "$DEBDIR/bad.deb" "$DEBDIR/h-tampered.deb"; S_TAMPERED=$(sign h-tampered.deb)  # HQ and helper
+cp "$DEBDIR/bad.deb" "$DEBDIR/u-powerloss.deb"; S_POWER=$(sign u-powerloss.deb)   # power loss
 # The tampered one: one byte flipped after signing (the manifest stays valid).
-SZ=$(stat -c %s "$DEBDIR/u-tampered.deb"); OFF=$((SZ / 2))
-B=$(od -An -tu1 -j "$OFF" -N1 "$DEBDIR/u-tampered.deb" | tr -d ' ')
-printf "\\$(printf %03o $((B ^ 1)))" | dd of="$DEBDIR/u-tampered.deb" bs=1 seek="$OFF" conv=notrunc status=none
-echo "  signed with key $(cut -c1-20 <<<"$PUB")…: serials next $S_NEXT, bad $S_BAD, tampered $S_TAMPERED, power-loss $S_POWER"
+SZ=$(stat -c %s "$DEBDIR/h-tampered.deb"); OFF=$((SZ / 2))
+B=$(od -An -tu1 -j "$OFF" -N1 "$DEBDIR/h-tampered.deb" | tr -d ' ')
+printf "\\$(printf %03o $((B ^ 1)))" | dd of="$DEBDIR/h-tampered.deb" bs=1 seek="$OFF" conv=notrunc status=none
+echo "  signed with key $(cut -c1-20 <<<"$PUB")…: serials no-way-back $S_UNEXT, next $S_NEXT, bad $S_BAD, tampered $S_TAMPERED, power-loss $S_POWER"
 
-# The root-owned config holds the public key (a second [updates] table would be a TOML error).
+# HQ: the packaged hq.toml plus the release key and a 1 s rollout tick; the store registered in
+# group pilot, its token in /etc/storebox/hq.token (0640 root:storebox).
+T=$(now)
+ct sed -i -e '/^\[hq_server\]/a rollout_tick_seconds = 1' \
+  -e "/^\[hq_server\]/a release_public_keys = [\"$PUB\"]" /etc/storebox/hq.toml
+hq_config_ok() { ct runuser -u storebox-hq -- storebox check-config --config /etc/storebox/hq.toml >/dev/null; }
+check "hq.toml with release_public_keys passes check-config (as the HQ user)" hq_config_ok
+ct systemctl start storebox-hq
+hq_up() { ctnet curl -fsS --max-time 3 "http://$HQ_HTTP/healthz"; }
+check "storebox-hq.service runs in the container and answers" wait_for 30 hq_up
+HQ_ADMIN=$(ct cat /etc/storebox/hq-admin.token)
+hq_get() { ctnet curl -fsS --max-time 10 -H "Authorization: Bearer $HQ_ADMIN" "http://$HQ_HTTP$1"; }
+OUT=$(ct runuser -u storebox-hq -- storebox hq store add "$STORE_ID" --group pilot 2>"$WORK/hq-store-add.err"); RC=$?
+[ "$RC" = 0 ] || cat "$WORK/hq-store-add.err"
+STORE_TOKEN=$(tail -1 <<<"$OUT")
+check "storebox hq store add $STORE_ID --group pilot prints a token" test "$RC" = 0 -a -n "$STORE_TOKEN"
+ct sh -c "umask 027 && printf '%s\n' '$STORE_TOKEN' > /etc/storebox/hq.token && chgrp storebox /etc/storebox/hq.token"
+
+# The store: [hq] url + token_file; [updates] public_key, a window around now and trading hours
+# away from it (store.timezone is UTC), a 10 s probation. The root-owned config also holds the
+# key the helper trusts.
+H=$(date -u +%-H)
+hh() { printf '%02d:00' $(( ($1 + 24) % 24 )); }
+WINDOW="$(hh $((H - 1)))-$(hh $((H + 3)))"; TRADING="$(hh $((H + 5)))-$(hh $((H + 8)))"
+ct sed -i "/^\[hq\]/,/^\[/ s|^url = .*|url = \"http://$HQ_HTTP\"\ntoken_file = \"/etc/storebox/hq.token\"|" "$CONF"
+UPD_KEYS="public_key = \"$PUB\"\nwindow = \"$WINDOW\"\ntrading_hours = \"$TRADING\"\nprobation_seconds = 10"
 if ct grep -q '^\[updates\]' "$CONF"; then
-  ct sed -i "/^\[updates\]/a public_key = \"$PUB\"" "$CONF"
+  ct sed -i "/^\[updates\]/a $UPD_KEYS" "$CONF"
 else
-  ct sh -c "printf '\n[updates]\npublic_key = \"%s\"\n' '$PUB' >> $CONF"
+  ct sh -c "printf '\n[updates]\n$UPD_KEYS\n' >> $CONF"
 fi
-config_ok() { as_storebox check-config >/dev/null; }
-check "config with [updates] public_key passes check-config" config_ok
+CC=$(as_storebox check-config 2>&1); echo "$CC" | sed 's/^/  | /'
+check "store config with [hq] and [updates] passes check-config (updates on, window $WINDOW, trading hours $TRADING)" \
+  grep -q "updates on: install window $WINDOW" <<<"$CC"
+ct systemctl restart storebox
+check "the store runs with HQ configured" wait_for 30 service_ok
 check "storebox-updater.path is enabled and active (shipped in the package)" \
   test "$(ct systemctl is-enabled storebox-updater.path) $(ct systemctl is-active storebox-updater.path)" = "enabled active"
 check "storebox-updater.service is a oneshot of its own, not started by the package" \
   test "$(ct systemctl show -p Type --value storebox-updater) $(ct systemctl is-active storebox-updater)" = "oneshot inactive"
 
 # Data written before the updates: a device and an API token (the token also reads the running
-# version from /api/v1/status).
+# version from /api/v1/status and the update state from /api/v1/updates).
 as_storebox device add upd-scale --kind scale > /dev/null 2>&1
 API_TOKEN=$(as_storebox token add upd-check --role staff 2>/dev/null | tail -1)
-api_version() { ctnet curl -fsS --max-time 3 -H "Authorization: Bearer $API_TOKEN" "http://$HTTP/api/v1/status" | sed -n 's/.*"version":"\([^"]*\)".*/\1/p'; }
-data_intact() { as_storebox device list 2>/dev/null | grep -q '^upd-scale ' && as_storebox device list 2>/dev/null | grep -q '^scale-7 ' && test -n "$(api_version)"; }
+api_get() { ctnet curl -fsS --max-time 3 -H "Authorization: Bearer $API_TOKEN" "http://$HTTP/api/v1/$1"; }
+api_version() { api_get status | jq -r .version; }
+store_updates() { api_get updates | jq -r "$1"; }
+data_intact() {   # the devices added before, and the API token still reads the API
+  local list v
+  list=$(as_storebox device list 2>&1); v=$(api_version)
+  grep -q '^upd-scale ' <<<"$list" && grep -q '^scale-7 ' <<<"$list" && [ -n "$v" ] && return 0
+  echo "  data check: API version '$v', NRestarts $(unit_prop NRestarts), device list: $(head -c 800 <<<"$list" | tr '\n' '|')"
+  ct journalctl -u storebox --no-pager -n 15 -o cat | sed 's/^/  | /'
+  return 1
+}
 check "data written before the update (device upd-scale, API token) reads back" data_intact
+hq_seen() { hq_get /hq/v1/stores | jq -e --arg s "$STORE_ID" '.stores[] | select(.id == $s) | .last_seen // empty'; }
+check "HQ has heard from the store" wait_for 30 hq_seen
+echo "  HQ set up, store connected: $(since "$T") s"
 
 # store (simulated): stage NAME, then write request.json with JSON, as user storebox, atomically
 store_stage() {
-  ct install -d -o storebox -g storebox -m 0750 "$UPD" "$STAGED"
+  ct install -d -o storebox -g storebox -m 0700 "$UPD" "$STAGED"
   ct install -o storebox -g storebox -m 0640 "/srv/debs/$1" "$STAGED/$1"
   ct install -o storebox -g storebox -m 0640 "/srv/debs/$1.manifest.json" "$STAGED/$1.manifest.json"
 }
@@ -441,18 +495,17 @@ install_request() {   # install_request NAME VERSION SERIAL PROBATION
   store_stage "$1"
   store_request "{\"action\":\"install\",\"version\":\"$2\",\"serial\":$3,\"rollout\":\"install-test\",\"package\":\"$STAGED/$1\",\"manifest\":\"$STAGED/$1.manifest.json\",\"probation_seconds\":$4,\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
 }
-# The helper's result: its root-only copy (the store process, when it runs its updates service,
-# reads and removes result.json itself; the copy is what this test reads).
+# The helper's result: its root-only copy (the store process reads and removes result.json).
 LAST_RESULT=/var/lib/storebox-updater/last-result.json
 has_result() { ct test -s "$LAST_RESULT"; }
-result_field() { ct cat "$LAST_RESULT" | sed -n "s/^ *\"$1\": *\"\\(.*\\)\",\\{0,1\\}\$/\\1/p"; }
+result_field() { ct cat "$LAST_RESULT" | jq -r ".$1"; }
 show_result() { echo "  result: $(ct cat "$LAST_RESULT" 2>/dev/null | tr -d '\n' | tr -s ' ')"; }
 installed() { ct dpkg-query -W -f='${Version} ${Status}' storebox; }
 
 # 1. No way back: the running version's package is nowhere on the box (installed from a file,
 #    not from an apt repository) -> refused, nothing touched.
 PID_BEFORE=$(unit_prop MainPID)
-install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
+install_request u-next.deb "$NEXT_VERSION" "$S_UNEXT" 10
 check "store (simulated) request without the running version's package: the helper answers" wait_for 60 has_result
 show_result
 check "... refused (outcome failed, 'no way back'), $CUR_VERSION untouched and still running (same PID)" test \
@@ -460,48 +513,107 @@ check "... refused (outcome failed, 'no way back'), $CUR_VERSION untouched and s
   "failed|no way back|$CUR_VERSION install ok installed|$PID_BEFORE"
 check "request.json consumed; result.json for the store owned by storebox (unless the store already took it)" test \
   "$(ct sh -c "test -e $UPD/request.json && echo left"; ct sh -c "test -e $UPD/result.json && stat -c %U $UPD/result.json || echo storebox")" = "storebox"
-
-# 2. The good update. apt keeps what it downloads from a repository in its archives; the test
-#    puts the running version's package there as a repository install would have.
+ct rm -rf "$STAGED"
+# apt keeps what it downloads from a repository in its archives; the test puts the running
+# version's package there as a repository install would have.
 ct install -m 0644 /srv/debs/current.deb "/var/cache/apt/archives/storebox_${CUR_VERSION}_amd64.deb"
+
+# HQ: upload NAME (prints the body, then the HTTP status on a line of its own); start a rollout
+hq_upload() {
+  ctnet curl -sS --max-time 60 -H "Authorization: Bearer $HQ_ADMIN" -F "package=@$DEBDIR/$1" \
+    -F "manifest=@$DEBDIR/$1.manifest.json" -w '\n%{http_code}' "http://$HQ_HTTP/hq/v1/releases"
+}
+hq_rollout() {   # hq_rollout VERSION: an urgent rollout to all stores; prints the rollout's id
+  local out
+  out=$(ctnet curl -sS --max-time 30 -H "Authorization: Bearer $HQ_ADMIN" -H 'content-type: application/json' \
+    -d "{\"version\":\"$1\",\"waves\":[{\"all\":true,\"min_success_percent\":100,\"soak_minutes\":0}],\"abort_failure_percent\":0,\"store_timeout_minutes\":10,\"urgent\":true}" \
+    "http://$HQ_HTTP/hq/v1/rollouts")
+  jq -r '.id // empty' <<<"$out" 2>/dev/null | grep . || { echo "  rollout refused: $out" >&2; return 1; }
+}
+# "<rollout state> <the store's state in it>"
+rollout_state() { hq_get "/hq/v1/rollouts/$1" | jq -r --arg s "$STORE_ID" '.state + " " + ([.waves[].stores[] | select(.store == $s) | .state][0] // "none")'; }
+rollout_is() { test "$(rollout_state "$1")" = "$2"; }
+# The release.status states HQ received from the store for a rollout, in order.
+hq_reports() {
+  hq_get "/hq/v1/store-events?store=$STORE_ID&type=release.status&limit=1000" |
+    jq -r --arg r "$1" '[.events[].payload | select(.rollout == $r) | .state] | join(" ")'
+}
+
+# 2. N+1 published at HQ and rolled out (urgent, one wave of all stores): the store downloads,
+#    verifies, stages, asks the helper, which installs; the store's probation commits.
 T=$(now)
-install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
-check "store (simulated) requests $NEXT_VERSION: the helper finishes" wait_for 180 has_result
-echo "  install + 10 s probation took $(since "$T") s"; show_result
-check "$NEXT_VERSION installed (result installed, previous $CUR_VERSION; dpkg says so)" test \
-  "$(result_field outcome) $(result_field previous_version) $(installed)" = \
-  "installed $CUR_VERSION $NEXT_VERSION install ok installed"
+OUT=$(hq_upload h-next.deb)
+check "release engineer uploads $NEXT_VERSION to HQ (201)" test "$(tail -1 <<<"$OUT")" = 201
+R_NEXT=$(hq_rollout "$NEXT_VERSION")
+check "... and starts an urgent rollout of it to all stores" test -n "$R_NEXT"
+dpkg_says() { test "$(installed)" = "$1 install ok installed"; }
+check "HQ → store → helper: dpkg says $NEXT_VERSION" wait_for 180 dpkg_says "$NEXT_VERSION"
+echo "  from upload to $NEXT_VERSION installed: $(since "$T") s"
+check "HQ's rollout of $NEXT_VERSION: completed, the store committed" wait_for 120 rollout_is "$R_NEXT" "completed committed"
+echo "  from upload to HQ's rollout completed: $(since "$T") s"
+echo "  the store reported to HQ: $(hq_reports "$R_NEXT")"
+check "... HQ received downloading, staged, installing, probation, committed" \
+  test "$(hq_reports "$R_NEXT")" = "downloading staged installing probation committed"
+check "... the rollout counts 1 succeeded, 0 failed" \
+  test "$(hq_get "/hq/v1/rollouts/$R_NEXT" | jq -c '[.counts.succeeded, .counts.failed]')" = "[1,0]"
+check "the store says committed, running $NEXT_VERSION (/api/v1/updates)" \
+  test "$(store_updates '.state + " " + .running_version')" = "committed $NEXT_VERSION"
 check "$NEXT_VERSION is running: active, enabled, /healthz" wait_for 30 service_ok
 check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
 check "after $NEXT_VERSION: data intact" data_intact
 check "the helper kept both packages and a database backup (root-only)" ct sh -c \
   "test -s /var/lib/storebox-updater/packages/storebox_${CUR_VERSION}_amd64.deb && test -s /var/lib/storebox-updater/packages/storebox_${NEXT_VERSION}_amd64.deb && ls /var/lib/storebox-updater/backups/*/storebox.db >/dev/null && test \"\$(stat -c '%U %a' /var/lib/storebox-updater)\" = 'root 700'"
-install_request u-next.deb "$NEXT_VERSION" "$S_NEXT" 10
-wait_for 60 has_result
-check "the same serial again is refused naming the serial check" test \
-  "$(result_field outcome)|$(result_field reason | grep -o 'check `serial` failed')" = "failed|check \`serial\` failed"
 
-# 3. A version that fails its health check: rolled back by the helper itself.
+# 3. The bad version through HQ: its serve fails at once; the helper rolls back by itself, the
+#    store reports rolled_back, HQ aborts the rollout (abort_failure_percent 0).
 T=$(now)
-install_request u-bad.deb "$BAD_VERSION" "$S_BAD" 10
-check "store (simulated) requests the bad $BAD_VERSION: the helper finishes" wait_for 240 has_result
-echo "  bad install + rollback took $(since "$T") s"; show_result
-check "$BAD_VERSION rolled back to $NEXT_VERSION (result rolled_back; dpkg says $NEXT_VERSION)" test \
+OUT=$(hq_upload h-bad.deb)
+check "release engineer uploads the bad $BAD_VERSION to HQ (201)" test "$(tail -1 <<<"$OUT")" = 201
+R_BAD=$(hq_rollout "$BAD_VERSION")
+check "... and starts an urgent rollout of it" test -n "$R_BAD"
+check "HQ's rollout of $BAD_VERSION is aborted, the store rolled_back" wait_for 240 rollout_is "$R_BAD" "aborted rolled_back"
+echo "  from upload to HQ's rollout aborted with the store rolled back: $(since "$T") s"
+echo "  rollout: $(hq_get "/hq/v1/rollouts/$R_BAD" | jq -c '{state, reason, counts}')"
+echo "  the store reported to HQ: $(hq_reports "$R_BAD")"
+echo "  helper: $(ct cat "$LAST_RESULT" 2>/dev/null | jq -c '{outcome, reason}')"
+check "... dpkg says $NEXT_VERSION (the helper's result: rolled_back)" test \
   "$(result_field outcome) $(installed)" = "rolled_back $NEXT_VERSION install ok installed"
+check "the store says rolled_back for $BAD_VERSION, running $NEXT_VERSION" \
+  test "$(store_updates '.state + " " + .running_version')" = "rolled_back $NEXT_VERSION"
 check "after the rollback: $NEXT_VERSION running" wait_for 30 service_ok
 check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
 check "after the rollback: data intact" data_intact
 
-# 4. A tampered package (one byte flipped, manifest valid): refused before anything is touched.
+# 4. A tampered package (one byte flipped after signing, manifest valid) uploaded to HQ: refused,
+#    naming the check; nothing assigned, nothing touched.
 PID_BEFORE=$(unit_prop MainPID)
-install_request u-tampered.deb "$BAD_VERSION" "$S_TAMPERED" 10
-check "store (simulated) requests a tampered package: the helper answers" wait_for 60 has_result
+N_RELEASES=$(hq_get /hq/v1/releases | jq '.releases | length')
+OUT=$(hq_upload h-tampered.deb)
+echo "  HQ: $(tr '\n' ' ' <<<"$OUT")"
+check "HQ refuses the tampered package: 400 invalid_release, check sha256" test \
+  "$(tail -1 <<<"$OUT")|$(grep -o 'invalid_release' <<<"$OUT" | head -1)|$(grep -o 'check `sha256` failed' <<<"$OUT")" = \
+  "400|invalid_release|check \`sha256\` failed"
+check "... HQ registered nothing ($N_RELEASES releases)" test "$(hq_get /hq/v1/releases | jq '.releases | length')" = "$N_RELEASES"
+check "... $NEXT_VERSION keeps running (same PID, API)" test \
+  "$(installed)|$(unit_prop MainPID)|$(api_version)" = "$NEXT_VERSION install ok installed|$PID_BEFORE|$NEXT_VERSION"
+# HQ's part ends here: the steps below write the store's requests themselves, and a store that
+# follows HQ's feed would take part in them.
+ct systemctl stop storebox-hq
+
+# 5. The helper on its own. A serial it has seen (N+1's, below the bad one's) is refused.
+install_request h-next.deb "$NEXT_VERSION" "$S_NEXT" 10
+check "store (simulated) requests $NEXT_VERSION with a serial already used: the helper answers" wait_for 60 has_result
+check "... refused naming the serial check" test \
+  "$(result_field outcome)|$(result_field reason | grep -o 'check `serial` failed')" = "failed|check \`serial\` failed"
+# The tampered package handed straight to the helper: refused before anything is touched.
+install_request h-tampered.deb "$BAD_VERSION" "$S_TAMPERED" 10
+check "store (simulated) requests the tampered package: the helper answers" wait_for 60 has_result
 show_result
-check "tampered package refused (check sha256), $NEXT_VERSION keeps running (same PID)" test \
+check "the helper refuses it too (check sha256), $NEXT_VERSION keeps running (same PID)" test \
   "$(result_field outcome)|$(result_field reason | grep -o 'check `sha256` failed')|$(installed)|$(unit_prop MainPID)" = \
   "failed|check \`sha256\` failed|$NEXT_VERSION install ok installed|$PID_BEFORE"
 
-# 5. Power loss mid-install: a test hook (a runtime drop-in, gone at the next boot) stalls the
+# 6. Power loss mid-install: a test hook (a runtime drop-in, gone at the next boot) stalls the
 #    helper after `dpkg --unpack`; the container is then killed outright (SIGKILL to its PID 1)
 #    and booted again. The helper's journal is still there, so the path unit starts it at boot,
 #    which finds its journal: dpkg --configure -a, then back to the kept package and backup.
@@ -523,7 +635,7 @@ check "... journal and request gone" ct sh -c "! test -e /var/lib/storebox-updat
 check "after the power loss: $NEXT_VERSION running" wait_for 30 service_ok
 check "... the API reports $NEXT_VERSION" test "$(api_version)" = "$NEXT_VERSION"
 check "after the power loss: data intact" data_intact
-# 6. The store's own probation failed after a committed install: it asks for a rollback of
+# 7. The store's own probation failed after a committed install: it asks for a rollback of
 #    $NEXT_VERSION; the helper restores the version before its last install and that backup.
 T=$(now)
 store_request "{\"action\":\"rollback\",\"version\":\"$NEXT_VERSION\",\"reason\":\"store probation: HQ unreachable (install test)\",\"requested_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
@@ -534,6 +646,10 @@ check "... rolled back to $CUR_VERSION (result rolled_back; dpkg says $CUR_VERSI
 check "after the requested rollback: $CUR_VERSION running" wait_for 30 service_ok
 check "... the API reports ${CUR_VERSION%-*}" test "$(api_version)" = "${CUR_VERSION%-*}"
 check "after the requested rollback: data intact" data_intact
+# The restored database goes on numbering its events for HQ after those the replaced one handed
+# out (HQ keeps one event per store and seq): the helper recorded that mark with the backup.
+outbox_mark() { ct sh -c "test \"\$(cat /var/lib/storebox-updater/backups/*-before-$NEXT_VERSION/outbox-seq)\" -gt 0"; }
+check "... the restore carried the outbox's numbering over (outbox-seq kept with the backup)" outbox_mark
 echo "  helper journal (last 8 lines):"; ct journalctl -u storebox-updater --no-pager -n 8 -o cat | sed 's/^/  | /'
 UPD_S=$(( $(date +%s) - UPD_T0 ))
 echo "  self-update phase: $UPD_S s"
