@@ -468,11 +468,17 @@ API_TOKEN=$(as_storebox token add upd-check --role staff 2>/dev/null | tail -1)
 api_get() { ctnet curl -fsS --max-time 3 -H "Authorization: Bearer $API_TOKEN" "http://$HTTP/api/v1/$1"; }
 api_version() { api_get status | jq -r .version; }
 store_updates() { api_get updates | jq -r "$1"; }
-data_intact() {   # the devices added before, and the API token still reads the API
+data_ok() {   # the devices added before, and the API token still reads the API
   local list v
   list=$(as_storebox device list 2>&1); v=$(api_version)
   grep -q '^upd-scale ' <<<"$list" && grep -q '^scale-7 ' <<<"$list" && [ -n "$v" ] && return 0
-  echo "  data check: API version '$v', NRestarts $(unit_prop NRestarts), device list: $(head -c 800 <<<"$list" | tr '\n' '|')"
+  DATA_WHY="API version '$v', NRestarts $(unit_prop NRestarts), device list: $(head -c 800 <<<"$list" | tr '\n' '|')"
+  return 1
+}
+# A box that has just (re)started may answer a moment later: the data must read back within 15 s.
+data_intact() {
+  wait_for 15 data_ok && return 0
+  echo "  data check: $DATA_WHY"
   ct journalctl -u storebox --no-pager -n 15 -o cat | sed 's/^/  | /'
   return 1
 }
