@@ -529,6 +529,71 @@ fn raise_outbox_seq(db: &Path, at_least: i64) -> rusqlite::Result<()> {
     conn.close().map_err(|(_, e)| e)
 }
 
+/// The file in a backup directory that keeps the replaced database's unsent outbox entries
+/// between reading them and writing them into the restored database.
+const OUTBOX_CARRY: &str = "outbox-unsent.json";
+
+/// Most unsent outbox entries carried into a restored database (the newest: those queued after
+/// the backup are the newest; older unsent ones are in the backup anyway).
+const CARRY_MAX: i64 = 100_000;
+
+/// One outbox row, as carried over: seq, id, type, class, payload, created_ms, sent_ms.
+type OutboxRow = (i64, String, String, String, String, i64, Option<i64>);
+
+/// The unsent outbox entries of `db` (newest [`CARRY_MAX`]); empty if it cannot be read.
+fn unsent_outbox(db: &Path) -> Vec<OutboxRow> {
+    if !db.is_file() {
+        return Vec::new();
+    }
+    let read = || -> rusqlite::Result<Vec<OutboxRow>> {
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, id, type, class, payload, created_ms, sent_ms FROM outbox
+             WHERE sent_ms IS NULL ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([CARRY_MAX], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect();
+        rows
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!(db = %db.display(), error = %e, "reading the unsent outbox; nothing carried over");
+        Vec::new()
+    })
+}
+
+/// Writes `rows` into the outbox of `db` where their seq and id are free (an entry that was in
+/// the backup too is there already).
+fn carry_outbox(db: &Path, rows: &[OutboxRow]) -> rusqlite::Result<usize> {
+    let mut conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut ins = tx.prepare(
+            "INSERT OR IGNORE INTO outbox (seq, id, type, class, payload, created_ms, sent_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in rows {
+            n += ins.execute(rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6])?;
+        }
+    }
+    tx.commit()?;
+    conn.close().map_err(|(_, e)| e)?;
+    Ok(n)
+}
+
 /// Puts the database backup in `backup` in place of `db`, owned by `owner`, and carries the
 /// outbox's sequence over: HQ stores store events once per `(store, seq)` (docs/sync-protocol.md),
 /// and the version being rolled back may have pushed events numbered after the backup (its
@@ -536,7 +601,9 @@ fn raise_outbox_seq(db: &Path, at_least: i64) -> rusqlite::Result<()> {
 /// its next events (`rolled_back`, the next sales) with those same seqs, and HQ would drop them
 /// as duplicates. So the restored outbox continues after the highest seq the replaced database
 /// had handed out (recorded in the backup directory first, so a restore done again after an
-/// interruption still continues after it).
+/// interruption still continues after it). And the replaced database's unsent outbox entries
+/// (what HQ has not acknowledged yet) are carried into the restored one, keeping their seqs:
+/// nothing the store queued for HQ is lost with the version.
 fn restore_database(db: &Path, backup: &Path, owner: (u32, u32)) -> Result<(), HelperError> {
     if !backup.join("storebox.db").is_file() {
         return Err(HelperError::Refused(format!(
@@ -552,6 +619,19 @@ fn restore_database(db: &Path, backup: &Path, owner: (u32, u32)) -> Result<(), H
     if let Some(hw) = high_water.filter(|hw| Some(*hw) != recorded) {
         write_atomic(&mark, format!("{hw}\n").as_bytes(), 0o600, None)?;
     }
+    // What the replaced version queued and HQ has not acknowledged (sales during probation, its
+    // release.status reports) must not go with it: kept next to the backup before the database
+    // is removed, written into the restored one below.
+    let carry_file = backup.join(OUTBOX_CARRY);
+    let carried: Vec<OutboxRow> = match fs::read(&carry_file) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => {
+            let rows = unsent_outbox(db);
+            let text = serde_json::to_vec(&rows).unwrap_or_default();
+            write_atomic(&carry_file, &text, 0o600, None)?;
+            rows
+        }
+    };
     for suffix in ["-wal", "-shm", ""] {
         let p = PathBuf::from(format!("{}{suffix}", db.display()));
         match fs::remove_file(&p) {
@@ -567,6 +647,21 @@ fn restore_database(db: &Path, backup: &Path, owner: (u32, u32)) -> Result<(), H
         }
         let to = PathBuf::from(format!("{}{suffix}", db.display()));
         copy_in(&from, &to, u64::MAX / 2)?;
+    }
+    if !carried.is_empty() {
+        let n = carry_outbox(db, &carried).map_err(|e| HelperError::Io {
+            what: format!(
+                "carrying {} unsent outbox entries over to the restored {}",
+                carried.len(),
+                db.display()
+            ),
+            source: std::io::Error::other(e),
+        })?;
+        tracing::info!(
+            carried = n,
+            unsent = carried.len(),
+            "unsent events of the replaced version carried into the restored database"
+        );
     }
     if let Some(hw) = high_water {
         raise_outbox_seq(db, hw).map_err(|e| HelperError::Io {
@@ -1276,6 +1371,11 @@ mod tests {
         let db = tmp.path().join("data/storebox.db");
         store_db_with_events(&backup.join("storebox.db"), "old", 2);
         store_db_with_events(&db, "new", 5);
+        // HQ acknowledged new-4; new-3 and new-5 (queued after the backup) it has not.
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("UPDATE outbox SET sent_ms = 9 WHERE id = 'new-4'", [])
+            .unwrap();
         let me = {
             let m = fs::metadata(tmp.path()).unwrap();
             (m.uid(), m.gid())
@@ -1291,7 +1391,11 @@ mod tests {
             );
         }
         let (seq, ids) = next_event(&db);
-        assert_eq!(ids, ["old-1", "old-2"], "the backup's events are back");
+        assert_eq!(
+            ids,
+            ["old-1", "old-2", "new-3", "new-5"],
+            "the backup's events are back, and the replaced one's unsent events after them"
+        );
         assert_eq!(seq, 6, "continues after the replaced database's 5");
 
         // Done again (a rollback interrupted after the database was removed): the mark holds.
@@ -1300,7 +1404,13 @@ mod tests {
             let _ = fs::remove_file(format!("{}{suffix}", db.display()));
         }
         restore_database(&db, &backup, me).unwrap();
-        assert_eq!(next_event(&db).0, 6);
+        let (seq, ids) = next_event(&db);
+        assert_eq!(seq, 6, "the mark holds");
+        assert_eq!(
+            ids,
+            ["old-1", "old-2", "new-3", "new-5"],
+            "the carried entries were kept next to the backup"
+        );
 
         // A backup with no mark and nothing to replace restores as it was.
         let plain = tmp.path().join("backups/t-before-0.4.0");
