@@ -424,6 +424,63 @@ pub fn snapshot_assign(rollout: &str, manifest: &str, cursor: i64) -> Option<Fee
     })
 }
 
+/// The query (both engines; `$1` the store) for a snapshot's withdrawal: the store's newest
+/// assignment of any rollout with the rollout's id, version, state and reason, the row's state,
+/// and whether the rollout was superseded by one of the same version (which withdraws nothing).
+pub const NEWEST_ASSIGNMENT_SQL: &str = "SELECT r.id, r.version, r.state, r.reason, rs.state,
+       EXISTS (SELECT 1 FROM rollouts n
+               WHERE n.version = r.version AND r.reason = 'superseded by rollout ' || n.id)
+     FROM rollout_stores rs JOIN rollouts r ON r.id = rs.rollout_id
+     WHERE rs.store_id = $1
+     ORDER BY rs.assigned_ms DESC, r.id DESC LIMIT 1";
+
+/// One row of [`NEWEST_ASSIGNMENT_SQL`].
+#[derive(Debug, Clone)]
+pub struct NewestAssignment {
+    pub rollout: String,
+    pub version: String,
+    pub rollout_state: String,
+    pub reason: String,
+    pub store_state: String,
+    pub superseded_by_same_version: bool,
+}
+
+/// The `release.withdraw` a snapshot carries when the store's newest assignment is of an aborted
+/// rollout that withdrew it and the store has not answered it (its row is still one an abort
+/// withdraws): a store rebuilding from the snapshot after `retain_events` pruned the feed's
+/// withdrawal still drops the staged release. Placed at the snapshot's cursor, id
+/// `snapshot-withdraw-<rollout>`.
+pub fn snapshot_withdraw(newest: &NewestAssignment, cursor: i64) -> Option<FeedEvent> {
+    if newest.rollout_state != RolloutState::Aborted.as_str() || newest.superseded_by_same_version {
+        return None;
+    }
+    let row = RolloutStoreRow {
+        store: String::new(),
+        wave: 0,
+        version: newest.version.clone(),
+        state: parse_store_state(&newest.store_state).ok()?,
+        attempts: 0,
+        reason: String::new(),
+        assigned_ms: 0,
+        updated_ms: 0,
+    };
+    let w = withdrawal(
+        &newest.rollout,
+        &newest.version,
+        &newest.reason,
+        std::slice::from_ref(&row),
+    )
+    .ok()??;
+    let (t, payload) = w.event.body.to_wire();
+    Some(FeedEvent {
+        seq: cursor,
+        id: format!("snapshot-withdraw-{}", newest.rollout),
+        event_type: t.as_str().to_string(),
+        payload,
+        at: None,
+    })
+}
+
 fn progress(rows: &[RolloutStoreRow]) -> HashMap<String, Progress> {
     rows.iter()
         .map(|r| {

@@ -600,6 +600,18 @@ impl HqStorage for PgStorage {
             .query_opt(crate::hq::releases::PENDING_ASSIGN_SQL, &[&store.id])
             .await
             .map_err(pg)?;
+        let newest = tx
+            .query_opt(crate::hq::releases::NEWEST_ASSIGNMENT_SQL, &[&store.id])
+            .await
+            .map_err(pg)?
+            .map(|r| crate::hq::releases::NewestAssignment {
+                rollout: r.get(0),
+                version: r.get(1),
+                rollout_state: r.get(2),
+                reason: r.get(3),
+                store_state: r.get(4),
+                superseded_by_same_version: r.get(5),
+            });
         tx.commit().await.map_err(pg)?;
         let mut events: Vec<FeedEvent> = rows
             .iter()
@@ -622,6 +634,9 @@ impl HqStorage for PgStorage {
                 r.get(1),
                 cursor,
             ));
+        }
+        if let Some(n) = newest {
+            events.extend(crate::hq::releases::snapshot_withdraw(&n, cursor));
         }
         Ok(Snapshot { cursor, events })
     }

@@ -620,6 +620,47 @@ pub(crate) async fn snapshot_carries_a_pending_assignment(s: &dyn HqStorage) {
     .await
     .unwrap();
     assert!(snapshot_assigns(s, "c2", "canary").await.is_empty());
+    // Instead it carries the withdrawal to the stores that have not answered it; not to p1
+    // (committed) and, once c2 reported `refused`, not to c2.
+    let w = snapshot_withdraws(s, "c2", "canary").await;
+    assert_eq!(
+        w,
+        [(
+            "snapshot-withdraw-r1".to_string(),
+            json!({"rollout": "r1", "version": "1.5.0", "reason": "aborted by ops"})
+        )]
+    );
+    assert!(snapshot_withdraws(s, "p1", "pilot").await.is_empty());
+    f.report(s, "c2", "refused", Some("r1"), 5).await;
+    assert!(snapshot_withdraws(s, "c2", "canary").await.is_empty());
+    assert_eq!(snapshot_withdraws(s, "c3", "canary").await.len(), 1);
+    // A newer rollout of the same version supersedes a rollout: no withdrawal in the snapshot.
+    start(s, "r2", spec(true), 10).await;
+    assert_eq!(tick(s, "r2", 10).await, ["p1"]);
+    start(s, "r3", spec(true), 11).await;
+    assert!(snapshot_withdraws(s, "p1", "pilot").await.is_empty());
+    assert_eq!(
+        snapshot_assigns(s, "p1", "pilot").await.len(),
+        0,
+        "r3 not ticked yet"
+    );
+}
+
+/// The `release.withdraw` events in a store's snapshot.
+async fn snapshot_withdraws(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
+    let ident = StoreIdent {
+        id: store.into(),
+        group: group.into(),
+    };
+    let snap = s.snapshot(&ident).await.unwrap();
+    snap.events
+        .into_iter()
+        .filter(|e| e.event_type == "release.withdraw")
+        .map(|e| {
+            assert_eq!(e.seq, snap.cursor, "placed at the snapshot's cursor");
+            (e.id, e.payload)
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -854,6 +854,21 @@ pub fn snapshot(conn: &Connection, store: &str, group: &str) -> DbResult<Snapsho
             &rollout, &manifest, cursor,
         ));
     }
+    let newest = conn
+        .query_row(crate::hq::releases::NEWEST_ASSIGNMENT_SQL, [store], |r| {
+            Ok(crate::hq::releases::NewestAssignment {
+                rollout: r.get(0)?,
+                version: r.get(1)?,
+                rollout_state: r.get(2)?,
+                reason: r.get(3)?,
+                store_state: r.get(4)?,
+                superseded_by_same_version: r.get(5)?,
+            })
+        })
+        .optional()?;
+    if let Some(n) = newest {
+        events.extend(crate::hq::releases::snapshot_withdraw(&n, cursor));
+    }
     Ok(Snapshot { cursor, events })
 }
 
