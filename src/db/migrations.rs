@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0009_support_guides.sql"),
     ),
     ("0010_updates", include_str!("migrations/0010_updates.sql")),
+    (
+        "0011_release_withdraw",
+        include_str!("migrations/0011_release_withdraw.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> DbResult<i64> {

@@ -19,7 +19,10 @@ use super::rollout::{self, Decision, FleetStore, Plan, Progress, StoreState, Wav
 use super::storage::{Authored, Storage};
 use crate::clock::SharedClock;
 use crate::db::ts_from_ms;
-use crate::proto::release::{Manifest, ReleaseAssign, ReleaseState, PACKAGE_PATH_PREFIX};
+use crate::proto::release::{
+    Manifest, ReleaseAssign, ReleaseState, ReleaseWithdraw, MAX_WITHDRAW_REASON,
+    PACKAGE_PATH_PREFIX,
+};
 use crate::proto::wire::FeedEvent;
 use crate::proto::HqBody;
 
@@ -331,6 +334,72 @@ pub fn assign_event(rollout: &str, manifest: &Manifest) -> HqResult<Authored> {
     })
 }
 
+/// Whether an aborted rollout withdraws its assignment from a store whose row is in `state`: the
+/// store was assigned and has not reported `installing` yet (`assigned`, `downloading`, `staged`,
+/// `waiting_window`), or it timed out on HQ's side without a final report (it may still be
+/// waiting for its window). A store installing or in probation is past the point of no return
+/// (its install's own health decides); committed, rolled back, refused and failed stores are done.
+pub fn withdraws(state: StoreState) -> bool {
+    matches!(
+        state,
+        StoreState::Assigned
+            | StoreState::Downloading
+            | StoreState::Staged
+            | StoreState::WaitingWindow
+            | StoreState::TimedOut
+    )
+}
+
+/// What aborting a rollout authors: one `release.withdraw`, targeted at exactly `stores`.
+#[derive(Debug, Clone)]
+pub struct Withdrawal {
+    pub stores: Vec<String>,
+    pub event: Authored,
+}
+
+/// The withdrawal an abort of rollout `rollout` (of `version`, for `reason`) authors, given its
+/// store rows as they were before the abort; None when no store is left to tell. Both engines
+/// call it in the transaction that makes the rollout `aborted` (engine tick, operator abort,
+/// superseding rollout), so the rollout state and the event commit together.
+pub fn withdrawal(
+    rollout: &str,
+    version: &str,
+    reason: &str,
+    rows: &[RolloutStoreRow],
+) -> HqResult<Option<Withdrawal>> {
+    let stores: Vec<String> = rows
+        .iter()
+        .filter(|r| withdraws(r.state))
+        .map(|r| r.store.clone())
+        .collect();
+    if stores.is_empty() {
+        return Ok(None);
+    }
+    let mut cut = reason.len().min(MAX_WITHDRAW_REASON);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let w = ReleaseWithdraw {
+        rollout: rollout.to_string(),
+        version: version.to_string(),
+        reason: reason[..cut].to_string(),
+    };
+    w.check()
+        .map_err(|m| HqError::storage(format!("release.withdraw for rollout {rollout}: {m}")))?;
+    Ok(Some(Withdrawal {
+        stores,
+        event: Authored {
+            id: super::new_event_id("release"),
+            body: HqBody::ReleaseWithdraw(w),
+        },
+    }))
+}
+
+/// The reason a rollout superseded by `by` is aborted with.
+pub fn superseded_reason(by: &str) -> String {
+    format!("superseded by rollout {by}")
+}
+
 /// The query (both engines; `?1`/`$1` the store) for a snapshot's pending assignment: the newest
 /// row of a running or paused rollout that assigned the store and has no final report yet.
 pub const PENDING_ASSIGN_SQL: &str = "SELECT r.id, rel.manifest FROM rollout_stores rs
@@ -349,6 +418,63 @@ pub fn snapshot_assign(rollout: &str, manifest: &str, cursor: i64) -> Option<Fee
     Some(FeedEvent {
         seq: cursor,
         id: format!("snapshot-release-{rollout}"),
+        event_type: t.as_str().to_string(),
+        payload,
+        at: None,
+    })
+}
+
+/// The query (both engines; `$1` the store) for a snapshot's withdrawal: the store's newest
+/// assignment of any rollout with the rollout's id, version, state and reason, the row's state,
+/// and whether the rollout was superseded by one of the same version (which withdraws nothing).
+pub const NEWEST_ASSIGNMENT_SQL: &str = "SELECT r.id, r.version, r.state, r.reason, rs.state,
+       EXISTS (SELECT 1 FROM rollouts n
+               WHERE n.version = r.version AND r.reason = 'superseded by rollout ' || n.id)
+     FROM rollout_stores rs JOIN rollouts r ON r.id = rs.rollout_id
+     WHERE rs.store_id = $1
+     ORDER BY rs.assigned_ms DESC, r.id DESC LIMIT 1";
+
+/// One row of [`NEWEST_ASSIGNMENT_SQL`].
+#[derive(Debug, Clone)]
+pub struct NewestAssignment {
+    pub rollout: String,
+    pub version: String,
+    pub rollout_state: String,
+    pub reason: String,
+    pub store_state: String,
+    pub superseded_by_same_version: bool,
+}
+
+/// The `release.withdraw` a snapshot carries when the store's newest assignment is of an aborted
+/// rollout that withdrew it and the store has not answered it (its row is still one an abort
+/// withdraws): a store rebuilding from the snapshot after `retain_events` pruned the feed's
+/// withdrawal still drops the staged release. Placed at the snapshot's cursor, id
+/// `snapshot-withdraw-<rollout>`.
+pub fn snapshot_withdraw(newest: &NewestAssignment, cursor: i64) -> Option<FeedEvent> {
+    if newest.rollout_state != RolloutState::Aborted.as_str() || newest.superseded_by_same_version {
+        return None;
+    }
+    let row = RolloutStoreRow {
+        store: String::new(),
+        wave: 0,
+        version: newest.version.clone(),
+        state: parse_store_state(&newest.store_state).ok()?,
+        attempts: 0,
+        reason: String::new(),
+        assigned_ms: 0,
+        updated_ms: 0,
+    };
+    let w = withdrawal(
+        &newest.rollout,
+        &newest.version,
+        &newest.reason,
+        std::slice::from_ref(&row),
+    )
+    .ok()??;
+    let (t, payload) = w.event.body.to_wire();
+    Some(FeedEvent {
+        seq: cursor,
+        id: format!("snapshot-withdraw-{}", newest.rollout),
         event_type: t.as_str().to_string(),
         payload,
         at: None,
@@ -392,6 +518,15 @@ pub struct Tick {
     pub timed_out: Vec<String>,
     /// The rollout's new state and why, when it changes.
     pub new_state: Option<(RolloutState, String)>,
+    /// When the tick aborts the rollout: the `release.withdraw` for its stores not yet installing.
+    pub withdraw: Option<Withdrawal>,
+}
+
+impl Tick {
+    /// Whether the tick authors an event (the feed head moves).
+    pub fn authors(&self) -> bool {
+        self.event.is_some() || self.withdraw.is_some()
+    }
 }
 
 /// Runs [`rollout::decide`] for an active rollout and turns its answer into what to record.
@@ -410,6 +545,7 @@ pub fn plan_tick(
     };
     if let Some(why) = d.abort {
         if row.state != RolloutState::Aborted {
+            t.withdraw = withdrawal(&row.id, &row.spec.version, &why, rows)?;
             t.new_state = Some((RolloutState::Aborted, why));
         }
         return Ok(t);

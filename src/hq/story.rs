@@ -209,7 +209,7 @@ fn store_title(kind: &str, p: &Value, event_type: &str) -> String {
 }
 
 fn authored_title(event_type: &str, p: &Value, target: &str) -> (&'static str, String) {
-    let kind = if event_type == "release.assign" {
+    let kind = if event_type.starts_with("release.") {
         "rollout"
     } else {
         "authored"
@@ -232,6 +232,7 @@ fn authored_title(event_type: &str, p: &Value, target: &str) -> (&'static str, S
         "notice.post" => format!("Notice: {}", s(p, "message")),
         "ticket.update" => format!("Support replied to ticket {}", s(p, "ticket_id")),
         "release.assign" => format!("Release {} assigned", s(p, "version")),
+        "release.withdraw" => format!("Release {} withdrawn ({})", s(p, "version"), s(p, "reason")),
         other => format!("HQ sent {other}"),
     };
     (kind, format!("{what} — for {target}"))

@@ -95,6 +95,7 @@ wire_enum!(
         NoticePost = "notice.post",
         TicketUpdate = "ticket.update",
         ReleaseAssign = "release.assign",
+        ReleaseWithdraw = "release.withdraw",
         GuideUpsert = "guide.upsert",
         GuideDelete = "guide.delete",
     }
@@ -185,7 +186,7 @@ fn hq_author() -> String {
 
 pub const TICKET_STATUSES: [&str; 3] = ["open", "answered", "closed"];
 
-pub use super::release::ReleaseAssign;
+pub use super::release::{ReleaseAssign, ReleaseWithdraw};
 
 /// `guide.upsert` payload: a short support guide (Markdown) that HQ writes for device alert codes
 /// and ticket categories; stores show it to staff next to a matching alert or ticket form.
@@ -263,6 +264,7 @@ pub enum HqBody {
     NoticePost(Notice),
     TicketUpdate(TicketUpdate),
     ReleaseAssign(ReleaseAssign),
+    ReleaseWithdraw(ReleaseWithdraw),
     GuideUpsert(Guide),
     GuideDelete(IdRef),
 }
@@ -384,6 +386,11 @@ impl HqBody {
                 r.check()?;
                 HqBody::ReleaseAssign(r)
             }
+            HqEventType::ReleaseWithdraw => {
+                let w: ReleaseWithdraw = parse_payload(t, payload)?;
+                w.check()?;
+                HqBody::ReleaseWithdraw(w)
+            }
             HqEventType::GuideUpsert => {
                 let g: Guide = parse_payload(t, payload)?;
                 g.check()?;
@@ -427,6 +434,7 @@ impl HqBody {
             HqBody::NoticePost(_) => HqEventType::NoticePost,
             HqBody::TicketUpdate(_) => HqEventType::TicketUpdate,
             HqBody::ReleaseAssign(_) => HqEventType::ReleaseAssign,
+            HqBody::ReleaseWithdraw(_) => HqEventType::ReleaseWithdraw,
             HqBody::GuideUpsert(_) => HqEventType::GuideUpsert,
             HqBody::GuideDelete(_) => HqEventType::GuideDelete,
         }
@@ -444,6 +452,7 @@ impl HqBody {
             HqBody::NoticePost(p) => serde_json::to_value(p),
             HqBody::TicketUpdate(p) => serde_json::to_value(p),
             HqBody::ReleaseAssign(p) => serde_json::to_value(p),
+            HqBody::ReleaseWithdraw(p) => serde_json::to_value(p),
             HqBody::GuideUpsert(p) => serde_json::to_value(p),
             HqBody::GuideDelete(p) => serde_json::to_value(p),
         };
@@ -525,6 +534,10 @@ mod tests {
                 "release.assign",
                 super::super::release::tests::assign_json(),
             ),
+            (
+                "release.withdraw",
+                json!({"rollout":"r-1","version":"1.2.3","reason":"failure threshold reached"}),
+            ),
         ];
         for (t, p) in ok {
             let body = validate(t, &p).unwrap_or_else(|e| panic!("{t}: {e}"));
@@ -568,6 +581,11 @@ mod tests {
                 "release.assign",
                 json!({"version":"0.2.0"}),
                 "missing field",
+            ),
+            (
+                "release.withdraw",
+                json!({"rollout":"","version":"1.2.3"}),
+                "rollout",
             ),
             ("teleport", json!({}), "unknown event type"),
         ];

@@ -328,6 +328,45 @@ impl ReleaseAssign {
     }
 }
 
+/// Longest `release.withdraw` reason kept (bytes; longer reasons are cut by HQ at a char boundary).
+pub const MAX_WITHDRAW_REASON: usize = 1000;
+
+/// `release.withdraw` (HQ → store, targeted at the stores of an aborted rollout that had not
+/// started installing): the assignment of `version` by `rollout` is withdrawn. A store still
+/// downloading, staged or waiting for its window refuses it (reason `withdrawn by HQ: <reason>`)
+/// and removes the staged package; a store already installing or in probation goes on (its
+/// install's own health decides), and any other store ignores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseWithdraw {
+    pub rollout: String,
+    pub version: String,
+    /// Why the rollout was aborted (shown in the store's `refused` reason).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl ReleaseWithdraw {
+    /// Bounded text fields: rollout and version 1 to 128 bytes, reason at most 1000 bytes, no
+    /// control characters in rollout or version.
+    pub fn check(&self) -> Result<(), String> {
+        let e = |m: String| format!("release.withdraw payload: {m}");
+        for (field, v) in [("rollout", &self.rollout), ("version", &self.version)] {
+            if v.is_empty() || v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+                return Err(e(format!(
+                    "\"{field}\" must be 1-{MAX_TEXT} bytes without control characters"
+                )));
+            }
+        }
+        if self.reason.len() > MAX_WITHDRAW_REASON {
+            return Err(e(format!(
+                "\"reason\" must be at most {MAX_WITHDRAW_REASON} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Release states a store reports in `release.status` (DESIGN §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -412,6 +451,28 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(st.state, ReleaseState::RolledBack);
         assert!(st.state.is_final() && !ReleaseState::Probation.is_final());
+    }
+
+    #[test]
+    fn release_withdraw_shape() {
+        let ok: ReleaseWithdraw = serde_json::from_value(
+            serde_json::json!({"rollout": "r-1", "version": "1.2.3", "reason": "too many failures"}),
+        )
+        .unwrap();
+        ok.check().unwrap();
+        let mut bad = ok.clone();
+        bad.rollout = String::new();
+        assert!(bad.check().unwrap_err().contains("rollout"));
+        let mut bad = ok.clone();
+        bad.version = "1.2.3\nx".into();
+        assert!(bad.check().unwrap_err().contains("version"));
+        let mut bad = ok.clone();
+        bad.reason = "x".repeat(MAX_WITHDRAW_REASON + 1);
+        assert!(bad.check().unwrap_err().contains("reason"));
+        assert!(serde_json::from_value::<ReleaseWithdraw>(
+            serde_json::json!({"rollout": "r", "version": "1", "extra": 1})
+        )
+        .is_err());
     }
 
     fn key(seed: u8) -> SigningKey {

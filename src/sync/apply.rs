@@ -73,10 +73,17 @@ fn apply_other(
             crate::tickets::guides::delete(tx, &r.id)?;
             Ok(())
         }
-        HqBody::ReleaseAssign(_) => {
+        // For the updates task, which takes them in feed order (`seq`).
+        HqBody::ReleaseAssign(_) | HqBody::ReleaseWithdraw(_) => {
+            let kind = if matches!(body, HqBody::ReleaseWithdraw(_)) {
+                "withdraw"
+            } else {
+                "assign"
+            };
             tx.execute(
-                "INSERT OR IGNORE INTO sync_releases (event_id, payload, received_ms) VALUES (?1, ?2, ?3)",
-                params![ev.id, ev.payload.to_string(), now_ms],
+                "INSERT OR IGNORE INTO sync_releases (event_id, type, seq, payload, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![ev.id, kind, ev.seq, ev.payload.to_string(), now_ms],
             )?;
             Ok(())
         }
@@ -416,5 +423,33 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(rows, ["snapshot-release-r1"]);
+    }
+
+    /// `release.assign` and `release.withdraw` reach the updates task with their type and feed
+    /// seq, so that it takes them in feed order.
+    #[test]
+    fn release_events_are_stored_with_their_type_and_seq() {
+        let mut c = db();
+        let tz = jiff::tz::TimeZone::UTC;
+        let assign = ev(
+            3,
+            "release.assign",
+            crate::proto::release::tests::assign_json(),
+        );
+        let withdraw = ev(
+            4,
+            "release.withdraw",
+            serde_json::json!({"rollout": "r-1", "version": "1.2.3", "reason": "aborted"}),
+        );
+        let done = apply_batch(&mut c, &[assign, withdraw], 4, tz, 0).unwrap();
+        assert_eq!((done.applied, done.quarantined), (2, 0));
+        let rows: Vec<(String, i64)> = c
+            .prepare("SELECT type, seq FROM sync_releases ORDER BY received_ms, seq, event_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [("assign".into(), 3), ("withdraw".into(), 4)]);
     }
 }

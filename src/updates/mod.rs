@@ -1,7 +1,7 @@
 //! The store's update state machine (DESIGN §7), pure. It exists so that the rules that keep a
 //! store safe — install only inside the window, outside trading hours and with no sale in
 //! flight; count an update only once probation passed; never retry a version that rolled back
-//! until HQ sends a newer serial — live in one place that tests can drive with a controlled
+//! (or that HQ withdrew before it was installed) until HQ sends a newer serial — live in one place that tests can drive with a controlled
 //! clock, apart from the I/O (download, the root helper, probation checks) that will feed it.
 //!
 //! [`step`] takes the state, one [`Event`] and the [`Conditions`] at that moment, and returns the
@@ -169,6 +169,13 @@ impl Conditions {
 pub enum Event {
     /// HQ assigned a release (`release.assign`).
     Assigned(Release),
+    /// HQ withdrew the assignment of `version` by `rollout` (`release.withdraw`: the rollout was
+    /// aborted). Taken only before the install starts.
+    Withdrawn {
+        version: String,
+        rollout: String,
+        reason: String,
+    },
     /// The package and manifest are downloaded and verified.
     Downloaded,
     /// Download or verification failed; the check is in the reason.
@@ -210,6 +217,10 @@ pub struct Updater {
     /// Probation failed and a rollback was requested; waiting for the root helper.
     #[serde(default)]
     pub rolling_back: bool,
+    /// The last release HQ withdrew before it was installed: its serial is not taken again
+    /// (another one is: a newer fix, or an older version the store has not committed past).
+    #[serde(default)]
+    pub withdrawn: Option<Release>,
 }
 
 impl Default for Updater {
@@ -221,6 +232,7 @@ impl Default for Updater {
             last_committed_serial: None,
             rolled_back: None,
             rolling_back: false,
+            withdrawn: None,
         }
     }
 }
@@ -269,6 +281,14 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
                         .map(|b| b.version.as_str())
                         .unwrap_or("")
                 ))
+            } else if u.withdrawn.as_ref().is_some_and(|w| r.serial == w.serial) {
+                Some(format!(
+                    "version {} was withdrawn by HQ here; waiting for a newer serial",
+                    u.withdrawn
+                        .as_ref()
+                        .map(|w| w.version.as_str())
+                        .unwrap_or("")
+                ))
             } else {
                 None
             };
@@ -295,6 +315,25 @@ pub fn step(u: &Updater, event: Event, c: &Conditions) -> (Updater, Action, Opti
                 }
             }
             next.release = Some(r);
+        }
+        // Withdrawn before the install started: refused, and that serial is never taken again
+        // (like a rolled-back one); the service removes the staged files. Once installing, or
+        // for another release, a withdrawal changes nothing.
+        (
+            State::Downloading | State::Staged | State::WaitingWindow,
+            Event::Withdrawn {
+                version,
+                rollout,
+                reason,
+            },
+        ) if u
+            .release
+            .as_ref()
+            .is_some_and(|r| r.version == version && r.rollout == rollout) =>
+        {
+            next.state = State::Refused;
+            next.reason = format!("withdrawn by HQ: {reason}");
+            next.withdrawn = u.release.clone();
         }
         (State::Downloading, Event::Downloaded) => {
             next.state = State::Staged;
@@ -644,6 +683,105 @@ mod tests {
             (n.state, a, s.unwrap().state),
             (State::Installing, Action::None, ReleaseState::Installing)
         );
+    }
+
+    fn withdrawn(v: &str, rollout: &str) -> Event {
+        Event::Withdrawn {
+            version: v.into(),
+            rollout: rollout.into(),
+            reason: "failure threshold reached".into(),
+        }
+    }
+
+    #[test]
+    fn a_withdrawn_release_is_refused_before_install_and_its_serial_never_taken_again() {
+        // Assigned in the afternoon, staged, waiting for the night window.
+        let (u, _, _) = run(
+            Updater::default(),
+            vec![
+                (Event::Assigned(rel("1.6.0", 20)), at("14:00:00")),
+                (Event::Downloaded, at("14:05:00")),
+                (Event::Tick, at("14:06:00")),
+            ],
+        );
+        assert_eq!(u.state, State::WaitingWindow);
+        // A withdrawal for another rollout or version changes nothing.
+        for other in [withdrawn("1.6.0", "r-9"), withdrawn("1.5.0", "r-1")] {
+            let (n, a, s) = step(&u, other, &at("15:00:00"));
+            assert_eq!((&n, a, s), (&u, Action::None, None));
+        }
+        let (u, a, s) = step(&u, withdrawn("1.6.0", "r-1"), &at("15:00:00"));
+        assert_eq!((u.state, a), (State::Refused, Action::None));
+        let s = s.unwrap();
+        assert_eq!(
+            (s.state, s.version.as_str(), s.rollout.as_deref(), s.serial),
+            (ReleaseState::Refused, "1.6.0", Some("r-1"), Some(20))
+        );
+        assert_eq!(s.reason, "withdrawn by HQ: failure threshold reached");
+        // The window opens: nothing is installed.
+        let (u, a, s) = step(&u, Event::Tick, &at("02:30:00"));
+        assert_eq!((u.state, a, s), (State::Refused, Action::None, None));
+        // The same serial assigned again (another rollout): still refused, reported again.
+        let mut again = rel("1.6.0", 20);
+        again.rollout = "r-2".into();
+        let (u2, a, s) = step(&u, Event::Assigned(again), &at("02:31:00"));
+        assert_eq!((u2.state, a), (State::Refused, Action::None));
+        assert_eq!(s.unwrap().state, ReleaseState::Refused);
+        // An older version not committed here yet is taken (HQ rolls out the last good one);
+        // once another release was worked on, the withdrawn serial is still refused...
+        let (u3, a, _) = step(&u, Event::Assigned(rel("1.5.9", 19)), &at("02:32:00"));
+        assert_eq!((u3.state, a), (State::Downloading, Action::Download));
+        let (u3, _, _) = step(
+            &u3,
+            Event::Rejected("check `sha256` failed".into()),
+            &at("02:33:00"),
+        );
+        let (u4, a, s) = step(&u3, Event::Assigned(rel("1.6.0", 20)), &at("02:34:00"));
+        assert_eq!((u4.state, a), (State::Refused, Action::None));
+        assert!(s.unwrap().reason.contains("withdrawn by HQ"), "{u4:?}");
+        // ...and a newer serial is taken.
+        let (u5, a, _) = step(&u3, Event::Assigned(rel("1.6.1", 21)), &at("02:35:00"));
+        assert_eq!((u5.state, a), (State::Downloading, Action::Download));
+    }
+
+    #[test]
+    fn a_withdrawal_while_downloading_refuses_and_one_after_the_install_started_is_ignored() {
+        let (u, _, _) = run(
+            Updater::default(),
+            vec![(Event::Assigned(rel("1.6.0", 20)), at("14:00:00"))],
+        );
+        assert_eq!(u.state, State::Downloading);
+        let (n, _, s) = step(&u, withdrawn("1.6.0", "r-1"), &at("14:00:30"));
+        assert_eq!(n.state, State::Refused);
+        assert!(s.unwrap().reason.starts_with("withdrawn by HQ: "));
+        // The download finishing afterwards stages nothing.
+        let (n2, a, s) = step(&n, Event::Downloaded, &at("14:01:00"));
+        assert_eq!((n2, a, s), (n, Action::None, None));
+        // Installing or in probation: its own health decides.
+        for state in [State::Installing, State::Probation] {
+            let busy = Updater {
+                state,
+                release: Some(rel("1.6.0", 20)),
+                ..Updater::default()
+            };
+            let (n, a, s) = step(&busy, withdrawn("1.6.0", "r-1"), &at("02:10:00"));
+            assert_eq!((n, a, s), (busy, Action::None, None));
+        }
+        // Committed, idle: nothing to withdraw.
+        let done = Updater {
+            state: State::Committed,
+            release: Some(rel("1.6.0", 20)),
+            last_committed_serial: Some(20),
+            ..Updater::default()
+        };
+        let (n, _, s) = step(&done, withdrawn("1.6.0", "r-1"), &at("03:00:00"));
+        assert_eq!((n, s), (done, None));
+        let (n, _, s) = step(
+            &Updater::default(),
+            withdrawn("1.6.0", "r-1"),
+            &at("03:00:00"),
+        );
+        assert_eq!((n, s), (Updater::default(), None));
     }
 
     #[test]

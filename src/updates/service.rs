@@ -3,7 +3,9 @@
 //!
 //! 1. reads the root helper's `result.json` (install done, failed, or rolled back),
 //! 2. watches probation (no restart, no failed task, HQ reached, for `probation_seconds`),
-//! 3. takes new `release.assign` rows the sync feed stored in `sync_releases`,
+//! 3. takes new `release.assign` and `release.withdraw` rows the sync feed stored in
+//!    `sync_releases`, in feed order (a withdrawal refuses a release not yet installing and
+//!    removes its staged files),
 //! 4. downloads the assigned package from HQ (resumable: `<version>.deb.part` continued with
 //!    `Range`), verifies it against the manifest and `[updates] public_key`, and stages it,
 //! 5. ticks the window: inside it, outside trading hours and with no sale in flight it writes the
@@ -30,7 +32,9 @@ use crate::config::Config;
 use crate::db::{Db, DbResult};
 use crate::ops::health::Health;
 use crate::outbox::{self, Class};
-use crate::proto::release::{parse_public_key, Manifest, PackageFacts, ReleaseAssign};
+use crate::proto::release::{
+    parse_public_key, Manifest, PackageFacts, ReleaseAssign, ReleaseWithdraw,
+};
 use crate::proto::StoreEventType;
 use crate::sync::state::SyncState;
 
@@ -625,11 +629,17 @@ impl Service {
             .db
             .read(|c| {
                 let mut stmt = c.prepare(
-                    "SELECT event_id, payload FROM sync_releases WHERE handled_ms IS NULL
-                     ORDER BY received_ms, event_id LIMIT 20",
+                    "SELECT event_id, type, payload FROM sync_releases WHERE handled_ms IS NULL
+                     ORDER BY received_ms, seq, event_id LIMIT 20",
                 )?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })
@@ -641,41 +651,45 @@ impl Service {
                 return;
             }
         };
-        for (event_id, payload) in rows {
-            let assign = serde_json::from_str::<ReleaseAssign>(&payload)
-                .map_err(|e| e.to_string())
-                .and_then(|a| a.check().map(|()| a));
+        let mut withdrew = false;
+        for (event_id, kind, payload) in rows {
             let now = self.now();
             let mut next = self.st.clone();
-            let status = match assign {
-                Err(e) => {
-                    tracing::warn!(event_id, error = %e, "updates: release.assign ignored");
-                    None
-                }
-                Ok(a) => {
-                    let release = Release {
-                        version: a.version.clone(),
-                        serial: a.manifest.serial,
-                        rollout: a.rollout.clone(),
-                    };
-                    if let Some(why) = off_reason(&self.ctx.config) {
-                        let (u, s) = super::refuse(&next.updater, release, why);
-                        next.updater = u;
-                        next.assign = None;
-                        s
-                    } else {
+            let status = if kind == "withdraw" {
+                let w = serde_json::from_str::<ReleaseWithdraw>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|w| w.check().map(|()| w));
+                match w {
+                    Err(e) => {
+                        tracing::warn!(event_id, error = %e, "updates: release.withdraw ignored");
+                        None
+                    }
+                    Ok(w) => {
                         let c = conditions(&self.ctx.config, now, false);
-                        let (u, action, s) =
-                            super::step(&next.updater, Event::Assigned(release), &c);
-                        if action == Action::Download {
-                            next.assign = Some(a);
-                        } else if u.state == State::Refused {
+                        let event = Event::Withdrawn {
+                            version: w.version.clone(),
+                            rollout: w.rollout.clone(),
+                            reason: w.reason.clone(),
+                        };
+                        let (u, _, s) = super::step(&next.updater, event, &c);
+                        if u.state == State::Refused && next.updater.state != State::Refused {
                             next.assign = None;
+                            withdrew = true;
+                        } else {
+                            tracing::info!(
+                                event_id,
+                                version = %w.version,
+                                rollout = %w.rollout,
+                                state = ?next.updater.state,
+                                "updates: release.withdraw is not about a release waiting to install; ignored"
+                            );
                         }
                         next.updater = u;
                         s
                     }
                 }
+            } else {
+                self.assignment(&event_id, &payload, now, &mut next)
             };
             let now_ms = now.as_millisecond();
             let saved = next.clone();
@@ -709,6 +723,51 @@ impl Service {
         if self.st.updater.state == State::Downloading {
             let keep = self.st.assign.as_ref().map(|a| file_stem(&a.version));
             self.clean_files(keep.as_deref());
+        } else if withdrew && self.st.assign.is_none() {
+            // The withdrawn release's package, partial download and manifest.
+            self.clean_files(None);
+        }
+    }
+
+    /// Steps the machine with one stored `release.assign` into `next`; the status to report.
+    fn assignment(
+        &self,
+        event_id: &str,
+        payload: &str,
+        now: Timestamp,
+        next: &mut Persisted,
+    ) -> Option<Status> {
+        let assign = serde_json::from_str::<ReleaseAssign>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|a| a.check().map(|()| a));
+        match assign {
+            Err(e) => {
+                tracing::warn!(event_id, error = %e, "updates: release.assign ignored");
+                None
+            }
+            Ok(a) => {
+                let release = Release {
+                    version: a.version.clone(),
+                    serial: a.manifest.serial,
+                    rollout: a.rollout.clone(),
+                };
+                if let Some(why) = off_reason(&self.ctx.config) {
+                    let (u, s) = super::refuse(&next.updater, release, why);
+                    next.updater = u;
+                    next.assign = None;
+                    s
+                } else {
+                    let c = conditions(&self.ctx.config, now, false);
+                    let (u, action, s) = super::step(&next.updater, Event::Assigned(release), &c);
+                    if action == Action::Download {
+                        next.assign = Some(a);
+                    } else if u.state == State::Refused {
+                        next.assign = None;
+                    }
+                    next.updater = u;
+                    s
+                }
+            }
         }
     }
 
@@ -1341,6 +1400,69 @@ mod tests {
             read_request(&f.dir).unwrap(),
             Some(Request::Install { ref rollout, .. }) if rollout == "r-10"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_staged_release_is_refused_its_files_removed_and_never_installed() {
+        let f = fixture(60);
+        f.staged("2.0.0");
+        std::fs::write(f.dir.join("2.0.0.manifest.json"), b"{}").unwrap();
+        let mut svc = f.service().await;
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        let withdraw = |id: &str, rollout: &str, seq: i64| {
+            let p = json!({"rollout": rollout, "version": "2.0.0", "reason": "failure threshold reached"});
+            let id = id.to_string();
+            f.db.write_blocking(move |c| {
+                c.execute(
+                    "INSERT INTO sync_releases (event_id, type, seq, payload, received_ms)
+                     VALUES (?1, 'withdraw', ?2, ?3, 1)",
+                    params![id, seq, p.to_string()],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        };
+        // Another rollout's withdrawal is ignored (and handled).
+        withdraw("w1", "r-other", 5);
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::WaitingWindow);
+        assert!(f.dir.join("2.0.0.deb").exists());
+        withdraw("w2", "r-9", 6);
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Refused);
+        assert_eq!(
+            svc.st.updater.reason,
+            "withdrawn by HQ: failure threshold reached"
+        );
+        assert!(svc.st.assign.is_none());
+        for f_ in ["2.0.0.deb", "2.0.0.manifest.json"] {
+            assert!(!f.dir.join(f_).exists(), "{f_} is removed");
+        }
+        let last = f.reported().pop().unwrap();
+        assert_eq!(
+            (
+                last["state"].as_str(),
+                last["rollout"].as_str(),
+                last["serial"].as_u64()
+            ),
+            (Some("refused"), Some("r-9"), Some(40))
+        );
+        let pending: i64 =
+            f.db.read_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sync_releases WHERE handled_ms IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(pending, 0);
+        // The window opens: no install request.
+        f.at("2026-12-02T02:30:00Z");
+        svc.tick().await;
+        assert_eq!(svc.st.updater.state, State::Refused);
+        assert!(read_request(&f.dir).unwrap().is_none());
     }
 
     #[tokio::test]

@@ -316,3 +316,85 @@ async fn a_pilot_whose_probation_fails_rolls_back_and_the_rollout_stops_there() 
     assert!(reported(&pb.hq, "a1").await.is_empty());
     assert_eq!(updates(&pilot).await["running_version"], old.as_str());
 }
+
+/// Files of a release in the store's updates directory (package, partial download, manifest).
+fn release_files(sb: &StoreBox) -> Vec<String> {
+    std::fs::read_dir(updates_dir(sb))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.ends_with(".deb") || n.ends_with(".deb.part") || n.ends_with(".manifest.json")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 15: a store assigned in the afternoon stages the release and waits for its night window;
+/// the operator aborts the rollout; HQ's `release.withdraw` reaches the store, which reports
+/// `refused` ("withdrawn by HQ: aborted by …"), removes the staged package and, once its window
+/// opens, installs nothing (the test installer is never asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_abort_withdraws_a_release_staged_and_waiting_for_the_window() {
+    let pb = setup();
+    publish(&pb, "9.6.0").await;
+    let sb = start_store(&pb, "p1", "pilot");
+    let clock = pb.tmp.path().join("clock-p1");
+    set_clock(&clock, &day_at(2, "14:00"));
+
+    let mut only_pilot = plan("9.6.0");
+    only_pilot["waves"] =
+        json!([{"groups": ["pilot"], "min_success_percent": 100, "soak_minutes": 0}]);
+    let (s, v) = pb.hq.post("/hq/v1/rollouts", only_pilot).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let waiting = state_becomes(&sb, "waiting_window", 30).await;
+    assert!(waiting.to_string().contains("install window"), "{waiting}");
+    assert!(
+        release_files(&sb).iter().any(|f| f.ends_with(".deb")),
+        "staged: {:?}",
+        release_files(&sb)
+    );
+    eventually(20, "HQ sees p1 waiting for its window", || async {
+        let r = rollout(&pb.hq, &id).await;
+        (store_state(&r, "p1").as_deref() == Some("waiting_window")).then_some(())
+    })
+    .await;
+
+    let (s, v) = pb
+        .hq
+        .post(&format!("/hq/v1/rollouts/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let refused = state_becomes(&sb, "refused", 20).await;
+    assert!(
+        refused.to_string().contains("withdrawn by HQ: aborted by"),
+        "{refused}"
+    );
+    assert!(
+        release_files(&sb).is_empty(),
+        "the staged package is removed: {:?}",
+        release_files(&sb)
+    );
+    eventually(20, "HQ holds p1's refused report", || async {
+        let r = rollout(&pb.hq, &id).await;
+        (store_state(&r, "p1").as_deref() == Some("refused")).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        reported(&pb.hq, "p1").await,
+        ["downloading", "staged", "waiting_window", "refused"]
+    );
+
+    // The night window opens: nothing is installed.
+    set_clock(&clock, &day_at(3, "02:30"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let v = updates(&sb).await;
+    assert_eq!(v["state"], "refused", "{v}");
+    assert!(
+        !updates_dir(&sb).join("request.json").exists(),
+        "the test installer was asked to install a withdrawn release"
+    );
+    assert!(release_files(&sb).is_empty());
+}

@@ -10,7 +10,7 @@ use super::{append, pg};
 use crate::hq::error::{HqError, HqResult};
 use crate::hq::releases::{
     self, parse_store_state, plan_tick, reported_state, store_state_str, ReleaseRow, RolloutRow,
-    RolloutSpec, RolloutState, RolloutStoreRow, Tick, CHUNK_BYTES,
+    RolloutSpec, RolloutState, RolloutStoreRow, Tick, Withdrawal, CHUNK_BYTES,
 };
 use crate::hq::rollout::FleetStore;
 use crate::proto::release::{Manifest, ReleaseState, ReleaseStatus};
@@ -248,34 +248,69 @@ pub async fn fleet(c: &impl GenericClient) -> HqResult<Vec<FleetStore>> {
         .collect())
 }
 
+/// Authors a rollout's `release.withdraw` for exactly its stores (see [`releases::withdrawal`]).
+async fn author_withdrawal(
+    tx: &deadpool_postgres::Transaction<'_>,
+    w: &Withdrawal,
+    now_ms: i64,
+    retain: u64,
+) -> HqResult<()> {
+    let target = Target::Stores {
+        stores: w.stores.clone(),
+    };
+    append(tx, &target, std::slice::from_ref(&w.event), now_ms, retain).await?;
+    Ok(())
+}
+
+/// The withdrawal of an active rollout being aborted now (its rows as they are before, the
+/// rollout row held by the caller); true when an event was authored.
+async fn withdraw(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+    version: &str,
+    reason: &str,
+    now_ms: i64,
+    retain: u64,
+) -> HqResult<bool> {
+    let rows = rollout_stores(tx, id).await?;
+    let Some(w) = releases::withdrawal(id, version, reason, &rows)? else {
+        return Ok(false);
+    };
+    author_withdrawal(tx, &w, now_ms, retain).await?;
+    Ok(true)
+}
+
+/// See the SQLite engine's `create_rollout`: supersedes every active rollout, withdrawing the
+/// pending assignments of those of another version.
 pub async fn create_rollout(
     tx: &deadpool_postgres::Transaction<'_>,
     row: &RolloutRow,
+    retain: u64,
 ) -> HqResult<Vec<String>> {
     if get_release(tx, &row.spec.version).await?.is_none() {
         return Err(releases::unknown_version(&row.spec.version));
     }
-    let superseded: Vec<String> = tx
+    let active: Vec<(String, String)> = tx
         .query(
-            "SELECT id FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id FOR UPDATE",
+            "SELECT id, version FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id FOR UPDATE",
             &[],
         )
         .await
         .map_err(pg)?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for old in &superseded {
+    let reason = releases::superseded_reason(&row.id);
+    for (old, version) in &active {
         tx.execute(
             "UPDATE rollouts SET state = 'aborted', reason = $2, updated_ms = $3 WHERE id = $1",
-            &[
-                old,
-                &format!("superseded by rollout {}", row.id),
-                &row.created_ms,
-            ],
+            &[old, &reason, &row.created_ms],
         )
         .await
         .map_err(pg)?;
+        if *version != row.spec.version {
+            withdraw(tx, old, version, &reason, row.created_ms, retain).await?;
+        }
     }
     let plan = serde_json::to_string(&row.spec).map_err(HqError::storage)?;
     tx.execute(
@@ -294,15 +329,18 @@ pub async fn create_rollout(
     )
     .await
     .map_err(pg)?;
-    Ok(superseded)
+    Ok(active.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Pause, resume or abort, holding the rollout row; an abort withdraws the rollout's pending
+/// assignments in the same transaction.
 pub async fn set_state(
     tx: &deadpool_postgres::Transaction<'_>,
     id: &str,
     to: RolloutState,
     reason: &str,
     now_ms: i64,
+    retain: u64,
 ) -> HqResult<RolloutRow> {
     let row = get_rollout(tx, id, true)
         .await?
@@ -314,6 +352,9 @@ pub async fn set_state(
     )
     .await
     .map_err(pg)?;
+    if to == RolloutState::Aborted {
+        withdraw(tx, id, &row.spec.version, reason, now_ms, retain).await?;
+    }
     get_rollout(tx, id, false)
         .await?
         .ok_or_else(|| releases::unknown_rollout(id))
@@ -370,6 +411,9 @@ pub async fn tick(
             retain,
         )
         .await?;
+    }
+    if let Some(w) = &t.withdraw {
+        author_withdrawal(tx, w, now_ms, retain).await?;
     }
     if let Some((state, why)) = &t.new_state {
         tx.execute(

@@ -81,6 +81,20 @@ impl Drop for PgStorage {
 }
 
 impl PgStorage {
+    /// Reads the feed head after this node authored events and moves the watched head forward
+    /// (the LISTEN watcher would too, a moment later).
+    async fn head_moved(&self) -> HqResult<()> {
+        let h = read_head(&self.pool).await?;
+        self.head.send_if_modified(|cur| {
+            let moved = h > *cur;
+            if moved {
+                *cur = h;
+            }
+            moved
+        });
+        Ok(())
+    }
+
     /// Connects, migrates the schema and starts watching the feed head.
     pub async fn connect(url: &str, retain_events: u64) -> HqResult<PgStorage> {
         let cfg = deadpool_postgres::Config {
@@ -586,6 +600,18 @@ impl HqStorage for PgStorage {
             .query_opt(crate::hq::releases::PENDING_ASSIGN_SQL, &[&store.id])
             .await
             .map_err(pg)?;
+        let newest = tx
+            .query_opt(crate::hq::releases::NEWEST_ASSIGNMENT_SQL, &[&store.id])
+            .await
+            .map_err(pg)?
+            .map(|r| crate::hq::releases::NewestAssignment {
+                rollout: r.get(0),
+                version: r.get(1),
+                rollout_state: r.get(2),
+                reason: r.get(3),
+                store_state: r.get(4),
+                superseded_by_same_version: r.get(5),
+            });
         tx.commit().await.map_err(pg)?;
         let mut events: Vec<FeedEvent> = rows
             .iter()
@@ -608,6 +634,9 @@ impl HqStorage for PgStorage {
                 r.get(1),
                 cursor,
             ));
+        }
+        if let Some(n) = newest {
+            events.extend(crate::hq::releases::snapshot_withdraw(&n, cursor));
         }
         Ok(Snapshot { cursor, events })
     }
@@ -1030,8 +1059,12 @@ impl HqStorage for PgStorage {
     async fn create_rollout(&self, rollout: RolloutRow) -> HqResult<Vec<String>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let superseded = rel::create_rollout(&tx, &rollout).await?;
+        let superseded = rel::create_rollout(&tx, &rollout, self.retain_events).await?;
         tx.commit().await.map_err(pg)?;
+        if !superseded.is_empty() {
+            // A superseded rollout may have authored its withdrawal.
+            self.head_moved().await?;
+        }
         Ok(superseded)
     }
 
@@ -1069,8 +1102,12 @@ impl HqStorage for PgStorage {
     ) -> HqResult<RolloutRow> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let row = rel::set_state(&tx, id, to, reason, now_ms).await?;
+        let row = rel::set_state(&tx, id, to, reason, now_ms, self.retain_events).await?;
         tx.commit().await.map_err(pg)?;
+        if to == RolloutState::Aborted {
+            // The abort may have authored its withdrawal.
+            self.head_moved().await?;
+        }
         Ok(row)
     }
 
@@ -1079,15 +1116,8 @@ impl HqStorage for PgStorage {
         let tx = c.transaction().await.map_err(pg)?;
         let t = rel::tick(&tx, id, now, self.retain_events).await?;
         tx.commit().await.map_err(pg)?;
-        if t.event.is_some() {
-            let h = read_head(&self.pool).await?;
-            self.head.send_if_modified(|cur| {
-                let moved = h > *cur;
-                if moved {
-                    *cur = h;
-                }
-                moved
-            });
+        if t.authors() {
+            self.head_moved().await?;
         }
         Ok(t)
     }

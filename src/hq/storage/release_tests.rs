@@ -242,6 +242,55 @@ pub(crate) async fn assigns(s: &dyn HqStorage, store: &str, group: &str) -> Vec<
         .collect()
 }
 
+/// The `release.withdraw` events in a store's feed.
+pub(crate) async fn withdraws(s: &dyn HqStorage, store: &str, group: &str) -> Vec<Value> {
+    let ident = StoreIdent {
+        id: store.into(),
+        group: group.into(),
+    };
+    s.feed(&ident, 0, 1000)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.event_type == "release.withdraw")
+        .map(|e| e.payload)
+        .collect()
+}
+
+fn group_of(store: &str) -> &'static str {
+    match store {
+        "p1" => "pilot",
+        c if c.starts_with('c') => "canary",
+        _ => "",
+    }
+}
+
+/// Asserts which stores' feeds carry exactly one `release.withdraw` (of `rollout`, `version`,
+/// `reason`) and that every other store's carries none.
+async fn assert_withdrawn(
+    s: &dyn HqStorage,
+    f: &Fleet,
+    expect: &[&str],
+    rollout: &str,
+    version: &str,
+    reason: &str,
+) {
+    for id in f.tokens.keys() {
+        let w = withdraws(s, id, group_of(id)).await;
+        if expect.contains(&id.as_str()) {
+            assert_eq!(w.len(), 1, "{id}: exactly one withdraw, got {w:?}");
+            assert_eq!(
+                w[0],
+                json!({"rollout": rollout, "version": version, "reason": reason}),
+                "{id}"
+            );
+        } else {
+            assert!(w.is_empty(), "{id} gets no withdraw: {w:?}");
+        }
+    }
+}
+
 async fn tick(s: &dyn HqStorage, id: &str, at: i64) -> Vec<String> {
     let mut v: Vec<String> = s
         .tick_rollout(id, t(at))
@@ -343,6 +392,87 @@ pub(crate) async fn rollout_aborts_before_the_last_wave(s: &dyn HqStorage) {
     assert!(tick(s, "r1", 6000).await.is_empty());
     assert!(assigns(s, "s1", "").await.is_empty());
     assert!(!s.assigned("s1", "1.5.0").await.unwrap());
+}
+
+/// The engine aborts (2 of 5 rolled back): the canaries not yet installing get exactly one
+/// `release.withdraw` with the abort reason, in the tick that aborts; committed, rolled back and
+/// installing stores, and stores never assigned, get none; later ticks author nothing more.
+pub(crate) async fn engine_abort_withdraws_pending_assignments(s: &dyn HqStorage) {
+    let f = fleet(s).await;
+    let mut sp = spec(false);
+    sp.waves[0].soak_minutes = 0;
+    start(s, "r1", sp, 0).await;
+    tick(s, "r1", 0).await;
+    f.report(s, "p1", "committed", Some("r1"), 1).await;
+    assert_eq!(tick(s, "r1", 2).await, ["c1", "c2", "c3", "c4"]);
+    f.report(s, "c1", "rolled_back", Some("r1"), 3).await;
+    f.report(s, "c3", "installing", Some("r1"), 3).await;
+    f.report(s, "c4", "waiting_window", Some("r1"), 3).await;
+    assert_withdrawn(s, &f, &[], "r1", "1.5.0", "").await;
+    f.report(s, "c2", "rolled_back", Some("r1"), 4).await;
+    let t5 = s.tick_rollout("r1", t(5)).await.unwrap();
+    assert!(t5.withdraw.is_some());
+    let (row, _, _) = s.rollout("r1").await.unwrap().unwrap();
+    assert_eq!(row.state, RolloutState::Aborted);
+    assert!(row.reason.contains("2 of 5"), "{}", row.reason);
+    assert_withdrawn(s, &f, &["c4"], "r1", "1.5.0", &row.reason).await;
+    assert!(s.tick_rollout("r1", t(6)).await.unwrap().withdraw.is_none());
+    assert_withdrawn(s, &f, &["c4"], "r1", "1.5.0", &row.reason).await;
+}
+
+/// Pause withdraws nothing; an operator abort withdraws from the stores assigned and not yet
+/// installing (assigned, downloading, waiting_window), not from those in probation, committed
+/// or refused. A new rollout of another version withdraws the superseded one's pending
+/// assignments; one of the same version does not (it assigns that version again).
+pub(crate) async fn operator_abort_and_supersede_withdraw(s: &dyn HqStorage) {
+    let f = fleet(s).await;
+    let mut sp = spec(true);
+    sp.waves[0].soak_minutes = 0;
+    start(s, "r1", sp.clone(), 0).await;
+    tick(s, "r1", 0).await;
+    f.report(s, "p1", "committed", Some("r1"), 1).await;
+    assert_eq!(tick(s, "r1", 2).await, ["c1", "c2", "c3", "c4"]);
+    f.report(s, "c1", "waiting_window", Some("r1"), 3).await;
+    f.report(s, "c2", "downloading", Some("r1"), 3).await;
+    f.report(s, "c3", "probation", Some("r1"), 3).await;
+    let ms = |m: i64| t(m).as_millisecond();
+    s.set_rollout_state("r1", RolloutState::Paused, "", ms(4))
+        .await
+        .unwrap();
+    assert_withdrawn(s, &f, &[], "r1", "1.5.0", "").await;
+    s.set_rollout_state("r1", RolloutState::Running, "", ms(5))
+        .await
+        .unwrap();
+    let head = s.head().await.unwrap();
+    s.set_rollout_state("r1", RolloutState::Aborted, "aborted by ops", ms(6))
+        .await
+        .unwrap();
+    assert_eq!(s.head().await.unwrap(), head + 1, "one event");
+    assert_withdrawn(s, &f, &["c1", "c2", "c4"], "r1", "1.5.0", "aborted by ops").await;
+
+    // Supersede: r2 (1.6.0) assigns the pilot, then r3 of 1.5.0 replaces it.
+    let dir = tempfile::tempdir().unwrap();
+    publish(s, dir.path(), "1.6.0", &package_bytes(3000, 4))
+        .await
+        .unwrap();
+    let mut sp16 = sp.clone();
+    sp16.version = "1.6.0".into();
+    start(s, "r2", sp16, 10).await;
+    assert_eq!(tick(s, "r2", 10).await, ["p1"]);
+    start(s, "r3", sp.clone(), 11).await;
+    let w = withdraws(s, "p1", "pilot").await;
+    assert_eq!(
+        w,
+        [json!({"rollout": "r2", "version": "1.6.0", "reason": "superseded by rollout r3"})]
+    );
+    // r4 of the same version as r3 withdraws nothing.
+    assert_eq!(tick(s, "r3", 12).await, ["p1"]);
+    let head = s.head().await.unwrap();
+    start(s, "r4", sp, 13).await;
+    assert_eq!(s.head().await.unwrap(), head);
+    assert_eq!(withdraws(s, "p1", "pilot").await.len(), 1);
+    let r3 = s.rollout("r3").await.unwrap().unwrap().0;
+    assert_eq!(r3.state, RolloutState::Aborted);
 }
 
 /// Urgent skips soak, never health; pause stops assignment, resume continues; a silent store
@@ -490,6 +620,47 @@ pub(crate) async fn snapshot_carries_a_pending_assignment(s: &dyn HqStorage) {
     .await
     .unwrap();
     assert!(snapshot_assigns(s, "c2", "canary").await.is_empty());
+    // Instead it carries the withdrawal to the stores that have not answered it; not to p1
+    // (committed) and, once c2 reported `refused`, not to c2.
+    let w = snapshot_withdraws(s, "c2", "canary").await;
+    assert_eq!(
+        w,
+        [(
+            "snapshot-withdraw-r1".to_string(),
+            json!({"rollout": "r1", "version": "1.5.0", "reason": "aborted by ops"})
+        )]
+    );
+    assert!(snapshot_withdraws(s, "p1", "pilot").await.is_empty());
+    f.report(s, "c2", "refused", Some("r1"), 5).await;
+    assert!(snapshot_withdraws(s, "c2", "canary").await.is_empty());
+    assert_eq!(snapshot_withdraws(s, "c3", "canary").await.len(), 1);
+    // A newer rollout of the same version supersedes a rollout: no withdrawal in the snapshot.
+    start(s, "r2", spec(true), 10).await;
+    assert_eq!(tick(s, "r2", 10).await, ["p1"]);
+    start(s, "r3", spec(true), 11).await;
+    assert!(snapshot_withdraws(s, "p1", "pilot").await.is_empty());
+    assert_eq!(
+        snapshot_assigns(s, "p1", "pilot").await.len(),
+        0,
+        "r3 not ticked yet"
+    );
+}
+
+/// The `release.withdraw` events in a store's snapshot.
+async fn snapshot_withdraws(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
+    let ident = StoreIdent {
+        id: store.into(),
+        group: group.into(),
+    };
+    let snap = s.snapshot(&ident).await.unwrap();
+    snap.events
+        .into_iter()
+        .filter(|e| e.event_type == "release.withdraw")
+        .map(|e| {
+            assert_eq!(e.seq, snap.cursor, "placed at the snapshot's cursor");
+            (e.id, e.payload)
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -514,6 +685,18 @@ async fn sqlite_rollout_waves_advance_on_commits() {
 async fn sqlite_rollout_aborts_before_the_last_wave() {
     let (_d, s) = super::tests::sqlite().await;
     rollout_aborts_before_the_last_wave(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_engine_abort_withdraws_pending_assignments() {
+    let (_d, s) = super::tests::sqlite().await;
+    engine_abort_withdraws_pending_assignments(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqlite_operator_abort_and_supersede_withdraw() {
+    let (_d, s) = super::tests::sqlite().await;
+    operator_abort_and_supersede_withdraw(s.as_ref()).await;
 }
 
 #[tokio::test]
@@ -550,6 +733,18 @@ mod pg {
     async fn pg_rollout_aborts_before_the_last_wave() {
         let db = TestDb::new().await;
         rollout_aborts_before_the_last_wave(&open(&db).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_engine_abort_withdraws_pending_assignments() {
+        let db = TestDb::new().await;
+        engine_abort_withdraws_pending_assignments(&open(&db).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_operator_abort_and_supersede_withdraw() {
+        let db = TestDb::new().await;
+        operator_abort_and_supersede_withdraw(&open(&db).await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

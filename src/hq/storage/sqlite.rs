@@ -366,13 +366,21 @@ impl HqStorage for SqliteStorage {
     }
 
     async fn create_rollout(&self, rollout: RolloutRow) -> HqResult<Vec<String>> {
-        self.write(move |c| {
-            let tx = crate::db::immediate(c)?;
-            let superseded = rel::create_rollout(&tx, &rollout)?;
-            tx.commit()?;
-            Ok(superseded)
-        })
-        .await
+        let retain = self.retain_events;
+        let superseded = self
+            .write(move |c| {
+                let tx = crate::db::immediate(c)?;
+                let superseded = rel::create_rollout(&tx, &rollout, retain)?;
+                tx.commit()?;
+                Ok(superseded)
+            })
+            .await?;
+        if !superseded.is_empty() {
+            // A superseded rollout may have authored its withdrawal.
+            let h = self.read(|c| Ok(head(c)?)).await?;
+            self.head.send_replace(h);
+        }
+        Ok(superseded)
     }
 
     async fn rollouts(&self) -> HqResult<Vec<RolloutRow>> {
@@ -401,13 +409,21 @@ impl HqStorage for SqliteStorage {
         now_ms: i64,
     ) -> HqResult<RolloutRow> {
         let (id, reason) = (id.to_string(), reason.to_string());
-        self.write(move |c| {
-            let tx = crate::db::immediate(c)?;
-            let row = rel::set_state(&tx, &id, to, &reason, now_ms)?;
-            tx.commit()?;
-            Ok(row)
-        })
-        .await
+        let retain = self.retain_events;
+        let row = self
+            .write(move |c| {
+                let tx = crate::db::immediate(c)?;
+                let row = rel::set_state(&tx, &id, to, &reason, now_ms, retain)?;
+                tx.commit()?;
+                Ok(row)
+            })
+            .await?;
+        if to == RolloutState::Aborted {
+            // The abort may have authored its withdrawal.
+            let h = self.read(|c| Ok(head(c)?)).await?;
+            self.head.send_replace(h);
+        }
+        Ok(row)
     }
 
     async fn tick_rollout(&self, id: &str, now: jiff::Timestamp) -> HqResult<Tick> {
@@ -421,7 +437,7 @@ impl HqStorage for SqliteStorage {
                 Ok(t)
             })
             .await?;
-        if t.event.is_some() {
+        if t.authors() {
             let h = self.read(|c| Ok(head(c)?)).await?;
             self.head.send_replace(h);
         }
@@ -837,6 +853,21 @@ pub fn snapshot(conn: &Connection, store: &str, group: &str) -> DbResult<Snapsho
         events.extend(crate::hq::releases::snapshot_assign(
             &rollout, &manifest, cursor,
         ));
+    }
+    let newest = conn
+        .query_row(crate::hq::releases::NEWEST_ASSIGNMENT_SQL, [store], |r| {
+            Ok(crate::hq::releases::NewestAssignment {
+                rollout: r.get(0)?,
+                version: r.get(1)?,
+                rollout_state: r.get(2)?,
+                reason: r.get(3)?,
+                store_state: r.get(4)?,
+                superseded_by_same_version: r.get(5)?,
+            })
+        })
+        .optional()?;
+    if let Some(n) = newest {
+        events.extend(crate::hq::releases::snapshot_withdraw(&n, cursor));
     }
     Ok(Snapshot { cursor, events })
 }

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::hq::error::{HqError, HqResult};
 use crate::hq::releases::{
     self, parse_store_state, plan_tick, reported_state, store_state_str, ReleaseRow, RolloutRow,
-    RolloutSpec, RolloutState, RolloutStoreRow, Tick,
+    RolloutSpec, RolloutState, RolloutStoreRow, Tick, Withdrawal,
 };
 use crate::hq::rollout::FleetStore;
 use crate::proto::release::{Manifest, ReleaseState, ReleaseStatus};
@@ -216,24 +216,64 @@ pub fn fleet(c: &Connection) -> HqResult<Vec<FleetStore>> {
     Ok(rows)
 }
 
-pub fn create_rollout(tx: &Transaction<'_>, row: &RolloutRow) -> HqResult<Vec<String>> {
+/// Authors a rollout's `release.withdraw` for exactly its stores (see [`releases::withdrawal`]).
+fn author_withdrawal(
+    tx: &Transaction<'_>,
+    w: &Withdrawal,
+    now_ms: i64,
+    retain: u64,
+) -> HqResult<()> {
+    let target = Target::Stores {
+        stores: w.stores.clone(),
+    };
+    super::append(tx, &target, &w.event, now_ms)?;
+    super::prune(tx, retain)?;
+    Ok(())
+}
+
+/// The withdrawal of an active rollout being aborted now (its rows as they are before); true
+/// when an event was authored.
+fn withdraw(
+    tx: &Transaction<'_>,
+    id: &str,
+    version: &str,
+    reason: &str,
+    now_ms: i64,
+    retain: u64,
+) -> HqResult<bool> {
+    let Some(w) = releases::withdrawal(id, version, reason, &rollout_stores(tx, id)?)? else {
+        return Ok(false);
+    };
+    author_withdrawal(tx, &w, now_ms, retain)?;
+    Ok(true)
+}
+
+/// Creates the rollout and aborts every active one as superseded; a superseded rollout of another
+/// version withdraws its pending assignments (one of the same version does not: the new rollout
+/// assigns that version again). Returns the superseded ids.
+pub fn create_rollout(
+    tx: &Transaction<'_>,
+    row: &RolloutRow,
+    retain: u64,
+) -> HqResult<Vec<String>> {
     if get_release(tx, &row.spec.version)?.is_none() {
         return Err(releases::unknown_version(&row.spec.version));
     }
-    let mut stmt =
-        tx.prepare("SELECT id FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id")?;
-    let superseded = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
+    let mut stmt = tx.prepare(
+        "SELECT id, version FROM rollouts WHERE state IN ('running', 'paused') ORDER BY id",
+    )?;
+    let active = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
-    for old in &superseded {
+    let reason = releases::superseded_reason(&row.id);
+    for (old, version) in &active {
         tx.execute(
             "UPDATE rollouts SET state = 'aborted', reason = ?2, updated_ms = ?3 WHERE id = ?1",
-            params![
-                old,
-                format!("superseded by rollout {}", row.id),
-                row.created_ms
-            ],
+            params![old, reason, row.created_ms],
         )?;
+        if *version != row.spec.version {
+            withdraw(tx, old, version, &reason, row.created_ms, retain)?;
+        }
     }
     let plan = serde_json::to_string(&row.spec).map_err(HqError::storage)?;
     tx.execute(
@@ -250,15 +290,18 @@ pub fn create_rollout(tx: &Transaction<'_>, row: &RolloutRow) -> HqResult<Vec<St
             row.created_by
         ],
     )?;
-    Ok(superseded)
+    Ok(active.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Pause, resume or abort; an abort withdraws the rollout's pending assignments in the same
+/// transaction.
 pub fn set_state(
     tx: &Transaction<'_>,
     id: &str,
     to: RolloutState,
     reason: &str,
     now_ms: i64,
+    retain: u64,
 ) -> HqResult<RolloutRow> {
     let row = get_rollout(tx, id)?.ok_or_else(|| releases::unknown_rollout(id))?;
     releases::check_transition(&row, to)?;
@@ -266,6 +309,9 @@ pub fn set_state(
         "UPDATE rollouts SET state = ?2, reason = ?3, updated_ms = ?4 WHERE id = ?1",
         params![id, to.as_str(), reason, now_ms],
     )?;
+    if to == RolloutState::Aborted {
+        withdraw(tx, id, &row.spec.version, reason, now_ms, retain)?;
+    }
     get_rollout(tx, id)?.ok_or_else(|| releases::unknown_rollout(id))
 }
 
@@ -305,6 +351,9 @@ pub fn tick(tx: &Transaction<'_>, id: &str, now: jiff::Timestamp, retain: u64) -
         };
         super::append(tx, &target, ev, now_ms)?;
         super::prune(tx, retain)?;
+    }
+    if let Some(w) = &t.withdraw {
+        author_withdrawal(tx, w, now_ms, retain)?;
     }
     if let Some((state, why)) = &t.new_state {
         tx.execute(
