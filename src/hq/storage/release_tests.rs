@@ -564,8 +564,13 @@ pub(crate) async fn rollout_urgent_pause_timeout(s: &dyn HqStorage) {
     );
 }
 
-/// The `release.assign` events in a store's snapshot.
-async fn snapshot_assigns(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
+/// The events of `event_type` in a store's snapshot, each checked to sit at the snapshot's cursor.
+async fn snapshot_events(
+    s: &dyn HqStorage,
+    store: &str,
+    group: &str,
+    event_type: &str,
+) -> Vec<(String, Value)> {
     let ident = StoreIdent {
         id: store.into(),
         group: group.into(),
@@ -573,12 +578,17 @@ async fn snapshot_assigns(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(S
     let snap = s.snapshot(&ident).await.unwrap();
     snap.events
         .into_iter()
-        .filter(|e| e.event_type == "release.assign")
+        .filter(|e| e.event_type == event_type)
         .map(|e| {
             assert_eq!(e.seq, snap.cursor, "placed at the snapshot's cursor");
             (e.id, e.payload)
         })
         .collect()
+}
+
+/// The `release.assign` events in a store's snapshot.
+async fn snapshot_assigns(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
+    snapshot_events(s, store, group, "release.assign").await
 }
 
 /// A store that rebuilds from the snapshot (installed after HQ assigned it, or answered 410)
@@ -648,19 +658,7 @@ pub(crate) async fn snapshot_carries_a_pending_assignment(s: &dyn HqStorage) {
 
 /// The `release.withdraw` events in a store's snapshot.
 async fn snapshot_withdraws(s: &dyn HqStorage, store: &str, group: &str) -> Vec<(String, Value)> {
-    let ident = StoreIdent {
-        id: store.into(),
-        group: group.into(),
-    };
-    let snap = s.snapshot(&ident).await.unwrap();
-    snap.events
-        .into_iter()
-        .filter(|e| e.event_type == "release.withdraw")
-        .map(|e| {
-            assert_eq!(e.seq, snap.cursor, "placed at the snapshot's cursor");
-            (e.id, e.payload)
-        })
-        .collect()
+    snapshot_events(s, store, group, "release.withdraw").await
 }
 
 #[tokio::test]
